@@ -1,0 +1,250 @@
+"""Usable CPU cores and memory limit of this process, so thresholds can be relative.
+
+A container sees the host's cores in /proc/stat and the host's RAM in /proc/meminfo, so
+"CPU %" and "RSS %" must be measured against the cgroup limits instead. Both cgroup v1 and
+v2 are read straight from /proc and the cgroup filesystem; any file that is missing or
+garbled just hands over to the next source, named in the returned ``*_source`` string.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+# v1 writes "unlimited" as LONG_MAX rounded down to a page (9223372036854771712).
+_V1_UNLIMITED = 2**60
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the process may use, and where each number came from."""
+
+    cpu_cores: float
+    cpu_source: str
+    mem_bytes: int
+    mem_source: str
+
+
+@dataclass(frozen=True)
+class _Mount:
+    fstype: str  # "cgroup" (v1) or "cgroup2"
+    root: str  # the mount's root inside the hierarchy
+    point: Path  # already joined under the caller's `root`
+    options: frozenset[str]
+
+
+def detect_limits(
+    *,
+    proc_root: str | os.PathLike[str] = "/proc",
+    root: str | os.PathLike[str] = "/",
+    cpu_cores: float | None = None,
+    mem_limit: int | None = None,
+    affinity_cores: int | None = None,
+) -> Limits:
+    """Find usable cores and the memory limit; explicit overrides win. Never raises."""
+    proc = Path(proc_root)
+    paths = _cgroup_paths(proc)
+    mounts = _cgroup_mounts(proc, Path(root))
+
+    if cpu_cores is not None:
+        cores, cpu_source = float(cpu_cores), "HOLMES_CPU_CORES"
+    else:
+        cores, cpu_source = _detect_cpu(_locate("cpu", paths, mounts), affinity_cores)
+
+    if mem_limit is not None:
+        mem, mem_source = mem_limit, "HOLMES_MEM_LIMIT"
+    else:
+        mem, mem_source = _detect_memory(_locate("memory", paths, mounts), proc)
+
+    return Limits(cpu_cores=cores, cpu_source=cpu_source, mem_bytes=mem, mem_source=mem_source)
+
+
+def _detect_cpu(located: tuple[str, list[Path]] | None, affinity: int | None) -> tuple[float, str]:
+    if affinity is not None:
+        cores, source = float(affinity), f"CPU affinity ({affinity} cores)"
+    else:
+        cores, source = _affinity()
+    if located is None:
+        return cores, source
+    version, dirs = located
+    label, read = _CPU[version]
+    quotas, garbled = _read_all(dirs, read)
+    tightest = min(quotas, key=lambda qp: qp[0] / qp[1], default=None)
+    if tightest is not None and tightest[0] / tightest[1] <= cores:
+        quota, period = tightest
+        cores, source = quota / period, f"{label} ({quota}/{period})"
+    return cores, source + (f"; ignored unparsable {label}" if garbled else "")
+
+
+def _detect_memory(located: tuple[str, list[Path]] | None, proc: Path) -> tuple[int, str]:
+    mem, source = _host_memory(proc)
+    if located is None:
+        return mem, source
+    version, dirs = located
+    label, read = _MEM[version]
+    limits, garbled = _read_all(dirs, read)
+    # A cgroup limit at or above host RAM can never bind, so it means "unlimited".
+    if limits and min(limits) < mem:
+        mem, source = min(limits), label
+    return mem, source + (f"; ignored unparsable {label}" if garbled else "")
+
+
+def _affinity() -> tuple[float, str]:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+        return float(n), f"os.cpu_count() ({n} cores)"
+    return float(n), f"CPU affinity ({n} cores)"
+
+
+def _host_memory(proc: Path) -> tuple[int, str]:
+    match = re.search(r"^MemTotal:\s+(\d+) kB", _read(proc / "meminfo") or "", re.MULTILINE)
+    if match and int(match[1]) > 0:
+        return int(match[1]) * 1024, "host MemTotal"
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        physical = -1
+    if physical > 0:
+        return physical, "host sysconf physical memory (no MemTotal)"
+    # Nothing to measure against: a huge limit keeps memory rules quiet rather than wrong.
+    return sys.maxsize, "unknown (no MemTotal, no sysconf)"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, ValueError):  # ValueError: undecodable bytes or NUL in a garbled path
+        return None
+
+
+def _cgroup_paths(proc: Path) -> dict[str, str]:
+    """Controller name -> cgroup path; the v2 unified hierarchy is under the key ""."""
+    paths: dict[str, str] = {}
+    for line in (_read(proc / "self" / "cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[2].startswith("/"):
+            for controller in parts[1].split(","):
+                paths[controller] = parts[2]
+    return paths
+
+
+def _cgroup_mounts(proc: Path, root: Path) -> list[_Mount]:
+    mounts = []
+    for line in (_read(proc / "self" / "mountinfo") or "").splitlines():
+        before, sep, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if sep and len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
+            point = root / _unescape(fields[4]).lstrip("/")
+            options = frozenset(tail[2].split(","))
+            mounts.append(_Mount(tail[0], _unescape(fields[3]), point, options))
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes such as \040.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def _locate(
+    controller: str, paths: dict[str, str], mounts: list[_Mount]
+) -> tuple[str, list[Path]] | None:
+    """The cgroup version holding `controller`, and the directories from ours up to the mount."""
+    # On hybrid hosts the controllers live on v1 and the v2 tree only tracks processes,
+    # so v1 wins whenever it has the controller mounted.
+    v1 = [m for m in mounts if m.fstype == "cgroup" and controller in m.options]
+    if controller in paths and v1:
+        return "v1", _dirs(paths[controller], v1)
+    v2 = [m for m in mounts if m.fstype == "cgroup2"]
+    if "" in paths and v2:
+        return "v2", _dirs(paths[""], v2)
+    return None
+
+
+def _dirs(path: str, mounts: list[_Mount]) -> list[Path]:
+    mount = next((m for m in mounts if _within(path, m.root)), mounts[0])
+    # A container's own cgroup is usually mounted as its root: strip the part above it.
+    relative = path[len(mount.root) :] if _within(path, mount.root) else path
+    leaf = mount.point / relative.lstrip("/")
+    # Outside our cgroup namespace the path reads like "/../..": never climb above the mount.
+    if ".." in leaf.parts or not os.path.isdir(leaf):
+        leaf = mount.point
+    dirs = [leaf]
+    while dirs[-1] != mount.point and mount.point in dirs[-1].parents:
+        dirs.append(dirs[-1].parent)
+    return dirs
+
+
+def _within(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _read_all(dirs: list[Path], read: Callable[[Path], _T | None]) -> tuple[list[_T], bool]:
+    """Every limit set along the walk (a parent's limit binds too), and whether any was garbled."""
+    found: list[_T] = []
+    garbled = False
+    for directory in dirs:
+        try:
+            value = read(directory)
+        except ValueError:
+            garbled = True
+            continue
+        if value is not None:
+            found.append(value)
+    return found, garbled
+
+
+# Readers return None for "no limit here" and raise ValueError for a garbled file.
+
+
+def _cpu_v2(directory: Path) -> tuple[int, int] | None:
+    text = _read(directory / "cpu.max")
+    if text is None or text.split()[:1] == ["max"]:
+        return None
+    quota, period = map(int, text.split())
+    return _positive(quota), _positive(period)
+
+
+def _cpu_v1(directory: Path) -> tuple[int, int] | None:
+    text = _read(directory / "cpu.cfs_quota_us")
+    if text is None or int(text) == -1:
+        return None
+    return _positive(int(text)), _positive(int(_read(directory / "cpu.cfs_period_us") or ""))
+
+
+def _memory_v2(directory: Path) -> int | None:
+    text = _read(directory / "memory.max")
+    if text is None or text.strip() == "max":
+        return None
+    return _positive(int(text))
+
+
+def _memory_v1(directory: Path) -> int | None:
+    text = _read(directory / "memory.limit_in_bytes")
+    if text is None or int(text) >= _V1_UNLIMITED:
+        return None
+    return _positive(int(text))
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError(value)
+    return value
+
+
+_CPU = {
+    "v1": ("cgroup v1 cpu.cfs_quota_us/cpu.cfs_period_us", _cpu_v1),
+    "v2": ("cgroup v2 cpu.max", _cpu_v2),
+}
+_MEM = {
+    "v1": ("cgroup v1 memory.limit_in_bytes", _memory_v1),
+    "v2": ("cgroup v2 memory.max", _memory_v2),
+}
