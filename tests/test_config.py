@@ -1,0 +1,169 @@
+"""Every HOLMES_* variable, in its good and bad forms (DESIGN §2)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from holmespy import Config, ConfigError, ConfigWarning, Limit, Rule
+from holmespy.config import DEFAULT_RULES, OPTIONS, help_table, parse_duration, parse_size
+
+GOOD: list[tuple[str, str, str, object]] = [
+    ("HOLMES_ENABLE", "0", "enable", False),
+    ("HOLMES_ENABLE", "true", "enable", True),
+    ("HOLMES_SERVICE", "edge-proxy.v2", "service", "edge-proxy.v2"),
+    ("HOLMES_INTERVAL", "500ms", "interval", 0.5),
+    ("HOLMES_INTERVAL", "1m30s", "interval", 90.0),
+    ("HOLMES_DUMP_PATH", "/var/tmp/dumps", "dump_path", Path("/var/tmp/dumps")),
+    ("HOLMES_CPU", "off", "cpu", None),
+    ("HOLMES_CPU", "on", "cpu", DEFAULT_RULES["cpu"]),
+    ("HOLMES_CPU", "min=20,abs=90", "cpu", Rule(min=20, diff=25, abs=90, cooldown=60)),
+    ("HOLMES_MEM", "min=10,diff=25,abs=80,cooldown=5m", "mem", Rule(10, 25, 80, cooldown=300)),
+    ("HOLMES_THREAD", "max=500", "thread", Rule(10, 25, 70, cooldown=3600, max=500)),
+    ("HOLMES_TASK", "min=100,limit=2/10m", "task", Rule(100, 20, 200_000, 600, limit=Limit(2, 600))),
+    ("HOLMES_GCHEAP", "diff=10", "gcheap", Rule(10, 10, 40, 60)),
+    ("HOLMES_CPU_MAX", "90", "cpu_max", 90.0),
+    ("HOLMES_CPU_MAX", "off", "cpu_max", None),
+    ("HOLMES_CPU_PROFILE_SECONDS", "10", "cpu_profile_seconds", 10.0),
+    ("HOLMES_CPU_PROFILE_SECONDS", "2500ms", "cpu_profile_seconds", 2.5),
+    ("HOLMES_CPU_ENGINE", "PySpy", "cpu_engine", "pyspy"),
+    ("HOLMES_HEAP_SECONDS", "1.5", "heap_seconds", 1.5),
+    ("HOLMES_CPU_CORES", "0.5", "cpu_cores", 0.5),
+    ("HOLMES_MEM_LIMIT", "512MiB", "mem_limit", 512 * 2**20),
+    ("HOLMES_MEM_LIMIT", "2G", "mem_limit", 2 * 2**30),
+    ("HOLMES_MEM_LIMIT", "500MB", "mem_limit", 500 * 10**6),
+    ("HOLMES_STORAGE", "s3://dumps/prod/", "storage", "s3://dumps/prod"),
+    ("HOLMES_SPOOL_MAX", "2GiB", "spool_max", 2 * 2**30),
+    ("HOLMES_WEBHOOK_URL", "https://hooks.example/holmes", "webhook_url", "https://hooks.example/holmes"),
+    ("HOLMES_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+]
+
+BAD: list[tuple[str, str, str]] = [
+    ("HOLMES_ENABLE", "maybe", "1 or 0"),
+    ("HOLMES_SERVICE", "../etc", "letters, digits"),
+    ("HOLMES_SERVICE", "", "letters, digits"),
+    ("HOLMES_INTERVAL", "5", "a duration such as 500ms"),
+    ("HOLMES_INTERVAL", "5 sec", "a duration such as 500ms"),
+    ("HOLMES_INTERVAL", "0s", "from 1ms to 1h"),
+    ("HOLMES_INTERVAL", "-1s", "a duration such as 500ms"),
+    ("HOLMES_DUMP_PATH", "  ", "a folder path"),
+    ("HOLMES_CPU", "min=ten", "non-negative number"),
+    ("HOLMES_CPU", "min=10,min=20", "comma-separated"),
+    ("HOLMES_CPU", "max=50", "unknown key 'max'"),
+    ("HOLMES_MEM", "minimum=3", "unknown key 'minimum'"),
+    ("HOLMES_THREAD", "cooldown=10", "a duration"),
+    ("HOLMES_TASK", "limit=0/1h", "limit=N/DURATION"),
+    ("HOLMES_TASK", "limit=5", "limit=N/DURATION"),
+    ("HOLMES_GCHEAP", "diff=-5", "non-negative number"),
+    ("HOLMES_CPU_MAX", "120", "a percentage from 0 to 100"),
+    ("HOLMES_CPU_MAX", "nan", "a percentage from 0 to 100"),
+    ("HOLMES_CPU_PROFILE_SECONDS", "five", "or a number of seconds"),
+    ("HOLMES_CPU_PROFILE_SECONDS", "0", "from 1ms to 10m"),
+    ("HOLMES_CPU_ENGINE", "perf", "one of auto, pyspy, sampler, yappi"),
+    ("HOLMES_HEAP_SECONDS", "1h", "from 1ms to 10m"),
+    ("HOLMES_CPU_CORES", "0", "a number of cores"),
+    ("HOLMES_CPU_CORES", "inf", "a number of cores"),
+    ("HOLMES_MEM_LIMIT", "2X", "a size such as 512MiB"),
+    ("HOLMES_MEM_LIMIT", "0", "greater than zero"),
+    ("HOLMES_STORAGE", "/local/folder", "s3://bucket/prefix"),
+    ("HOLMES_STORAGE", "s3://Bad_Bucket/x", "s3://bucket/prefix"),
+    ("HOLMES_STORAGE", "s3://bucket/../x", "without '..'"),
+    ("HOLMES_SPOOL_MAX", "lots", "a size such as 512MiB"),
+    ("HOLMES_WEBHOOK_URL", "ftp://x/y", "an http:// or https:// URL"),
+    ("HOLMES_LOG_LEVEL", "loud", "one of DEBUG, INFO"),
+]
+
+
+@pytest.mark.parametrize(("env", "text", "field", "value"), GOOD, ids=[f"{g[0]}={g[1]}" for g in GOOD])
+def test_good_values_are_parsed(env: str, text: str, field: str, value: object) -> None:
+    assert getattr(Config.from_env({env: text}), field) == value
+
+
+@pytest.mark.parametrize(("env", "text", "expected"), BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
+def test_bad_values_raise_an_error_naming_variable_value_and_form(
+    env: str, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({env: text})
+    message = str(info.value)
+    assert message.startswith(f"{env}={text!r} is invalid: expected ")
+    assert expected in message
+    assert info.value.name == env
+
+
+def test_every_variable_has_good_and_bad_cases_here() -> None:
+    names = {option.env for option in OPTIONS}
+    assert names == {g[0] for g in GOOD}
+    assert names - {"HOLMES_DUMP_PATH"} <= {b[0] for b in BAD} | {"HOLMES_DUMP_PATH"}
+
+
+def test_defaults_follow_holmes_and_the_design() -> None:
+    config = Config.from_env({})
+    assert config.enable is True
+    assert config.interval == 5.0
+    assert config.cpu == Rule(min=10, diff=25, abs=70, cooldown=60, limit=Limit(5, 3600))
+    assert config.thread is not None and config.thread.cooldown == 3600
+    assert config.cpu_profile_seconds == 5.0 and config.heap_seconds == 3.0
+    assert config.cpu_engine == "auto"
+    assert config.spool_max == 2**30
+    assert config.dump_path.name.startswith("holmespy-")
+
+
+def test_unknown_holmes_variables_warn_with_the_closest_name() -> None:
+    with pytest.warns(ConfigWarning, match="HOLMES_TRHEAD is ignored; did you mean HOLMES_THREAD"):
+        Config.from_env({"HOLMES_TRHEAD": "off"})
+
+
+def test_other_variables_are_none_of_our_business() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Config.from_env({"PATH": "/bin", "HOLMESPY": "1", "AWS_REGION": "x"})
+
+
+def test_programmatic_config_gets_the_same_checks() -> None:
+    with pytest.raises(ConfigError, match="HOLMES_INTERVAL=-1"):
+        Config(interval=-1)
+    with pytest.raises(ConfigError, match="HOLMES_CPU_ENGINE"):
+        Config(cpu_engine="perf")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="only HOLMES_THREAD and HOLMES_TASK"):
+        Config(cpu=Rule(min=1, diff=1, abs=1, max=5))
+    with pytest.raises(ConfigError, match="HOLMES_SERVICE"):
+        Config().replace(service="a/b")
+
+
+def test_replace_makes_a_validated_copy() -> None:
+    config = Config(interval=1.0)
+    assert config.replace(interval=2.0).interval == 2.0
+    assert config.interval == 1.0
+
+
+def test_describe_shows_each_variable_in_its_own_syntax() -> None:
+    shown = Config(mem_limit=512 * 2**20, thread=None).describe()
+    assert shown["HOLMES_MEM_LIMIT"] == "512MiB"
+    assert shown["HOLMES_THREAD"] == "off"
+    assert shown["HOLMES_CPU"] == "min=10,diff=25,abs=70,cooldown=1m,limit=5/1h"
+    assert Config.from_env({k: v for k, v in shown.items() if v}).describe() == shown
+
+
+def test_help_table_lists_every_variable() -> None:
+    text = help_table()
+    for option in OPTIONS:
+        assert option.env in text
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1ms", 0.001), ("1.5s", 1.5), ("2m", 120.0), ("1h", 3600.0), ("1h1m1s", 3661.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration("X", text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1024", 1024), ("1K", 1024), ("1KiB", 1024), ("1KB", 1000), ("1.5GiB", 3 * 2**29), ("1T", 2**40)],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size("X", text) == size
