@@ -22,7 +22,12 @@ GOOD: list[tuple[str, str, str, object]] = [
     ("HOLMES_CPU", "min=20,abs=90", "cpu", Rule(min=20, diff=25, abs=90, cooldown=60)),
     ("HOLMES_MEM", "min=10,diff=25,abs=80,cooldown=5m", "mem", Rule(10, 25, 80, cooldown=300)),
     ("HOLMES_THREAD", "max=500", "thread", Rule(10, 25, 70, cooldown=3600, max=500)),
-    ("HOLMES_TASK", "min=100,limit=2/10m", "task", Rule(100, 20, 200_000, 600, limit=Limit(2, 600))),
+    (
+        "HOLMES_TASK",
+        "min=100,limit=2/10m",
+        "task",
+        Rule(100, 20, 200_000, 600, limit=Limit(2, 600)),
+    ),
     ("HOLMES_GCHEAP", "diff=10", "gcheap", Rule(10, 10, 40, 60)),
     ("HOLMES_CPU_MAX", "90", "cpu_max", 90.0),
     ("HOLMES_CPU_MAX", "off", "cpu_max", None),
@@ -36,7 +41,12 @@ GOOD: list[tuple[str, str, str, object]] = [
     ("HOLMES_MEM_LIMIT", "500MB", "mem_limit", 500 * 10**6),
     ("HOLMES_STORAGE", "s3://dumps/prod/", "storage", "s3://dumps/prod"),
     ("HOLMES_SPOOL_MAX", "2GiB", "spool_max", 2 * 2**30),
-    ("HOLMES_WEBHOOK_URL", "https://hooks.example/holmes", "webhook_url", "https://hooks.example/holmes"),
+    (
+        "HOLMES_WEBHOOK_URL",
+        "https://hooks.example/holmes",
+        "webhook_url",
+        "https://hooks.example/holmes",
+    ),
     ("HOLMES_LOG_LEVEL", "debug", "log_level", "DEBUG"),
 ]
 
@@ -76,7 +86,9 @@ BAD: list[tuple[str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("env", "text", "field", "value"), GOOD, ids=[f"{g[0]}={g[1]}" for g in GOOD])
+@pytest.mark.parametrize(
+    ("env", "text", "field", "value"), GOOD, ids=[f"{g[0]}={g[1]}" for g in GOOD]
+)
 def test_good_values_are_parsed(env: str, text: str, field: str, value: object) -> None:
     assert getattr(Config.from_env({env: text}), field) == value
 
@@ -104,8 +116,10 @@ def test_defaults_follow_holmes_and_the_design() -> None:
     assert config.enable is True
     assert config.interval == 5.0
     assert config.cpu == Rule(min=10, diff=25, abs=70, cooldown=60, limit=Limit(5, 3600))
-    assert config.thread is not None and config.thread.cooldown == 3600
-    assert config.cpu_profile_seconds == 5.0 and config.heap_seconds == 3.0
+    assert config.thread is not None
+    assert config.thread.cooldown == 3600
+    assert config.cpu_profile_seconds == 5.0
+    assert config.heap_seconds == 3.0
     assert config.cpu_engine == "auto"
     assert config.spool_max == 2**30
     assert config.dump_path.name.startswith("holmespy-")
@@ -163,7 +177,14 @@ def test_durations(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1024", 1024), ("1K", 1024), ("1KiB", 1024), ("1KB", 1000), ("1.5GiB", 3 * 2**29), ("1T", 2**40)],
+    [
+        ("1024", 1024),
+        ("1K", 1024),
+        ("1KiB", 1024),
+        ("1KB", 1000),
+        ("1.5GiB", 3 * 2**29),
+        ("1T", 2**40),
+    ],
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size("X", text) == size

@@ -478,5 +478,7 @@ def help_table() -> str:
     rows = [(o.env, o.show(getattr(defaults, o.field)), o.help) for o in OPTIONS]
     rows[1] = (rows[1][0], "<script name>", rows[1][2])
     width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{env:<{width}}  {hlp}\n{'':<{width}}  default: {dflt or '(unset)'}"
-                     for env, dflt, hlp in rows)
+    return "\n".join(
+        f"{env:<{width}}  {hlp}\n{'':<{width}}  default: {dflt or '(unset)'}"
+        for env, dflt, hlp in rows
+    )

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 RING_SIZE = 10
 """Samples kept per rule; also the warm-up: no decision before the ring is full."""
@@ -56,7 +56,7 @@ class Rule:
         return ",".join(parts)
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """Why a sample did or did not fire; `FIRE` is the only one that dumps."""
 
     FIRE = "fire"

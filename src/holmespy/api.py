@@ -1,0 +1,96 @@
+"""`start()`, `stop()`, `status()`: the process-wide instance, and its life across `fork()`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from holmespy.config import Config
+from holmespy.watcher import Status, Watcher
+
+log = logging.getLogger("holmespy")
+
+_lock = threading.RLock()
+_instance: Watcher | None = None
+_disabled: Config | None = None
+_fork_hook_registered = False
+
+
+def start(config: Config | None = None) -> Watcher | None:
+    """Start watching this process; idempotent, returns in a few milliseconds.
+
+    Without `config`, reads `HOLMES_*` from the environment and raises
+    `ConfigError` naming any malformed variable. On a running instance, a
+    `config` given here is applied live; without one, the instance is returned
+    as it is. With `HOLMES_ENABLE=0` (or `Config(enable=False)`) it does
+    nothing and returns None.
+    """
+    global _instance, _disabled, _fork_hook_registered
+    with _lock:
+        running = _instance if _instance is not None and _instance.pid == os.getpid() else None
+        if running is not None and running.running:
+            if config is not None and config != running.config:
+                running.reconfigure(config)
+            return running
+        config = config if config is not None else Config.from_env()
+        if not config.enable:
+            _disabled = config
+            return None
+        _disabled = None
+        if not _fork_hook_registered:
+            os.register_at_fork(after_in_child=_restart_in_child)
+            _fork_hook_registered = True
+        _instance = Watcher(config).start()
+        return _instance
+
+
+def stop(timeout: float = 2.0) -> None:
+    """Stop the watcher and its capture worker; `start()` works again afterwards."""
+    global _instance
+    with _lock:
+        instance, _instance = _instance, None
+    if instance is not None and instance.pid == os.getpid():
+        instance.stop(timeout)
+
+
+def status() -> Status:
+    """What holmespy is doing and every failure it absorbed (never raises)."""
+    instance = _instance
+    if instance is None or instance.pid != os.getpid():
+        return Status(
+            enabled=_disabled is None and instance is not None, running=False, pid=os.getpid()
+        )
+    return instance.status()
+
+
+def reconfigure(config: Config | None = None, **changes: Any) -> Config:
+    """Change the running instance's settings live, e.g. `reconfigure(interval=1.0)`."""
+    instance = _instance
+    if instance is None or not instance.running:
+        raise RuntimeError("holmespy is not running: call holmespy.start() first")
+    return instance.reconfigure(config, **changes)
+
+
+def current() -> Watcher | None:
+    """The running instance of this process, if any."""
+    instance = _instance
+    return instance if instance is not None and instance.pid == os.getpid() else None
+
+
+def _restart_in_child() -> None:
+    # Runs in the child right after fork(): the parent's threads do not exist
+    # here and its locks may be held forever, so build everything anew.
+    global _instance, _lock
+    _lock = threading.RLock()
+    parent = _instance
+    # Not `parent.running`: threading has already marked the parent's threads dead here.
+    if parent is None or parent.pid == os.getpid() or not parent.active:
+        return
+    try:
+        parent.abandon_after_fork()
+        _instance = None
+        _instance = Watcher(parent.config).start()
+    except Exception:
+        log.exception("holmespy could not restart its watcher in forked child %d", os.getpid())

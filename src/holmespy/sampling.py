@@ -1,0 +1,109 @@
+"""One watcher tick's measurements: CPU %, RSS %, threads, asyncio tasks, memory after GC.
+
+Everything the OS answers comes from `/proc` through kept descriptors; the
+limits that turn raw numbers into percentages come from `limits.py` once at
+start. Counting tasks walks every task of every loop, so on a process with
+very many tasks it is done every few ticks instead of every tick, keeping the
+tick's average cost bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from holmespy import loops
+from holmespy.gcwatch import GCWatch
+from holmespy.limits import Limits
+from holmespy.procstat import ProcStatReader
+
+TASK_BUDGET_SECONDS = 0.001
+"""Average time per tick that task counting may take before it is done less often."""
+MAX_TASK_STRIDE = 10
+
+
+@dataclass(frozen=True)
+class Sample:
+    time: float
+    """Epoch seconds."""
+    cpu: float | None
+    """Process CPU % of usable cores since the previous tick (None on the first tick)."""
+    mem: float
+    """RSS % of the memory limit."""
+    rss_bytes: int
+    threads: int
+    tasks: int | None
+    """Tasks over all running loops, or None on ticks that skip counting."""
+    gcheap: tuple[float, ...]
+    """RSS % after each full GC since the previous tick."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "time": self.time,
+            "cpu": self.cpu,
+            "mem": self.mem,
+            "rss_bytes": self.rss_bytes,
+            "threads": self.threads,
+            "tasks": self.tasks,
+        }
+
+
+class Sampler:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        stat: ProcStatReader | None = None,
+        gc_watch: GCWatch | None = None,
+        count_tasks: bool = True,
+    ) -> None:
+        self.limits = limits
+        self.stat = stat or ProcStatReader()
+        self.gc_watch = gc_watch
+        self.count_tasks = count_tasks and loops.tasks_supported()
+        self.task_stride = 1
+        self.task_seconds = 0.0
+        self._ticks = 0
+        self._last: tuple[float, float] | None = None  # (monotonic, cpu seconds)
+
+    def sample(self) -> Sample:
+        now, wall = time.monotonic(), time.time()
+        proc = self.stat.read()
+        cpu: float | None = None
+        if self._last is not None:
+            elapsed = now - self._last[0]
+            if elapsed > 0:
+                used = proc.cpu_seconds - self._last[1]
+                cpu = max(0.0, 100.0 * used / (elapsed * self.limits.cpu_cores))
+        self._last = (now, proc.cpu_seconds)
+        mem_limit = self.limits.mem_bytes
+        gcheap: tuple[float, ...] = ()
+        if self.gc_watch is not None:
+            gcheap = tuple(100.0 * rss / mem_limit for _, rss in self.gc_watch.drain())
+        return Sample(
+            time=wall,
+            cpu=cpu,
+            mem=100.0 * proc.rss_bytes / mem_limit,
+            rss_bytes=proc.rss_bytes,
+            threads=proc.threads,
+            tasks=self._tasks(),
+            gcheap=gcheap,
+        )
+
+    def _tasks(self) -> int | None:
+        if not self.count_tasks:
+            return None
+        self._ticks += 1
+        if self._ticks % self.task_stride:
+            return None
+        start = time.perf_counter()
+        count = loops.count_tasks()
+        self.task_seconds = time.perf_counter() - start
+        # Spread an expensive count over several ticks rather than let it dominate each one.
+        stride = math.ceil(self.task_seconds / TASK_BUDGET_SECONDS)
+        self.task_stride = min(MAX_TASK_STRIDE, max(1, stride))
+        return count
+
+    def close(self) -> None:
+        self.stat.close()

@@ -1,0 +1,340 @@
+"""The watcher: samples every interval, asks the rules, hands captures to the worker.
+
+Its thread never waits for a capture and never lets an exception out: what
+goes wrong is logged on the `holmespy` logger and counted in `status()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from holmespy.bundle import (
+    BundleWriter,
+    describe_os_error,
+    host_facts,
+    new_event_id,
+    remove_stale_temps,
+)
+from holmespy.config import RULE_NAMES, Config, RuleName
+from holmespy.gcwatch import GCWatch
+from holmespy.limits import Limits, detect_limits
+from holmespy.profilers import CAPTURES, CaptureContext
+from holmespy.rules import Decision, Rule, RuleState, Verdict
+from holmespy.sampling import Sample, Sampler
+from holmespy.worker import CaptureWorker
+
+log = logging.getLogger("holmespy")
+
+UNITS: dict[str, str] = {
+    "cpu": "%",
+    "mem": "%",
+    "gcheap": "%",
+    "thread": "threads",
+    "task": "tasks",
+}
+ERROR_LOG_EVERY = 60.0
+"""Seconds between two log lines about the same recurring internal error."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """A snapshot of what the watcher has done; every failure it absorbed is counted here."""
+
+    enabled: bool
+    running: bool
+    pid: int
+    ticks: int = 0
+    events: int = 0
+    last_event: str | None = None
+    dropped: int = 0
+    """Captures dropped because the capture queue was full."""
+    capture_failures: int = 0
+    errors: int = 0
+    """Internal errors absorbed on holmespy's threads (sampling, rules, captures)."""
+    last_error: str | None = None
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per rule, fires suppressed by cooldown, limit or the CPU-max guard."""
+    last_sample: dict[str, object] | None = None
+    limits: dict[str, object] = field(default_factory=dict)
+    task_stride: int = 1
+    """Task counting runs every `task_stride` ticks (more than 1 when counting is costly)."""
+
+
+class Watcher:
+    """A running holmespy instance; `holmespy.start()` returns it."""
+
+    def __init__(self, config: Config, *, proc_root: str = "/proc", root: str = "/") -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self._proc_root, self._root = proc_root, root
+        self._wake = threading.Event()
+        self._stopping = False
+        self._started = False
+        self.limits = self._detect_limits(config)
+        self.gc_watch = GCWatch(f"{proc_root}/{self.pid}/statm")
+        self.sampler = Sampler(self.limits, gc_watch=self.gc_watch)
+        self.states: dict[str, RuleState] = {}
+        self.worker = CaptureWorker()
+        self._thread = threading.Thread(target=self._run, name="holmespy-watcher", daemon=True)
+        self.ticks = 0
+        self.events = 0
+        self.capture_failures = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.last_event: str | None = None
+        self.last_sample: Sample | None = None
+        self._error_logged_at: dict[str, float] = {}
+        self._limit_logged: set[str] = set()
+
+    # -- lifecycle --
+
+    def start(self) -> Watcher:
+        if self._started:
+            return self
+        self._started = True
+        self._apply_log_level()
+        if self.config.gcheap is not None:
+            self.gc_watch.install()
+        self.worker.start()
+        self._thread.start()
+        log.info(
+            "holmespy watching pid %d as service %r every %gs; dumps in %s",
+            self.pid,
+            self.config.service,
+            self.config.interval,
+            self.config.dump_path,
+        )
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Started and not stopped (true in a forked child too, where its threads are gone)."""
+        return self._started and not self._stopping
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop sampling; a capture in progress gets `timeout` seconds to finish."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        self.worker.stop(timeout)
+        self.gc_watch.uninstall()
+        self.sampler.close()
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: drop what belongs to the parent without touching its threads."""
+        self._stopping = True
+        self.gc_watch.uninstall()
+        self.sampler.close()
+
+    def reconfigure(self, config: Config | None = None, **changes: Any) -> Config:
+        """Swap in a new configuration (like holmes' `Set`); rings and cooldowns carry over."""
+        new = (config or self.config).replace(**changes) if changes else (config or self.config)
+        old, self.config = self.config, new
+        if (new.cpu_cores, new.mem_limit) != (old.cpu_cores, old.mem_limit):
+            self.limits = self.sampler.limits = self._detect_limits(new)
+        if new.gcheap is not None and self._started and not self._stopping:
+            self.gc_watch.install()
+        elif new.gcheap is None:
+            self.gc_watch.uninstall()
+        self._apply_log_level()
+        self._wake.set()  # a new interval applies now, not after the old one
+        log.info("holmespy reconfigured")
+        return new
+
+    def status(self) -> Status:
+        skipped = {
+            name: {verdict.value: count for verdict, count in state.skipped.items()}
+            for name, state in self.states.items()
+            if state.skipped
+        }
+        return Status(
+            enabled=True,
+            running=self.running,
+            pid=self.pid,
+            ticks=self.ticks,
+            events=self.events,
+            last_event=self.last_event,
+            dropped=self.worker.dropped,
+            capture_failures=self.capture_failures,
+            errors=self.errors + self.gc_watch.failures,
+            last_error=self.last_error,
+            skipped=skipped,
+            last_sample=self.last_sample.as_dict() if self.last_sample else None,
+            limits=self.limits.__dict__.copy(),
+            task_stride=self.sampler.task_stride,
+        )
+
+    # -- the watcher thread --
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stopping:
+            try:
+                self.tick()
+            except Exception as exc:
+                self._internal_error("tick", exc)
+            interval = self.config.interval
+            now = time.monotonic()
+            next_at += interval
+            if next_at < now:  # fell behind (suspended, or a slow tick): don't burst
+                next_at = now + interval
+            self._wake.wait(next_at - now)
+            if self._wake.is_set():
+                self._wake.clear()
+                next_at = time.monotonic()
+
+    def tick(self) -> list[tuple[str, Decision]]:
+        """Sample once and run every enabled rule; returns the decisions taken."""
+        sample = self.sampler.sample()
+        self.last_sample = sample
+        self.ticks += 1
+        config = self.config
+        mono = time.monotonic()
+        decisions: list[tuple[str, Decision]] = []
+        for name in RULE_NAMES:
+            rule = config.rule(name)
+            if rule is None:
+                self.states.pop(name, None)
+                continue
+            state = self._state(name, rule)
+            for value in _values(name, sample):
+                decision = state.observe(
+                    value, now=mono, wall=sample.time, cpu=sample.cpu, cpu_max=config.cpu_max
+                )
+                decisions.append((name, decision))
+                self._act(name, state, decision, sample)
+        return decisions
+
+    def _state(self, name: str, rule: Rule) -> RuleState:
+        state = self.states.get(name)
+        if state is None:
+            state = self.states[name] = RuleState(name, rule)
+        state.rule = rule
+        return state
+
+    def _act(self, name: str, state: RuleState, decision: Decision, sample: Sample) -> None:
+        if decision.verdict is Verdict.LIMITED and name not in self._limit_logged:
+            self._limit_logged.add(name)
+            log.warning(
+                "holmespy %s rule: %s; further skips are counted in status()", name, decision.reason
+            )
+        if not decision.fire:
+            log.debug("holmespy %s rule: %s", name, decision.reason)
+            return
+        event_id = new_event_id(name)
+        event = self._event(event_id, name, state, decision, sample)
+        log.warning(
+            "holmespy %s rule fired: %s; capturing event %s", name, decision.reason, event_id
+        )
+        if not self.worker.submit(lambda: self._capture(event_id, name, event)):
+            log.warning("holmespy dropped %s event %s: a capture is already queued", name, event_id)
+
+    def _event(
+        self, event_id: str, name: str, state: RuleState, decision: Decision, sample: Sample
+    ) -> dict[str, Any]:
+        rule = state.rule
+        return {
+            "id": event_id,
+            "service": self.config.service,
+            **host_facts(),
+            "rule": name,
+            "reason": decision.reason,
+            "value": decision.value,
+            "unit": UNITS[name],
+            "thresholds": {
+                "min": rule.min,
+                "diff": rule.diff,
+                "abs": rule.abs,
+                "max": rule.max,
+                "cooldown": rule.cooldown,
+                "limit": str(rule.limit),
+                "average": decision.average,
+                "cpu_max": self.config.cpu_max,
+            },
+            "time": _iso(sample.time),
+            "history": [{"time": _iso(t), "value": v} for t, v in state.history],
+            "sample": sample.as_dict(),
+            "limits": self.limits.__dict__.copy(),
+        }
+
+    def _capture(self, event_id: str, name: str, event: dict[str, Any]) -> None:
+        config = self.config
+        exclude = frozenset(i for i in (self._thread.ident, self.worker.ident) if i is not None)
+        try:
+            if self.events == 0:
+                remove_stale_temps(config.dump_path, config.service)
+            with BundleWriter(config.dump_path, config.service, event_id) as bundle:
+                ctx = CaptureContext(directory=bundle.temp, rule=name, exclude_threads=exclude)
+                captures: dict[str, Any] = {}
+                for capture_name, capture in CAPTURES[name]:
+                    started = time.perf_counter()
+                    try:
+                        facts = capture(ctx)
+                    except OSError:
+                        raise  # a full or read-only disk fails the whole event
+                    except Exception as exc:
+                        facts = {"error": f"{type(exc).__name__}: {exc}"}
+                        self._internal_error(f"{capture_name} capture", exc)
+                    facts["seconds"] = round(time.perf_counter() - started, 6)
+                    captures[capture_name] = facts
+                path = bundle.publish({**event, "captures": captures})
+        except OSError as exc:
+            self.capture_failures += 1
+            message = describe_os_error(exc, config.dump_path)
+            self.last_error = message
+            log.error("holmespy lost event %s: %s", event_id, message)
+            return
+        self.events += 1
+        self.last_event = str(path)
+        log.warning("holmespy wrote event %s", path)
+
+    # -- helpers --
+
+    def _detect_limits(self, config: Config) -> Limits:
+        return detect_limits(
+            proc_root=self._proc_root,
+            root=self._root,
+            cpu_cores=config.cpu_cores,
+            mem_limit=config.mem_limit,
+        )
+
+    def _apply_log_level(self) -> None:
+        log.setLevel(self.config.log_level)
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{where}: {type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        last = self._error_logged_at.get(where)
+        if last is None or now - last >= ERROR_LOG_EVERY:
+            self._error_logged_at[where] = now
+            log.error("holmespy %s failed (counted in status().errors)", where, exc_info=exc)
+
+
+def _values(name: RuleName, sample: Sample) -> Iterable[float]:
+    if name == "gcheap":
+        return sample.gcheap
+    value = {"cpu": sample.cpu, "mem": sample.mem, "thread": sample.threads, "task": sample.tasks}[
+        name
+    ]
+    return () if value is None else (float(value),)
+
+
+def _iso(epoch: float) -> str:
+    return (
+        dt.datetime.fromtimestamp(epoch, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
