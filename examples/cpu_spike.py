@@ -1,0 +1,32 @@
+"""A CPU spike: a pure-Python hot loop starts after a quiet period.
+
+    python examples/cpu_spike.py
+
+Expect a `cpu` event whose `threads.txt` shows the main thread inside
+`checksum` (the CPU profile `cpu.pb.gz` joins the bundle with the profilers).
+"""
+
+import os
+import time
+
+os.environ.setdefault("HOLMES_INTERVAL", "100ms")
+os.environ.setdefault("HOLMES_CPU", "min=10,diff=25,abs=70,cooldown=1m")
+os.environ.setdefault("HOLMES_DUMP_PATH", "holmes-dumps")
+
+import holmespy
+
+holmespy.start()
+
+
+def checksum(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total = (total * 31 + i) % 1_000_003
+    return total
+
+
+time.sleep(1.5)  # quiet warm-up: CPU near 0 %
+deadline = time.monotonic() + 3
+while time.monotonic() < deadline:
+    checksum(100_000)
+print("cpu spike done:", holmespy.status().last_event)

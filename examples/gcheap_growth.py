@@ -1,0 +1,38 @@
+"""Live objects that survive every full GC: the heap after GC keeps rising.
+
+    python examples/gcheap_growth.py
+
+Expect a `gcheap` event: memory measured right after a generation-2 GC rose
+more than `diff` % over its recent average (garbage would have been freed; what
+is left is live). The heap profiles join this bundle with the heap profiler.
+"""
+
+import gc
+import os
+import time
+
+os.environ.setdefault("HOLMES_INTERVAL", "100ms")
+os.environ.setdefault("HOLMES_MEM_LIMIT", "400MiB")
+os.environ.setdefault("HOLMES_GCHEAP", "min=10,diff=20,abs=40,cooldown=1m")
+os.environ.setdefault("HOLMES_DUMP_PATH", "holmes-dumps")
+
+import holmespy
+
+holmespy.start()
+
+sessions: dict[int, list[object]] = {}
+
+
+def open_session(n: int) -> None:
+    sessions[n] = [{"id": i, "payload": "x" * 200} for i in range(2_000)]
+
+
+for _ in range(12):  # warm-up: ten full GCs at a steady heap
+    gc.collect()
+    time.sleep(0.02)
+for n in range(150):  # sessions are opened and never closed
+    open_session(n)
+    if n % 10 == 0:
+        gc.collect()
+time.sleep(0.5)
+print("gc heap growth done:", holmespy.status().last_event)

@@ -1,0 +1,187 @@
+"""The watcher in-process: lifecycle, failures absorbed, never felt by the host."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import holmespy
+from holmespy import Config, Rule
+from holmespy.watcher import Watcher
+
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("holmes_stopped")]
+
+QUICK = Rule(min=0, diff=0, abs=0, cooldown=0)  # fires on every sample after warm-up
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def quiet_config(tmp_path: Path, **changes: object) -> Config:
+    quiet = {
+        "interval": 0.01,
+        "cpu": None,
+        "mem": None,
+        "thread": None,
+        "task": None,
+        "gcheap": None,
+    }
+    return Config(dump_path=tmp_path, service="unit", **{**quiet, **changes})
+
+
+def test_start_is_idempotent_and_stop_then_start_works(tmp_path: Path) -> None:
+    first = holmespy.start(quiet_config(tmp_path))
+    assert first is not None
+    assert holmespy.start() is first
+    assert holmespy.status().running
+    holmespy.stop()
+    assert not holmespy.status().running
+    assert not any(t.name.startswith("holmespy-") for t in threading.enumerate())
+    second = holmespy.start(quiet_config(tmp_path))
+    assert second is not None
+    assert second is not first
+    wait_for(lambda: holmespy.status().ticks >= 3)
+
+
+def test_start_returns_within_milliseconds(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    holmespy.start(quiet_config(tmp_path, thread=QUICK))
+    assert time.perf_counter() - started < 0.1
+
+
+def test_disabled_config_starts_nothing(tmp_path: Path) -> None:
+    assert holmespy.start(quiet_config(tmp_path, enable=False)) is None
+    assert holmespy.status() == holmespy.Status(
+        enabled=False, running=False, pid=holmespy.status().pid
+    )
+    assert not any(t.name.startswith("holmespy-") for t in threading.enumerate())
+
+
+def test_a_raising_sampler_is_logged_and_counted_and_the_host_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watcher = holmespy.start(quiet_config(tmp_path, thread=QUICK))
+    assert watcher is not None
+
+    def broken() -> None:
+        raise OSError("/proc vanished")
+
+    watcher.sampler.sample = broken  # type: ignore[method-assign, assignment]
+    host_work = sum(range(1000))  # the host keeps running its own code meanwhile
+    wait_for(lambda: holmespy.status().errors >= 5)
+    status = holmespy.status()
+    assert status.running
+    assert status.last_error == "tick: OSError: /proc vanished"
+    assert host_work == 499500
+    # Logged once, not once per tick: the log stays readable during an outage.
+    assert len([r for r in caplog.records if "tick failed" in r.getMessage()]) == 1
+
+
+def test_a_raising_capture_is_counted_and_the_event_still_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from holmespy import profilers
+
+    def broken(ctx: profilers.CaptureContext) -> dict[str, object]:
+        raise RuntimeError("capture bug")
+
+    monkeypatch.setitem(profilers.CAPTURES, "thread", (("broken", broken),))
+    holmespy.start(quiet_config(tmp_path, thread=QUICK))
+    wait_for(lambda: holmespy.status().events >= 1)
+    status = holmespy.status()
+    assert status.errors >= 1
+    assert "capture bug" in (status.last_error or "")
+    event = (Path(status.last_event or "") / "event.json").read_text()
+    assert '"error": "RuntimeError: capture bug"' in event
+
+
+def test_the_watcher_never_waits_for_a_capture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from holmespy import profilers
+
+    release = threading.Event()
+
+    def slow(ctx: profilers.CaptureContext) -> dict[str, object]:
+        release.wait(10)
+        return {}
+
+    monkeypatch.setitem(profilers.CAPTURES, "thread", (("slow", slow),))
+    holmespy.start(quiet_config(tmp_path, thread=QUICK))
+    wait_for(lambda: holmespy.status().ticks >= 40)  # ticks go on while a capture hangs
+    status = holmespy.status()
+    assert status.dropped > 0, "a full queue drops instead of blocking"
+    release.set()
+
+
+def test_a_full_disk_loses_the_event_cleanly_and_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from holmespy import bundle
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle, "write_private", full)
+    monkeypatch.setattr("holmespy.profilers.write_private", full)
+    holmespy.start(quiet_config(tmp_path, thread=QUICK))
+    wait_for(lambda: holmespy.status().capture_failures >= 1)
+    assert "free disk space or point HOLMES_DUMP_PATH elsewhere" in (
+        holmespy.status().last_error or ""
+    )
+    assert list(tmp_path.rglob(".tmp-*")) == [], "no half-written bundle stays behind"
+    assert list(tmp_path.rglob("event.json")) == []
+
+
+def test_unwritable_dump_path_is_reported_not_raised(tmp_path: Path) -> None:
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    holmespy.start(quiet_config(blocker / "dumps", thread=QUICK))
+    wait_for(lambda: holmespy.status().capture_failures >= 1)
+    assert "HOLMES_DUMP_PATH" in (holmespy.status().last_error or "")
+    assert holmespy.status().running
+
+
+def test_reconfigure_applies_live(tmp_path: Path) -> None:
+    holmespy.start(quiet_config(tmp_path, interval=5.0))
+    time.sleep(0.05)
+    assert holmespy.status().ticks == 1
+    holmespy.reconfigure(interval=0.01, thread=QUICK)
+    wait_for(lambda: holmespy.status().events >= 1)
+    assert holmespy.current() is not None
+    assert holmespy.current().config.interval == 0.01  # type: ignore[union-attr]
+
+
+def test_cooldown_and_limit_skips_are_counted_in_status(tmp_path: Path) -> None:
+    rule = Rule(min=0, diff=0, abs=0, cooldown=3600)
+    holmespy.start(quiet_config(tmp_path, thread=rule))
+    wait_for(lambda: holmespy.status().skipped.get("thread", {}).get("cooldown", 0) >= 3)
+    assert holmespy.status().events == 1
+
+
+def test_tick_reports_every_rule_decision(tmp_path: Path) -> None:
+    watcher = Watcher(quiet_config(tmp_path, thread=Rule(min=1, diff=25, abs=1000)))
+    try:
+        decisions = [watcher.tick() for _ in range(11)]
+    finally:
+        watcher.stop()
+    assert [d.verdict.value for _, d in decisions[0]] == ["warmup"]
+    assert decisions[-1][0][0] == "thread"
+    assert decisions[-1][0][1].verdict.value == "no-spike"
+
+
+def test_holmespy_threads_are_daemons_and_named(tmp_path: Path) -> None:
+    holmespy.start(quiet_config(tmp_path))
+    ours = [t for t in threading.enumerate() if t.name.startswith("holmespy-")]
+    assert {t.name for t in ours} == {"holmespy-watcher", "holmespy-capture"}
+    assert all(t.daemon for t in ours)
