@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from holmespy import loops
@@ -57,6 +58,8 @@ class Sampler:
         stat: ProcStatReader | None = None,
         gc_watch: GCWatch | None = None,
         count_tasks: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+        perf_counter: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.limits = limits
         self.stat = stat or ProcStatReader()
@@ -64,11 +67,12 @@ class Sampler:
         self.count_tasks = count_tasks and loops.tasks_supported()
         self.task_stride = 1
         self.task_seconds = 0.0
-        self._ticks = 0
+        self._monotonic, self._perf_counter = monotonic, perf_counter
+        self._skip = 0
         self._last: tuple[float, float] | None = None  # (monotonic, cpu seconds)
 
     def sample(self) -> Sample:
-        now, wall = time.monotonic(), time.time()
+        now, wall = self._monotonic(), time.time()
         proc = self.stat.read()
         cpu: float | None = None
         if self._last is not None:
@@ -94,15 +98,16 @@ class Sampler:
     def _tasks(self) -> int | None:
         if not self.count_tasks:
             return None
-        self._ticks += 1
-        if self._ticks % self.task_stride:
+        if self._skip > 0:
+            self._skip -= 1
             return None
-        start = time.perf_counter()
+        start = self._perf_counter()
         count = loops.count_tasks()
-        self.task_seconds = time.perf_counter() - start
+        self.task_seconds = self._perf_counter() - start
         # Spread an expensive count over several ticks rather than let it dominate each one.
         stride = math.ceil(self.task_seconds / TASK_BUDGET_SECONDS)
         self.task_stride = min(MAX_TASK_STRIDE, max(1, stride))
+        self._skip = self.task_stride - 1
         return count
 
     def close(self) -> None:
