@@ -78,7 +78,9 @@ def test_event_json_carries_the_contract_fields(run_program: RunProgram) -> None
     assert bundle.path.parent.name == event["time"][:10]  # <service>/<YYYY-MM-DD>/<id>
     assert bundle.path.parent.parent.name == "checkout"
     assert event["time"].endswith("Z")
-    assert len(event["history"]) == 10
+    # The ten samples the average was taken over, then the one that fired.
+    assert len(event["history"]) == 11
+    assert event["history"][-1]["value"] == event["value"]
     assert event["thresholds"]["min"] == 10
     assert event["thresholds"]["abs"] == 70
     assert event["versions"]["holmespy"]

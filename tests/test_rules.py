@@ -129,6 +129,7 @@ class TestRuleState:
         for t in range(15):
             state.observe(float(t), now=t, wall=1000.0 + t)
         assert list(state.ring) == [float(t) for t in range(5, 15)]
+        assert len(state.history) == RING_SIZE + 1
         assert state.history[-1] == (1014.0, 14.0)
 
     def test_fires_older_than_the_window_are_forgotten(self) -> None:

@@ -8,14 +8,13 @@ is resolved when the file is opened, so a forked child must open its own.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(frozen=True)
-class ProcSample:
+class ProcSample(NamedTuple):  # a tuple: built every tick, so cheap to make
     cpu_seconds: float
     """user + system CPU time of the whole process (all threads)."""
     threads: int
@@ -28,7 +27,7 @@ def parse_stat(text: bytes) -> ProcSample:
     The command name (field 2) is in parentheses and may itself hold spaces
     and parentheses, so the numeric fields are counted after the *last* ')'.
     """
-    rest = text[text.rindex(b")") + 2 :].split()
+    rest = text[text.rindex(b")") + 2 :].split(maxsplit=22)
     # rest[0] is field 3 (state): field N is rest[N - 3].
     utime, stime = int(rest[11]), int(rest[12])
     return ProcSample(

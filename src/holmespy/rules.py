@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -69,16 +69,22 @@ class Verdict(StrEnum):
     CPU_MAX = "cpu-max"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     verdict: Verdict
-    reason: str
     value: float
     average: float | None
+    explain: Callable[[], str] = field(repr=False, compare=False)
+    """Builds the reason on demand: most decisions are never read, and formatting
+    numbers into text is most of what evaluating a rule would otherwise cost."""
 
     @property
     def fire(self) -> bool:
         return self.verdict is Verdict.FIRE
+
+    @property
+    def reason(self) -> str:
+        return self.explain()
 
 
 def evaluate(
@@ -97,49 +103,61 @@ def evaluate(
     limit); `cpu`/`cpu_max` apply the global guard: no dump of any kind while
     the process burns more CPU than `cpu_max`.
     """
-    if len(previous) < RING_SIZE:
-        return Decision(
-            Verdict.WARMUP,
-            f"warming up: {len(previous)}/{RING_SIZE} samples",
-            cur,
-            None,
-        )
+    n = len(previous)
+    if n < RING_SIZE:
+        return Decision(Verdict.WARMUP, cur, None, lambda: f"warming up: {n}/{RING_SIZE} samples")
     avg = math.fsum(list(previous)[-RING_SIZE:]) / RING_SIZE
     spike_at = avg * (100.0 + rule.diff) / 100.0
-    v = _fmt_num(cur)
-
-    def decide(verdict: Verdict, reason: str) -> Decision:
-        return Decision(verdict, reason, cur, avg)
+    v: Callable[[], str] = lambda: _fmt_num(cur)  # noqa: E731
 
     if cur < rule.min:
-        return decide(Verdict.BELOW_MIN, f"{v} < min {_fmt_num(rule.min)}")
+        return Decision(Verdict.BELOW_MIN, cur, avg, lambda: f"{v()} < min {_fmt_num(rule.min)}")
     if rule.max is not None and cur >= rule.max:
-        return decide(Verdict.AT_MAX, f"{v} >= max {_fmt_num(rule.max)}: too large to dump safely")
+        return Decision(
+            Verdict.AT_MAX,
+            cur,
+            avg,
+            lambda: f"{v()} >= max {_fmt_num(rule.max or 0)}: too large to dump safely",
+        )
+    why: Callable[[], str]
     if cur > rule.abs:
-        why = f"{v} > abs {_fmt_num(rule.abs)}"
+        why = lambda: f"{v()} > abs {_fmt_num(rule.abs)}"  # noqa: E731
     elif cur >= spike_at:
-        why = (
-            f"{v} >= {_fmt_num(spike_at)} = average {_fmt_num(avg)} of the last "
+        why = lambda: (  # noqa: E731
+            f"{v()} >= {_fmt_num(spike_at)} = average {_fmt_num(avg)} of the last "
             f"{RING_SIZE} samples + diff {_fmt_num(rule.diff)}%"
         )
     else:
-        return decide(
+        return Decision(
             Verdict.NO_SPIKE,
-            f"{v} <= abs {_fmt_num(rule.abs)} and < {_fmt_num(spike_at)} "
-            f"(average {_fmt_num(avg)} + diff {_fmt_num(rule.diff)}%)",
+            cur,
+            avg,
+            lambda: (
+                f"{v()} <= abs {_fmt_num(rule.abs)} and < {_fmt_num(spike_at)} "
+                f"(average {_fmt_num(avg)} + diff {_fmt_num(rule.diff)}%)"
+            ),
         )
     if fired_at and now - fired_at[-1] < rule.cooldown:
         left = rule.cooldown - (now - fired_at[-1])
-        return decide(Verdict.COOLDOWN, f"{why}, but cooling down for {_fmt_seconds(left)} more")
-    recent = [t for t in fired_at if now - t < rule.limit.window]
-    if len(recent) >= rule.limit.count:
-        return decide(Verdict.LIMITED, f"{why}, but limit {rule.limit} reached")
-    if cpu_max is not None and cpu is not None and cpu > cpu_max:
-        return decide(
-            Verdict.CPU_MAX,
-            f"{why}, but CPU {_fmt_num(cpu)}% > HOLMES_CPU_MAX {_fmt_num(cpu_max)}%",
+        return Decision(
+            Verdict.COOLDOWN,
+            cur,
+            avg,
+            lambda: f"{why()}, but cooling down for {_fmt_seconds(left)} more",
         )
-    return decide(Verdict.FIRE, why)
+    recent = sum(1 for t in fired_at if now - t < rule.limit.window)
+    if recent >= rule.limit.count:
+        return Decision(
+            Verdict.LIMITED, cur, avg, lambda: f"{why()}, but limit {rule.limit} reached"
+        )
+    if cpu_max is not None and cpu is not None and cpu > cpu_max:
+        return Decision(
+            Verdict.CPU_MAX,
+            cur,
+            avg,
+            lambda: f"{why()}, but CPU {_fmt_num(cpu)}% > HOLMES_CPU_MAX {_fmt_num(cpu_max)}%",
+        )
+    return Decision(Verdict.FIRE, cur, avg, why)
 
 
 class RuleState:
@@ -152,7 +170,8 @@ class RuleState:
         self.name = name
         self.rule = rule
         self.ring: deque[float] = deque(maxlen=RING_SIZE)
-        self.history: deque[tuple[float, float]] = deque(maxlen=RING_SIZE)
+        # The ring with times, plus the newest sample: what `event.json` shows as history.
+        self.history: deque[tuple[float, float]] = deque(maxlen=RING_SIZE + 1)
         self.fired_at: deque[float] = deque()
         self.skipped: dict[Verdict, int] = {}
 

@@ -24,7 +24,9 @@ TASK_BUDGET_SECONDS = 0.001
 MAX_TASK_STRIDE = 10
 
 
-@dataclass(frozen=True)
+@dataclass(
+    slots=True
+)  # not frozen: frozen dataclasses are slow to build, and one is built per tick
 class Sample:
     time: float
     """Epoch seconds."""

@@ -231,7 +231,8 @@ class Watcher:
                 "holmespy %s rule: %s; further skips are counted in status()", name, decision.reason
             )
         if not decision.fire:
-            log.debug("holmespy %s rule: %s", name, decision.reason)
+            if log.isEnabledFor(logging.DEBUG):  # the reason is built only when read
+                log.debug("holmespy %s rule: %s", name, decision.reason)
             return
         event_id = new_event_id(name)
         event = self._event(event_id, name, state, decision, sample)
