@@ -13,6 +13,7 @@ import time
 os.environ.setdefault("HOLMES_INTERVAL", "100ms")
 os.environ.setdefault("HOLMES_MEM_LIMIT", "400MiB")
 os.environ.setdefault("HOLMES_MEM", "min=10,diff=25,abs=80,cooldown=1m")
+os.environ.setdefault("HOLMES_CPU", "off")  # filling memory burns CPU too: keep this about memory
 os.environ.setdefault("HOLMES_DUMP_PATH", "holmes-dumps")
 
 import holmespy

@@ -1,0 +1,7 @@
+"""`python -m holmespy`, the same as the `holmespy` command."""
+
+import sys
+
+from holmespy.cli import main
+
+sys.exit(main())
