@@ -188,3 +188,9 @@ def test_durations(text: str, seconds: float) -> None:
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size("X", text) == size
+
+
+def test_the_configuration_docs_list_every_variable() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for option in OPTIONS:
+        assert f"| `{option.env}` |" in docs, f"{option.env} is missing from docs/configuration.md"
