@@ -1,0 +1,447 @@
+"""holmespy.loops: every asyncio loop and task of the process, seen from another thread.
+
+Every test runs real event loops in real background threads (started and
+stopped inside the test) and looks at them from the test's own thread, just
+as holmespy's worker thread does in a host process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import inspect
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+import pytest
+
+from holmespy import loops
+
+
+class LoopThread:
+    """A real event loop running forever in its own named thread, for one `with` block.
+
+    On exit every task still pending on the loop is cancelled, the loop is
+    stopped, its thread joined (bounded) and the loop closed.
+    """
+
+    def __init__(self, name: str, *, cancel_on_exit: bool = True) -> None:
+        self.name = name
+        self.cancel_on_exit = cancel_on_exit
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self.thread.start()
+        self.call(lambda: None)  # returns once the loop is running callbacks
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the loop's thread and return its result."""
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return done.result(timeout=5)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = self.call(lambda: self.loop.create_task(coro, name=name))
+        return task
+
+    def settle(self) -> None:
+        """Let every spawned task run up to the `await` it parks at."""
+        for _ in range(3):
+            self.call(lambda: None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        async def cancel_all() -> None:
+            me = asyncio.current_task()
+            for _ in range(10):  # a task may catch one cancellation and keep waiting
+                pending = [t for t in asyncio.all_tasks() if t is not me]
+                if not pending:
+                    return
+                for t in pending:
+                    t.cancel()
+                await asyncio.wait(pending, timeout=0.5)
+
+        try:
+            if self.cancel_on_exit and self.loop.is_running():
+                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+def line_of(fn: Callable[..., Any], text: str) -> int:
+    """The line number of the first line of `fn` containing `text`."""
+    source, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(source) if text in line)
+
+
+# A three-deep request path, parked on a timer like a handler waiting on a slow upstream.
+async def handler() -> None:
+    await fetch()
+
+
+async def fetch() -> None:
+    await wait_upstream()
+
+
+async def wait_upstream() -> None:
+    await asyncio.sleep(3600)
+
+
+async def park() -> None:
+    await asyncio.sleep(3600)
+
+
+def block_with_sleep(release: threading.Event) -> None:
+    """Blocks its thread like a stray time.sleep(2) would, but can be released early."""
+    deadline = time.monotonic() + 2
+    while not release.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+# -- which tasks and loops are found -------------------------------------------
+
+
+def test_tasks_are_supported_on_this_python() -> None:
+    assert loops.tasks_supported() is (sys.version_info < (3, 14))
+
+
+def test_all_tasks_sees_tasks_of_every_loop_from_any_thread() -> None:
+    with LoopThread("loop-A") as a, LoopThread("loop-B") as b:
+        in_a = [a.spawn(park(), name=f"a-{i}") for i in range(3)]
+        in_b = [b.spawn(park(), name=f"b-{i}") for i in range(2)]
+        a.settle()
+        b.settle()
+
+        found = loops.all_tasks()
+
+        assert set(in_a + in_b) <= set(found)
+        assert all(not t.done() for t in found)
+
+
+def test_loops_started_before_and_after_a_given_point_are_both_found() -> None:
+    with LoopThread("early") as early:
+        early.spawn(park())
+        early.settle()
+        names_before = [i.thread_name for i in loops.running_loops()]
+
+        with LoopThread("late") as late:
+            late.spawn(park())
+            late.settle()
+            names_after = [i.thread_name for i in loops.running_loops()]
+
+    assert "early" in names_before
+    assert "late" not in names_before
+    assert {"early", "late"} <= set(names_after)
+
+
+def test_count_tasks_counts_pending_tasks_of_running_loops_only() -> None:
+    before = loops.count_tasks()
+    idle_loop = asyncio.new_event_loop()  # never runs: its task is a leak, not load
+    try:
+        leaked = idle_loop.create_task(park(), name="never-runs")
+        with LoopThread("loop-A") as a:
+            for i in range(4):
+                a.spawn(park(), name=f"pending-{i}")
+            finished = [a.spawn(asyncio.sleep(0), name=f"done-{i}") for i in range(2)]
+            a.settle()
+            assert all(t.done() for t in finished)  # still referenced, so still registered
+
+            assert loops.count_tasks() == before + 4
+            assert leaked in loops.all_tasks()  # listed, but not counted
+
+        assert loops.count_tasks() == before
+    finally:
+        leaked.cancel()
+        idle_loop.run_until_complete(asyncio.gather(leaked, return_exceptions=True))
+        idle_loop.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are new in Python 3.12")
+def test_an_eager_task_still_in_its_first_step_is_found() -> None:
+    # An eager task runs its first step inside create_task(); until it first
+    # suspends, asyncio keeps it in a separate registry (_eager_tasks).
+    release = threading.Event()
+    running = threading.Event()
+
+    async def eager_then_block() -> None:
+        running.set()
+        block_with_sleep(release)
+
+    with LoopThread("loop-A") as a:
+        factory = asyncio.eager_task_factory  # type: ignore[attr-defined,unused-ignore]
+        a.call(lambda: a.loop.set_task_factory(factory))
+        try:
+            a.loop.call_soon_threadsafe(a.loop.create_task, eager_then_block())
+            assert running.wait(5)
+            names = [loops.await_chain(t)[0].qualname for t in loops.all_tasks()]
+            count = loops.count_tasks()
+        finally:
+            release.set()
+
+    assert any(n.endswith("eager_then_block") for n in names)
+    assert count >= 1
+
+
+def test_count_tasks_is_zero_when_the_python_has_no_task_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What Python 3.14+ looks like to holmespy: no readable process-wide registry.
+    monkeypatch.setattr(loops, "_REGISTRIES", (None, None))
+    with LoopThread("loop-A") as a:
+        a.spawn(park())
+        a.settle()
+
+        assert loops.tasks_supported() is False
+        assert loops.all_tasks() == []
+        assert loops.count_tasks() == 0
+        assert loops.running_loops() == []
+
+
+def test_running_loops_names_the_thread_running_each_loop() -> None:
+    with LoopThread("loop-A") as a, LoopThread("loop-B") as b:
+        for _ in range(3):
+            a.spawn(park())
+        b.spawn(park())
+        a.settle()
+        b.settle()
+
+        infos = {i.thread_name: i for i in loops.running_loops()}
+
+        assert infos["loop-A"].loop is a.loop
+        assert infos["loop-A"].thread_id == a.thread.ident
+        assert infos["loop-A"].running is True
+        assert infos["loop-A"].task_count == 3
+        assert infos["loop-B"].task_count == 1
+
+
+def test_a_stopped_loop_with_pending_tasks_is_listed_as_not_running() -> None:
+    idle_loop = asyncio.new_event_loop()
+    try:
+        task = idle_loop.create_task(park())
+        info = next(i for i in loops.running_loops() if i.loop is idle_loop)
+        assert (info.running, info.thread_id, info.thread_name) == (False, None, None)
+    finally:
+        task.cancel()
+        idle_loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        idle_loop.close()
+
+
+# -- probing a loop ------------------------------------------------------------
+
+
+def test_probe_returns_how_fast_a_free_loop_runs_a_callback() -> None:
+    with LoopThread("loop-A") as a:
+        delay = loops.probe_loop(a.loop, timeout=1.0)
+    assert delay is not None
+    assert 0 <= delay < 0.5
+
+
+def test_probe_gives_up_on_a_blocked_loop_after_the_timeout() -> None:
+    release = threading.Event()
+    with LoopThread("loop-A") as a:
+        try:
+            a.loop.call_soon_threadsafe(block_with_sleep, release)
+            started = time.monotonic()
+            delay = loops.probe_loop(a.loop, timeout=0.2)
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+    assert delay is None
+    assert 0.15 < elapsed < 0.6
+
+
+def test_probing_many_blocked_loops_shares_one_deadline() -> None:
+    release = threading.Event()
+    with LoopThread("loop-A") as a, LoopThread("loop-B") as b, LoopThread("loop-C") as c:
+        try:
+            for lt in (a, b):
+                lt.loop.call_soon_threadsafe(block_with_sleep, release)
+            started = time.monotonic()
+            delays = loops.probe_loops([a.loop, b.loop, c.loop], timeout=0.2)
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+    assert delays[:2] == [None, None]
+    assert delays[2] is not None  # the free loop still answers
+    assert elapsed < 0.35  # not 2 x 0.2 s
+
+
+def test_probing_a_closed_or_stopped_loop_returns_none_without_raising() -> None:
+    closed = asyncio.new_event_loop()
+    closed.close()
+    stopped = asyncio.new_event_loop()
+    try:
+        assert loops.probe_loop(closed, timeout=0.1) is None
+        assert loops.probe_loop(stopped, timeout=0.1) is None
+    finally:
+        stopped.close()
+
+
+# -- await chains --------------------------------------------------------------
+
+
+def test_await_chain_runs_from_the_task_coroutine_to_the_future_it_waits_on() -> None:
+    with LoopThread("loop-A") as a:
+        task = a.spawn(handler())
+        a.settle()
+        chain = loops.await_chain(task)
+
+    assert [link.qualname for link in chain] == [
+        "handler",
+        "fetch",
+        "wait_upstream",
+        "sleep",  # asyncio.sleep, which awaits a timer future
+        "<Future pending>",
+    ]
+    assert chain[0].module == __name__
+    assert chain[0].filename == __file__
+    assert chain[0].lineno == line_of(handler, "await fetch()")
+    assert chain[2].lineno == line_of(wait_upstream, "await asyncio.sleep(3600)")
+    assert [link.kind for link in chain] == ["coroutine"] * 4 + ["future"]
+    assert str(chain[1]) == f"fetch ({__file__}:{line_of(fetch, 'await wait_upstream()')})"
+
+
+def test_await_chain_continues_into_an_awaited_task() -> None:
+    async def supervise(child: asyncio.Task[None]) -> None:
+        await child
+
+    with LoopThread("loop-A") as a:
+        child = a.spawn(handler(), name="child")
+        parent = a.spawn(supervise(child), name="parent")
+        a.settle()
+        chain = loops.await_chain(parent)
+
+    assert [link.qualname.rsplit(".", 1)[-1] for link in chain] == [
+        "supervise",
+        "<Task pending>",  # kind "task": the chain goes on inside the awaited task
+        "handler",
+        "fetch",
+        "wait_upstream",
+        "sleep",
+        "<Future pending>",
+    ]
+    assert chain[1].kind == "task"
+
+
+def test_await_chain_ends_at_a_plain_future() -> None:
+    async def wait_for_reply(reply: asyncio.Future[str]) -> str:
+        return await reply
+
+    with LoopThread("loop-A") as a:
+        reply: asyncio.Future[str] = a.call(a.loop.create_future)
+        task = a.spawn(wait_for_reply(reply))
+        a.settle()
+        chain = loops.await_chain(task)
+
+    assert [(link.qualname, link.kind) for link in chain] == [
+        ("test_await_chain_ends_at_a_plain_future.<locals>.wait_for_reply", "coroutine"),
+        ("<Future pending>", "future"),
+    ]
+    assert chain[-1].module == "_asyncio"
+
+
+def test_await_chain_goes_through_async_generators_and_generator_coroutines() -> None:
+    async def ticks() -> Any:
+        yield 1
+        await asyncio.sleep(3600)
+        yield 2
+
+    async def consume() -> None:
+        async for _ in ticks():
+            pass
+
+    @types.coroutine
+    def legacy() -> Generator[Any, None, None]:
+        yield from asyncio.sleep(3600).__await__()
+
+    async def call_legacy() -> None:
+        await legacy()
+
+    with LoopThread("loop-A") as a:
+        agen_task = a.spawn(consume())
+        legacy_task = a.spawn(call_legacy())
+        a.settle()
+        agen_chain = loops.await_chain(agen_task)
+        legacy_chain = loops.await_chain(legacy_task)
+
+    assert [(link.qualname.rsplit(".", 1)[-1], link.kind) for link in agen_chain] == [
+        ("consume", "coroutine"),
+        ("ticks", "async_generator"),
+        ("sleep", "coroutine"),
+        ("<Future pending>", "future"),
+    ]
+    assert agen_chain[1].lineno == line_of(ticks, "await asyncio.sleep(3600)")
+    assert [(link.qualname.rsplit(".", 1)[-1], link.kind) for link in legacy_chain] == [
+        ("call_legacy", "coroutine"),
+        ("legacy", "generator"),
+        ("sleep", "coroutine"),
+        ("<Future pending>", "future"),
+    ]
+
+
+def test_await_chain_is_cut_at_the_depth_cap() -> None:
+    async def nest(depth: int) -> None:
+        if depth:
+            await nest(depth - 1)
+        else:
+            await asyncio.sleep(3600)
+
+    with LoopThread("loop-A") as a:
+        task = a.spawn(nest(150))
+        a.settle()
+        chain = loops.await_chain(task, max_depth=100)
+
+    assert len(chain) == 101
+    assert chain[-1].kind == "truncated"
+    assert chain[-1].qualname == "<chain cut at 100 links>"
+
+
+def test_await_chain_stops_at_a_cycle_of_tasks_awaiting_each_other() -> None:
+    async def wait_on(tasks: dict[str, asyncio.Task[None]], other: str) -> None:
+        await tasks[other]
+
+    # Two tasks awaiting each other are deadlocked for good (even Task.cancel()
+    # recurses forever on them), so this loop is abandoned rather than cleaned up.
+    with LoopThread("deadlocked", cancel_on_exit=False) as a:
+        a.loop.set_exception_handler(lambda loop, context: None)  # "destroyed but pending"
+
+        def start_deadlock() -> dict[str, asyncio.Task[None]]:
+            tasks: dict[str, asyncio.Task[None]] = {}
+            tasks["a"] = a.loop.create_task(wait_on(tasks, "b"))
+            tasks["b"] = a.loop.create_task(wait_on(tasks, "a"))
+            return tasks
+
+        tasks = a.call(start_deadlock)
+        a.settle()
+        chain = loops.await_chain(tasks["a"])
+
+    assert [link.kind for link in chain] == ["coroutine", "task", "coroutine", "truncated"]
+    assert chain[-1].qualname == "<await cycle>"
+    del tasks
+    gc.collect()
+
+
+def test_await_chains_of_many_tasks_match_one_by_one() -> None:
+    with LoopThread("loop-A") as a:
+        tasks = [a.spawn(handler()) for _ in range(20)] + [a.spawn(park()) for _ in range(5)]
+        a.settle()
+        batch = loops.await_chains(tasks)
+        single = [loops.await_chain(t) for t in tasks]
+    assert batch == single
+    assert len({tuple(c) for c in batch}) == 2

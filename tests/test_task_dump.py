@@ -1,0 +1,368 @@
+"""tasks.txt: every asyncio task of every loop, grouped by identical await chain.
+
+Each test runs real event loops in real background threads (started and
+stopped inside the test), parks tasks at known `await`s and reads the dump
+from the test's thread, as holmespy's worker thread would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import gc
+import inspect
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from holmespy import loops
+from holmespy.profilers.tasks import format_tasks
+
+
+class LoopThread:
+    """A real event loop running forever in its own named thread, for one `with` block.
+
+    On exit every task still pending on the loop is cancelled, the loop is
+    stopped, its thread joined (bounded) and the loop closed.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self.thread.start()
+        self.call(lambda: None)  # returns once the loop is running callbacks
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the loop's thread and return its result."""
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return done.result(timeout=5)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = self.call(lambda: self.loop.create_task(coro, name=name))
+        return task
+
+    def settle(self) -> None:
+        """Let every spawned task run up to the `await` it parks at."""
+        for _ in range(3):
+            self.call(lambda: None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        async def cancel_all() -> None:
+            me = asyncio.current_task()
+            for _ in range(10):  # a task may catch one cancellation and keep waiting
+                pending = [t for t in asyncio.all_tasks() if t is not me]
+                if not pending:
+                    return
+                for t in pending:
+                    t.cancel()
+                await asyncio.wait(pending, timeout=0.5)
+
+        try:
+            if self.loop.is_running():
+                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+def line_of(fn: Callable[..., Any], text: str) -> int:
+    """The line number of the first line of `fn` containing `text`."""
+    source, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(source) if text in line)
+
+
+def groups(dump: str) -> list[list[str]]:
+    """The dump's task groups, each as its lines: `[n] N tasks on ...`, chain, `tasks: ...`."""
+    blocks = dump.split("\n\n")
+    return [b.splitlines() for b in blocks if re.match(r"\[\d+\] ", b)]
+
+
+# A request path three coroutines deep, parked on a slow upstream ...
+async def handler() -> None:
+    await fetch()
+
+
+async def fetch() -> None:
+    await wait_upstream()
+
+
+async def wait_upstream() -> None:
+    await asyncio.sleep(3600)
+
+
+# ... and a different one: consumers waiting on an empty queue.
+async def consume(queue: asyncio.Queue[int]) -> None:
+    await queue.get()
+
+
+async def park() -> None:
+    await asyncio.sleep(3600)
+
+
+def block_with_sleep(release: threading.Event) -> None:
+    """Blocks its loop like a stray time.sleep(2) would, but can be released early."""
+    deadline = time.monotonic() + 2
+    while not release.is_set() and time.monotonic() < deadline:  # i.e. time.sleep(2)
+        time.sleep(0.01)
+
+
+def test_tasks_parked_at_the_same_await_form_one_group_largest_first() -> None:
+    with LoopThread("loop-A") as a:
+        queue: asyncio.Queue[int] = a.call(asyncio.Queue)
+        for i in range(5):
+            a.spawn(consume(queue), name=f"consumer-{i}")
+        for i in range(50):
+            a.spawn(handler(), name=f"request-{i}")
+        a.settle()
+        dump = format_tasks()
+
+    big, small = groups(dump)
+    assert big[0] == "[1] 50 tasks on loop 1"
+    assert small[0] == "[2] 5 tasks on loop 1"
+    # The chain, outermost coroutine first, each `function (file:line)` over its source line.
+    assert big[1:7] == [
+        f"    handler ({__file__}:{line_of(handler, 'await fetch()')})",
+        "        await fetch()",
+        f"    fetch ({__file__}:{line_of(fetch, 'await wait_upstream()')})",
+        "        await wait_upstream()",
+        f"    wait_upstream ({__file__}:{line_of(wait_upstream, 'await asyncio.sleep')})",
+        "        await asyncio.sleep(3600)",
+    ]
+    assert big[7].startswith("    sleep (")  # inside asyncio
+    assert big[-2] == "    <Future pending>"
+    # Up to ten names, shortest first, then how many more.
+    assert big[-1] == (
+        "  tasks: " + ", ".join(f"request-{i} (pending)" for i in range(10)) + ", ... and 40 more"
+    )
+    assert small[1].startswith("    consume (")
+    assert small[-1] == "  tasks: " + ", ".join(f"consumer-{i} (pending)" for i in range(5))
+
+
+def test_header_gives_pid_loops_tasks_and_time() -> None:
+    now = dt.datetime(2026, 5, 10, 12, 30, 0, 123000, tzinfo=dt.UTC)
+    with LoopThread("loop-A") as a:
+        for _ in range(3):
+            a.spawn(park())
+        a.settle()
+        dump = format_tasks(now=now)
+
+    assert dump.startswith(
+        f"holmespy asyncio task dump: pid {os.getpid()}, 1 loop, 3 tasks,"
+        " at 2026-05-10T12:30:00.123Z, "
+    )
+
+
+def test_each_loop_is_listed_with_its_thread_and_probe_time() -> None:
+    with LoopThread("loop-A") as a, LoopThread("loop-B") as b:
+        for _ in range(2):
+            a.spawn(park())
+        b.spawn(park())
+        a.settle()
+        b.settle()
+        dump = format_tasks()
+
+    assert ", 2 loops, 3 tasks, " in dump.splitlines()[0]
+    loop_lines = [line for line in dump.splitlines() if line.startswith("loop ")]
+    assert re.fullmatch(
+        rf'loop 1: _UnixSelectorEventLoop running in thread "loop-A" \(ident {a.thread.ident}\),'
+        r" 2 tasks; ran a probe callback after \d+\.\d\d ms",
+        loop_lines[0],
+    )
+    assert 'running in thread "loop-B"' in loop_lines[1]
+    assert ", 1 task;" in loop_lines[1]
+    assert "LOOP BLOCKED" not in dump
+
+
+def test_a_group_spread_over_two_loops_says_how_many_are_on_each() -> None:
+    with LoopThread("loop-A") as a, LoopThread("loop-B") as b:
+        for _ in range(3):
+            a.spawn(park())
+        b.spawn(park())
+        a.settle()
+        b.settle()
+        dump = format_tasks()
+
+    assert groups(dump)[0][0] == "[1] 4 tasks on loops 1 (3), 2 (1)"
+
+
+def test_a_blocked_loop_is_reported_with_what_its_thread_is_executing() -> None:
+    release = threading.Event()
+    with LoopThread("loop-stuck") as stuck, LoopThread("loop-fine") as fine:
+        stuck.spawn(park())
+        fine.spawn(park())
+        stuck.settle()
+        fine.settle()
+        try:
+            stuck.loop.call_soon_threadsafe(block_with_sleep, release)
+            started = time.monotonic()
+            dump = format_tasks(probe_timeout=0.5)
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+
+    assert elapsed < 1.0  # one bounded probe, never waiting for the loop itself
+    lines = dump.splitlines()
+    at = lines.index(
+        'LOOP BLOCKED: loop in thread "loop-stuck" did not run a callback within 0.5 s;'
+        " its thread is executing:"
+    )
+    # Innermost call first: the function that blocks, on the line calling time.sleep.
+    assert lines[at + 1].startswith(f"    block_with_sleep ({__file__}:")
+    assert "time.sleep" in lines[at + 2]
+    assert any("BaseEventLoop.run_forever" in line for line in lines[at:])
+    assert sum("LOOP BLOCKED" in line for line in lines) == 1  # loop-fine answered
+
+
+def test_a_task_blocking_its_loop_is_shown_as_running() -> None:
+    release = threading.Event()
+    crunching = threading.Event()
+
+    async def crunch() -> None:
+        crunching.set()
+        block_with_sleep(release)  # CPU-bound or blocking work inside a coroutine
+
+    with LoopThread("loop-A") as a:
+        try:
+            a.spawn(crunch(), name="cruncher")
+            assert crunching.wait(5)
+            dump = format_tasks(probe_timeout=0.1)
+        finally:
+            release.set()
+
+    assert "LOOP BLOCKED" in dump
+    assert "cruncher (running)" in dump
+
+
+def test_a_task_awaiting_another_task_shows_both_chains_in_one() -> None:
+    async def supervise(child: asyncio.Task[None]) -> None:
+        await child
+
+    with LoopThread("loop-A") as a:
+        child = a.spawn(handler(), name="child")
+        a.spawn(supervise(child), name="supervisor")
+        a.settle()
+        dump = format_tasks()
+
+    (group,) = [g for g in groups(dump) if "supervisor" in g[-1]]
+    functions = [
+        line.split(" (")[0].strip() for line in group[1:-1] if not line.startswith(" " * 8)
+    ]
+    assert functions == [
+        "test_a_task_awaiting_another_task_shows_both_chains_in_one.<locals>.supervise",
+        "<Task pending>",
+        "handler",
+        "fetch",
+        "wait_upstream",
+        "sleep",
+        "<Future pending>",
+    ]
+
+
+def test_a_task_awaiting_a_plain_future_ends_its_chain_there() -> None:
+    async def wait_for_reply(reply: asyncio.Future[str]) -> None:
+        await reply
+
+    with LoopThread("loop-A") as a:
+        reply: asyncio.Future[str] = a.call(a.loop.create_future)
+        a.spawn(wait_for_reply(reply), name="rpc")
+        a.settle()
+        dump = format_tasks()
+
+    (group,) = [g for g in groups(dump) if "rpc" in g[-1]]
+    assert group[1].startswith("    test_a_task_awaiting_a_plain_future_ends_its_chain_there.")
+    assert group[2] == "        await reply"
+    assert group[3] == "    <Future pending>"
+
+
+def test_a_cancelled_task_still_cleaning_up_is_shown_as_cancelling() -> None:
+    async def slow_cleanup() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # e.g. a graceful close that never finishes
+            raise
+
+    with LoopThread("loop-A") as a:
+        task = a.spawn(slow_cleanup(), name="closing")
+        a.settle()
+        a.call(task.cancel)
+        a.settle()
+        dump = format_tasks()
+
+    assert "closing (pending, cancelling)" in dump
+
+
+def test_tasks_of_a_stopped_loop_are_listed_as_never_running() -> None:
+    idle_loop = asyncio.new_event_loop()
+    try:
+        leaked = idle_loop.create_task(park(), name="orphan")
+        dump = format_tasks()
+    finally:
+        leaked.cancel()
+        idle_loop.run_until_complete(asyncio.gather(leaked, return_exceptions=True))
+        idle_loop.close()
+
+    assert any(
+        re.fullmatch(
+            r"loop \d+: _UnixSelectorEventLoop not running \(stopped\), 1 pending task"
+            r" \(they will never run unless the loop is restarted\)",
+            line,
+        )
+        for line in dump.splitlines()
+    )
+    assert "orphan (pending)" in dump
+
+
+def test_with_no_tasks_the_dump_says_so() -> None:
+    gc.collect()
+    if loops.all_tasks():
+        pytest.skip("an earlier test left pending tasks behind")
+    dump = format_tasks()
+    assert dump.splitlines()[1:] == ["no asyncio tasks"]
+    assert ", 0 loops, 0 tasks, " in dump.splitlines()[0]
+
+
+def test_on_a_python_without_a_task_registry_the_dump_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loops, "_REGISTRIES", (None, None))  # what Python 3.14+ looks like
+    dump = format_tasks()
+    assert "asyncio task listing is not supported on Python" in dump
+
+
+def test_ten_thousand_tasks_are_dumped_quickly() -> None:
+    with LoopThread("loop-A") as a:
+
+        def start() -> None:
+            for i in range(10_000):
+                a.loop.create_task(handler(), name=f"request-{i}")
+
+        a.call(start)
+        a.settle()
+        started = time.perf_counter()
+        dump = format_tasks()
+        elapsed = time.perf_counter() - started
+
+    assert groups(dump)[0][0] == "[1] 10000 tasks on loop 1"
+    assert groups(dump)[0][-1].endswith(", ... and 9990 more")
+    assert elapsed < 1.0
