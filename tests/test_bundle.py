@@ -54,9 +54,16 @@ def test_a_bundle_appears_only_when_published(tmp_path: Path) -> None:
 
 
 def test_a_failed_capture_leaves_nothing_behind(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), BundleWriter(tmp_path, "svc", new_event_id("cpu")) as bundle:
-        write_private(bundle.temp / "cpu.txt", b"half")
-        raise RuntimeError("disk gone")
+    writer = BundleWriter(tmp_path, "svc", new_event_id("cpu"))
+
+    def capture_that_dies_halfway() -> None:
+        with writer as bundle:
+            write_private(bundle.temp / "cpu.txt", b"half")
+            raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        capture_that_dies_halfway()
+    bundle = writer
     day = bundle.final.parent
     assert list(day.iterdir()) == []
 
@@ -94,4 +101,5 @@ def test_temp_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_path:
         folder.mkdir(parents=True)
         (folder / "threads.txt").write_text("x")
     assert remove_stale_temps(tmp_path, "svc") == [crashed]
-    assert alive.exists() and not crashed.exists()
+    assert alive.exists()
+    assert not crashed.exists()
