@@ -185,3 +185,35 @@ def test_holmespy_threads_are_daemons_and_named(tmp_path: Path) -> None:
     ours = [t for t in threading.enumerate() if t.name.startswith("holmespy-")]
     assert {t.name for t in ours} == {"holmespy-watcher", "holmespy-capture"}
     assert all(t.daemon for t in ours)
+
+
+def test_tasks_are_counted_over_loops_in_any_thread_started_before_or_after(tmp_path: Path) -> None:
+    import asyncio
+
+    def run_loop(n_tasks: int, ready: threading.Event, done: threading.Event) -> None:
+        async def main() -> None:
+            tasks = [asyncio.create_task(asyncio.sleep(60)) for _ in range(n_tasks)]
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+            for task in tasks:
+                task.cancel()
+
+        asyncio.run(main())
+
+    done = threading.Event()
+    before, after = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=run_loop, args=(30, before, done), name="loop-before")]
+    threads[0].start()
+    before.wait(5)
+    holmespy.start(quiet_config(tmp_path))
+    threads.append(threading.Thread(target=run_loop, args=(50, after, done), name="loop-after"))
+    threads[1].start()
+    after.wait(5)
+    try:
+        # 30 + 50 sleeping tasks, plus each loop's main task.
+        wait_for(lambda: (holmespy.status().last_sample or {}).get("tasks") == 82)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(5)

@@ -25,6 +25,7 @@ from holmespy.bundle import (
 from holmespy.config import RULE_NAMES, Config, RuleName
 from holmespy.gcwatch import GCWatch
 from holmespy.limits import Limits, detect_limits
+from holmespy.procstat import ProcStatReader
 from holmespy.profilers import CAPTURES, CaptureContext
 from holmespy.rules import Decision, Rule, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
@@ -79,7 +80,8 @@ class Watcher:
         self._started = False
         self.limits = self._detect_limits(config)
         self.gc_watch = GCWatch(f"{proc_root}/{self.pid}/statm")
-        self.sampler = Sampler(self.limits, gc_watch=self.gc_watch)
+        stat = ProcStatReader(f"{proc_root}/{self.pid}/stat")
+        self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
         self.states: dict[str, RuleState] = {}
         self.worker = CaptureWorker()
         self._thread = threading.Thread(target=self._run, name="holmespy-watcher", daemon=True)
