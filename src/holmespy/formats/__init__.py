@@ -1,0 +1,1 @@
+"""Formats: the profile data model and what it is written as (pprof, collapsed, speedscope)."""
