@@ -1,0 +1,511 @@
+"""py-spy as a child process recording this process, and its output as a Profile.
+
+The child runs `py-spy record --nonblocking -f raw --threads --full-filenames
+--pid <our pid>`: it reads our memory from outside without pausing us
+(REFERENCE: 0-3 % slowdown, against 4-12 % when it pauses the process), and it
+is another process, so its own work never shows in the profile. Idle threads
+are left out (py-spy's default without `--idle`), which makes the profile one
+of CPU use. `--nonblocking` can tear a stack that changes while it is read:
+such samples show a partial stack (no thread bootstrap frames) and are kept.
+
+The raw format is one line per distinct stack, outermost frame first:
+
+    thread (13224): hot;Thread.run (/usr/lib/python3.11/threading.py:982);burn (/app/m.py:6) 88
+
+The root element is `thread (<native tid>)`, or a hex pthread id where py-spy
+has no tid, followed by `: <thread name>` when py-spy could read the name;
+then `qualname (file:line)` frames; then the sample count.
+
+Supervision: the child gets a hard deadline and is killed with its whole
+process group (it runs in a session of its own) and reaped when it passes
+it; its stdout/stderr are drained while it runs so it can never block on a
+full pipe, and only their tails are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from holmespy.formats.profile import Frame, Profile
+from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
+from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
+
+PYSPY_NAME = "py-spy"
+
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+"""Raw output read at most (a 5 s record of hundreds of threads stays far below)."""
+
+_TAIL_BYTES = 8192
+_POLL = 0.05
+"""How often a running child is checked: an early exit is seen within this."""
+_REAP_TIMEOUT = 1.0
+"""SIGKILL is reaped at once; only a child stuck in the kernel could make us wait this long."""
+_DRAIN_READS = 64
+
+# -- finding py-spy -----------------------------------------------------------
+
+
+def find_pyspy(explicit: str | None) -> tuple[str | None, list[str]]:
+    """(the py-spy executable to run or None, the places looked at).
+
+    An explicit path is the only candidate. Otherwise: next to
+    `sys.executable` (a virtualenv's bin, where `pip install` put it even
+    when the venv is not activated), the interpreter's scripts folder, PATH.
+    """
+    if explicit is not None:
+        return (explicit if _is_executable(explicit) else None), [explicit]
+    looked: list[str] = []
+    for folder in (os.path.dirname(sys.executable), sysconfig.get_path("scripts")):
+        if not folder:
+            continue
+        candidate = os.path.join(folder, PYSPY_NAME)
+        if candidate in looked:
+            continue
+        looked.append(candidate)
+        if _is_executable(candidate):
+            return candidate, looked
+    looked.append("PATH")
+    return shutil.which(PYSPY_NAME), looked
+
+
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+# -- Yama ---------------------------------------------------------------------
+#
+# Under Yama ptrace_scope=1 (Ubuntu's default) a process may only be traced by
+# its ancestors unless it names a tracer, and py-spy is our child, not our
+# parent. PR_SET_PTRACER is process-wide and cannot be read back: restoring
+# means clearing it, which also clears a tracer the host itself had declared.
+# We therefore only touch it where Yama asks for it, and only for the capture.
+
+PR_SET_PTRACER = 0x59616D61
+PR_SET_PTRACER_ANY = ctypes.c_ulong(-1).value
+YAMA_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
+
+_ptracer_lock = threading.Lock()
+_ptracer_users = 0
+_prctl: Any = None
+
+
+def set_ptracer(value: int) -> str:
+    """`prctl(PR_SET_PTRACER, value)`; says what happened, never raises.
+
+    On a kernel without Yama the call fails with EINVAL, which is harmless.
+    """
+    global _prctl
+    try:
+        if _prctl is None:
+            # A CDLL of our own: setting argtypes on it changes no one else's prctl.
+            func = ctypes.CDLL(None, use_errno=True).prctl
+            func.restype = ctypes.c_int
+            func.argtypes = [ctypes.c_int, *([ctypes.c_ulong] * 4)]
+            _prctl = func
+        ctypes.set_errno(0)
+        if _prctl(PR_SET_PTRACER, value, 0, 0, 0) == 0:
+            return "ok"
+        err = ctypes.get_errno()
+        name = os.strerror(err) if err else "unknown error"
+        return f"EINVAL (no Yama): {name}" if err == 22 else f"errno {err}: {name}"
+    except Exception as exc:  # no libc symbol, not Linux...
+        return f"unavailable: {type(exc).__name__}: {exc}"
+
+
+def yama_scope(path: Path = YAMA_SCOPE) -> int | None:
+    """Yama's ptrace_scope, or None without Yama; -1 when the file exists but is unreadable."""
+    try:
+        return int(path.read_text().strip())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return -1
+
+
+@contextlib.contextmanager
+def ptrace_allowed(path: Path = YAMA_SCOPE) -> Iterator[str]:
+    """Let a child trace us while the block runs, where Yama requires it; yields what was done."""
+    global _ptracer_users
+    scope = yama_scope(path)
+    if scope is None:
+        yield "no Yama: nothing to allow"
+        return
+    if scope == 0:
+        yield "Yama ptrace_scope=0: nothing to allow"
+        return
+    if scope >= 2:
+        yield f"Yama ptrace_scope={scope}: only a privileged py-spy can attach"
+        return
+    with _ptracer_lock:
+        _ptracer_users += 1
+        status = set_ptracer(PR_SET_PTRACER_ANY)
+    try:
+        yield f"Yama ptrace_scope={scope}: PR_SET_PTRACER_ANY for the capture ({status})"
+    finally:
+        with _ptracer_lock:
+            _ptracer_users -= 1
+            if _ptracer_users == 0:
+                set_ptracer(0)
+
+
+# -- running py-spy -----------------------------------------------------------
+
+
+@dataclass
+class PySpyResult:
+    profile: Profile | None
+    failure: str | None
+    """Why there is no profile, for the user; None on success."""
+    attached: bool
+    """py-spy said anything on stdout (it prints its banner once sampling starts)."""
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class _Tail:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > _TAIL_BYTES:
+            del self.data[: len(self.data) - _TAIL_BYTES]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def record(
+    pyspy: str, seconds: float, rate: int, exclude: frozenset[int], deadline: float
+) -> PySpyResult:
+    """Record this process with py-spy for `seconds`; the child is gone when this returns.
+
+    `deadline` (time.monotonic) is when the child is killed if still running.
+    py-spy's `-d` takes whole seconds: for a fractional window it gets the
+    next whole second and is stopped with SIGINT (it then writes what it has)
+    when the window ends.
+    """
+    threads = ThreadTable()
+    threads.update()
+    names = ModuleNames()
+    workdir = tempfile.mkdtemp(prefix="holmespy-pyspy-")
+    output = os.path.join(workdir, "raw.txt")
+    whole = max(1, math.ceil(seconds))
+    argv = [
+        pyspy,
+        "record",
+        "--nonblocking",
+        "--rate",
+        str(rate),
+        "--duration",
+        str(whole),
+        "--format",
+        "raw",
+        "--threads",
+        "--full-filenames",
+        "--output",
+        output,
+        "--pid",
+        str(os.getpid()),
+    ]
+    facts: dict[str, Any] = {"pyspy": pyspy, "idle_threads": "excluded (py-spy without --idle)"}
+    try:
+        with ptrace_allowed() as ptrace:
+            facts["ptrace"] = ptrace
+            time_nanos = time.time_ns()
+            started = time.monotonic()
+            try:
+                # cwd: a crashing child dumps core into our private folder, not the host's cwd.
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=workdir,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return PySpyResult(None, f"could not start {pyspy}: {exc}", False, facts)
+            facts["pyspy_pid"] = proc.pid
+            sigint_at = started + seconds if whole != seconds else None
+            out, err, killed = _supervise(proc, sigint_at, deadline, facts)
+            ended = time.monotonic()
+        facts["seconds"] = round(ended - started, 3)
+        failure, attached = _judge(
+            proc.returncode, out.text(), err.text(), killed, deadline - started, facts
+        )
+        if failure is not None:
+            return PySpyResult(None, failure, attached, facts)
+        threads.update()  # name the threads that started during the window too
+        profile = sampling_profile(rate, time_nanos)
+        profile.duration_nanos = int((ended - started) * 1e9)
+        try:
+            text = _read_output(output, facts)
+        except OSError as exc:
+            return PySpyResult(None, f"py-spy exited 0 but wrote no output ({exc})", True, facts)
+        stacks, counts = parse_raw(text, names, threads, exclude, profile.period)
+        add_stacks(profile, stacks)
+        facts.update(counts)
+        facts["rate_asked"] = rate
+        ticks = facts.get("pyspy_reported_samples")
+        if isinstance(ticks, int) and ended > started:
+            facts["rate_achieved"] = round(ticks / (ended - started), 1)
+        profile.comments.append(
+            f"py-spy record --nonblocking at {rate} Hz from outside the process; "
+            "idle threads excluded"
+        )
+        return PySpyResult(profile, None, True, facts)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes], sigint_at: float | None, deadline: float, facts: dict[str, Any]
+) -> tuple[_Tail, _Tail, bool]:
+    """Wait for the child while draining its pipes; kill its group at `deadline`."""
+    out, err = _Tail(), _Tail()
+    streams: dict[int, tuple[IO[bytes], _Tail]] = {}
+    for pipe, tail in ((proc.stdout, out), (proc.stderr, err)):
+        if pipe is not None:
+            streams[pipe.fileno()] = (pipe, tail)
+    killed = False
+    sel = selectors.DefaultSelector()
+    try:
+        for fd in streams:
+            sel.register(fd, selectors.EVENT_READ)
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now >= deadline:
+                _kill_group(proc.pid)
+                killed = True
+                break
+            if sigint_at is not None and now >= sigint_at:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                facts["stopped_with"] = "SIGINT at the end of the window"
+                sigint_at = None
+            wake = min(deadline, sigint_at) if sigint_at is not None else deadline
+            timeout = max(0.0, min(_POLL, wake - now))
+            if sel.get_map():
+                _read_ready(sel, streams, timeout)
+            else:
+                time.sleep(timeout)
+        if killed:
+            try:
+                proc.wait(_REAP_TIMEOUT)
+                facts["pyspy_reaped"] = True
+            except subprocess.TimeoutExpired:
+                facts["pyspy_reaped"] = False
+        # What is already in the pipes, without waiting for EOF: a grandchild may hold them.
+        for _ in range(_DRAIN_READS):
+            if not sel.get_map() or not _read_ready(sel, streams, 0.0):
+                break
+    finally:
+        if proc.returncode is None and not killed:  # we are unwinding from an error
+            _kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(_REAP_TIMEOUT)
+        sel.close()
+        for pipe, _ in streams.values():
+            with contextlib.suppress(OSError):
+                pipe.close()
+    if not killed and proc.returncode != 0:
+        # A failed child may have started helpers in its group (a wrapper
+        # script); its pgid cannot be reused while any of them lives.
+        _kill_group(proc.pid)
+    return out, err, killed
+
+
+def _read_ready(
+    sel: selectors.BaseSelector, streams: dict[int, tuple[IO[bytes], _Tail]], timeout: float
+) -> bool:
+    events = sel.select(timeout)
+    for key, _ in events:
+        fd = int(key.fd)
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if chunk:
+            streams[fd][1].add(chunk)
+        else:
+            sel.unregister(fd)
+    return bool(events)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def error_tail(text: str, limit: int = 400) -> str:
+    """py-spy's error message on one line: backtraces cut, the end kept."""
+    for marker in ("Stack backtrace:", "stack backtrace:", "note: "):
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    one = " | ".join(lines)
+    return one if len(one) <= limit else "…" + one[-(limit - 1) :]
+
+
+_REPORTED = re.compile(r"Samples: (\d+) Errors: (\d+)")
+
+
+def _judge(
+    rc: int | None, stdout: str, stderr: str, killed: bool, limit: float, facts: dict[str, Any]
+) -> tuple[str | None, bool]:
+    """(why the run gave no profile or None, whether py-spy had started sampling)."""
+    attached = bool(stdout.strip())
+    facts["pyspy_exit"] = "killed by holmespy" if killed else _exit_text(rc)
+    if stderr.strip():
+        facts["pyspy_stderr"] = stderr[-2000:]
+    reported = _REPORTED.search(stdout)
+    if reported:
+        facts["pyspy_reported_samples"] = int(reported.group(1))
+        facts["pyspy_reported_errors"] = int(reported.group(2))
+    tail = error_tail(stderr)
+    detail = f": {tail}" if tail else ""
+    if killed:
+        reaped = "reaped it" if facts.get("pyspy_reaped") else "could not reap it"
+        return (
+            f"py-spy did not finish within {limit:.1f} s; killed it and its process group "
+            f"(SIGKILL) and {reaped}{detail}",
+            attached,
+        )
+    if rc == -signal.SIGINT and "stopped_with" in facts:
+        return "py-spy was stopped at the end of the window before it had attached", attached
+    if rc is None or rc < 0:
+        signame = _signal_name(-rc) if rc is not None else "an unknown signal"
+        return f"py-spy crashed (killed by {signame}){detail}", attached
+    if rc != 0:
+        what = "failed while recording" if attached else "could not attach"
+        return f"py-spy {what} (exit status {rc}{detail})", attached
+    return None, attached
+
+
+def _read_output(path: str, facts: dict[str, Any]) -> str:
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_OUTPUT_BYTES + 1)
+    if len(raw) > MAX_OUTPUT_BYTES:
+        raw = raw[: raw.rfind(b"\n", 0, MAX_OUTPUT_BYTES) + 1]
+        facts["output_truncated_at_bytes"] = len(raw)
+    return raw.decode("utf-8", "replace")
+
+
+def _exit_text(rc: int | None) -> str:
+    if rc is None:
+        return "still running"
+    return f"killed by {_signal_name(-rc)}" if rc < 0 else f"exit status {rc}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# -- the raw format -----------------------------------------------------------
+
+_THREAD_ROOT = re.compile(r"thread \((0x[0-9a-fA-F]+|\d+)\)")
+_FRAME = re.compile(r"(?P<func>.+?) \((?P<file>.+):(?P<line>\d+)\)")
+
+
+def parse_raw(
+    text: str, names: ModuleNames, threads: ThreadTable, exclude: frozenset[int], period: int
+) -> tuple[Stacks, dict[str, int]]:
+    """py-spy's raw (collapsed) output as stacks, innermost first, by thread label.
+
+    Each sample stands for `period` nanoseconds of CPU: py-spy only samples
+    threads that are running.
+
+    Threads whose ident is in `exclude` (or whose native id belongs to such
+    an ident) are dropped and counted. Lines that do not parse are counted,
+    never fatal.
+    """
+    exclude_native = threads.natives(exclude)
+    stacks: Stacks = {}
+    frames: dict[str, Frame] = {}
+    samples = excluded = unparsed = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        body, _, count_text = line.rpartition(" ")
+        try:
+            count = int(count_text)
+        except ValueError:
+            unparsed += 1
+            continue
+        thread, frames_text, skip = _split_thread(body, threads, exclude, exclude_native)
+        if skip:
+            excluded += count
+            continue
+        stack: list[Frame] = []
+        for token in frames_text.split(";") if frames_text else ():
+            frame = frames.get(token)
+            if frame is None:
+                frame = frames[token] = _parse_frame(token, names)
+            stack.append(frame)
+        stack.reverse()
+        key = (thread, tuple(stack))
+        entry = stacks.setdefault(key, [0, 0])
+        entry[0] += count
+        entry[1] += count * period
+        samples += count
+    return stacks, {"samples": samples, "samples_excluded": excluded, "unparsed_lines": unparsed}
+
+
+def _split_thread(
+    body: str, threads: ThreadTable, exclude: frozenset[int], exclude_native: set[int]
+) -> tuple[str, str, bool]:
+    """(thread label, the frames part, whether the thread is excluded)."""
+    match = _THREAD_ROOT.match(body)
+    if match is None:
+        return "<unknown>", body, False
+    raw_id = match.group(1)
+    rest = body[match.end() :]
+    if raw_id.startswith("0x"):
+        ident = int(raw_id, 16)
+        known = threads.by_ident.get(ident)
+        skip = ident in exclude
+    else:
+        native = int(raw_id)
+        known = threads.by_native.get(native)
+        skip = native in exclude_native
+    if rest.startswith(": "):
+        rest = rest[2:]
+        # A thread name may itself contain ';': cut after the name we know.
+        if known is not None and (rest == known or rest.startswith(known + ";")):
+            pyspy_name, rest = known, rest[len(known) + 1 :]
+        else:
+            pyspy_name, _, rest = rest.partition(";")
+    else:
+        pyspy_name, rest = None, rest.removeprefix(";")
+    name = known if known is not None else pyspy_name
+    label = label_name(name) if name is not None else unknown_thread(raw_id)
+    return label, rest, skip
+
+
+def _parse_frame(token: str, names: ModuleNames) -> Frame:
+    match = _FRAME.fullmatch(token)
+    if match is None:
+        return Frame(token, "", 0)
+    filename = match.group("file")
+    return Frame(names.qualify(match.group("func"), filename), filename, int(match.group("line")))

@@ -1,0 +1,382 @@
+"""CPU profiles of the running process: py-spy, the in-process sampler, yappi.
+
+Every test profiles this very process while real threads run in it: one
+spinning in `burn_cpu`, one asleep, and one busy thread standing for
+holmespy's own, which is excluded by ident. Failing py-spys are small shell
+scripts passed as `pyspy=`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from holmespy.formats.profile import Profile
+from holmespy.profilers.cpu import CpuCapture, capture_cpu
+from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
+from holmespy.profilers.cpu._pyspy import (
+    PR_SET_PTRACER_ANY,
+    find_pyspy,
+    parse_raw,
+    ptrace_allowed,
+    set_ptracer,
+)
+
+PYSPY = find_pyspy(None)[0]
+needs_pyspy = pytest.mark.skipif(PYSPY is None, reason="py-spy is not installed")
+
+PERMISSION_DENIED = (
+    "Permission Denied: Try running again with elevated permissions by going "
+    "'sudo env \"PATH=$PATH\" !!'"
+)
+
+
+def burn_cpu(n: int = 20_000) -> int:
+    """The hot function: arithmetic only, so it is the innermost frame while it runs."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def excluded_work(n: int = 20_000) -> int:
+    """What the excluded thread burns: must never show up in a profile."""
+    total = 0
+    for i in range(n):
+        total -= i * i
+    return total
+
+
+@dataclass
+class Host:
+    hot: threading.Thread
+    sleeper: threading.Thread
+    own: threading.Thread
+    """Busy, but "holmespy's own": excluded by ident."""
+
+    @property
+    def exclude(self) -> set[int]:
+        # The capturing thread (this test's) is holmespy's worker in production.
+        return {self.own.ident or 0, threading.get_ident()}
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    stop = threading.Event()
+
+    def spin(work: object) -> None:
+        while not stop.is_set():
+            work()  # type: ignore[operator]
+
+    threads = Host(
+        hot=threading.Thread(target=spin, args=(burn_cpu,), name="cpu-hot", daemon=True),
+        sleeper=threading.Thread(target=stop.wait, name="sleeper", daemon=True),
+        own=threading.Thread(target=spin, args=(excluded_work,), name="holmespy-own", daemon=True),
+    )
+    for thread in (threads.hot, threads.sleeper, threads.own):
+        thread.start()
+    try:
+        yield threads
+    finally:
+        stop.set()
+        for thread in (threads.hot, threads.sleeper, threads.own):
+            thread.join(5)
+
+
+def cpu_ns(profile: Profile) -> int:
+    return [t.type for t in profile.sample_types].index("cpu")
+
+
+def cpu_by_thread(profile: Profile) -> dict[str, int]:
+    col = cpu_ns(profile)
+    out: dict[str, int] = {}
+    for sample in profile.samples:
+        name = sample.labels["thread"]
+        out[name] = out.get(name, 0) + sample.values[col]
+    return out
+
+
+def self_cpu_by_function(profile: Profile) -> dict[str, int]:
+    col = cpu_ns(profile)
+    out: dict[str, int] = {}
+    for sample in profile.samples:
+        if sample.stack:
+            name = sample.stack[0].function
+            out[name] = out.get(name, 0) + sample.values[col]
+    return out
+
+
+def assert_hot_thread_profiled(capture: CpuCapture, host: Host) -> None:
+    profile = capture.profile
+    assert profile is not None, capture.why
+    by_thread = cpu_by_thread(profile)
+    total = sum(by_thread.values())
+    assert total > 0, capture.facts
+
+    # The hot thread carries the CPU; the sleeping thread weighs (almost) nothing.
+    assert by_thread.get("cpu-hot", 0) / total > 0.8, by_thread
+    assert by_thread.get("sleeper", 0) / total < 0.02, by_thread
+
+    # The hottest function, by self CPU time, is burn_cpu, named with its module.
+    by_function = self_cpu_by_function(profile)
+    hottest = max(by_function, key=by_function.__getitem__)
+    assert hottest == f"{burn_cpu.__module__}.burn_cpu", by_function
+
+    # Its frames carry the file and a line inside burn_cpu.
+    code = burn_cpu.__code__
+    frame = next(s.stack[0] for s in profile.samples if s.stack and s.stack[0].function == hottest)
+    assert frame.filename == code.co_filename
+    assert code.co_firstlineno <= frame.line <= code.co_firstlineno + 5
+
+    # Excluded threads never appear: not by name, not by what they run.
+    assert "holmespy-own" not in by_thread
+    assert "MainThread" not in by_thread
+    assert not any(f.function.endswith("excluded_work") for s in profile.samples for f in s.stack)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes (zombies aside) still in process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def fake_pyspy(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "py-spy"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+# -- the engines --------------------------------------------------------------
+
+
+@needs_pyspy
+def test_pyspy_profiles_the_hot_thread_from_outside(host: Host) -> None:
+    capture = capture_cpu(1.5, engine="pyspy", exclude_threads=host.exclude)
+
+    assert capture.engine == "pyspy", capture.why
+    assert_hot_thread_profiled(capture, host)
+    profile = capture.profile
+    assert profile is not None
+    assert [(t.type, t.unit) for t in profile.sample_types] == [
+        ("samples", "count"),
+        ("cpu", "nanoseconds"),
+    ]
+    assert profile.period == 10_000_000  # 100 Hz
+    assert all(s.values[1] == s.values[0] * profile.period for s in profile.samples)
+    assert capture.facts["samples_excluded"] > 0  # the busy excluded thread was seen, and dropped
+    assert capture.facts["idle_threads"].startswith("excluded")
+
+
+def test_sampler_weighs_stacks_by_thread_cpu_time(host: Host) -> None:
+    capture = capture_cpu(1.5, engine="sampler", exclude_threads=host.exclude)
+
+    assert capture.engine == "sampler", capture.why
+    assert_hot_thread_profiled(capture, host)
+    profile = capture.profile
+    assert profile is not None
+    # Stacks are innermost first and complete down to the thread's bootstrap.
+    deepest = max(profile.samples, key=lambda s: len(s.stack))
+    assert deepest.stack[-1].function == "threading.Thread._bootstrap"
+    # The sampler names its own thread's absence: it is never in the profile.
+    assert "holmespy-cpu-sampler" not in cpu_by_thread(profile)
+
+
+def test_yappi_gives_self_time_per_function_and_caller(host: Host) -> None:
+    pytest.importorskip("yappi")
+    capture = capture_cpu(1.0, engine="yappi", exclude_threads=host.exclude)
+
+    assert capture.engine == "yappi", capture.why
+    assert_hot_thread_profiled(capture, host)
+    profile = capture.profile
+    assert profile is not None
+    # yappi knows where functions start, not which line ran: frames are
+    # (function, caller) at most, with the function's first line.
+    assert all(1 <= len(s.stack) <= 2 for s in profile.samples)
+    hot = next(s.stack[0] for s in profile.samples if s.stack[0].function.endswith("burn_cpu"))
+    assert hot.line == hot.start_line == burn_cpu.__code__.co_firstlineno
+
+
+def test_sampler_reports_the_rate_it_achieved() -> None:
+    quiet = capture_cpu(1.0, engine="sampler", rate=100)
+
+    facts = quiet.facts
+    assert 80 <= facts["rate_achieved"] <= 105, facts
+    assert facts["ticks"] == pytest.approx(facts["rate_achieved"] * facts["seconds"], abs=2)
+
+
+def test_sampler_under_busy_threads_says_the_gil_slowed_it(host: Host) -> None:
+    busy = capture_cpu(1.0, engine="sampler", rate=1000, exclude_threads=host.exclude)
+
+    facts = busy.facts
+    assert 5 <= facts["rate_achieved"] < 900, facts
+    assert "GIL" in facts["rate_note"]
+
+
+# -- auto: py-spy when it can, the sampler otherwise --------------------------
+
+
+@needs_pyspy
+def test_auto_uses_pyspy_when_it_attaches(host: Host) -> None:
+    capture = capture_cpu(1, exclude_threads=host.exclude)
+
+    assert capture.engine == "pyspy"
+    assert capture.why == f"auto: py-spy attached to pid {os.getpid()}"
+    assert capture.facts["pyspy_exit"] == "exit status 0"
+
+
+def test_auto_falls_back_when_pyspy_may_not_trace_us(host: Host, tmp_path: Path) -> None:
+    denied = fake_pyspy(tmp_path, f"echo '{PERMISSION_DENIED}' >&2\nexit 1")
+
+    started = time.monotonic()
+    capture = capture_cpu(1.5, pyspy=denied, exclude_threads=host.exclude)
+    elapsed = time.monotonic() - started
+
+    assert capture.engine == "sampler"
+    assert capture.why.startswith("auto: py-spy could not attach (exit status 1: Permission Denied")
+    assert "fell back to the in-process sampler for the remaining" in capture.why
+    assert_hot_thread_profiled(capture, host)
+    # The sampler only ran for what was left of the window: no doubled wait.
+    assert elapsed < 1.5 + 0.5
+
+
+def test_a_hung_pyspy_is_killed_and_reaped_by_the_deadline(host: Host, tmp_path: Path) -> None:
+    hung = fake_pyspy(tmp_path, "trap '' TERM INT HUP\nwhile :; do sleep 1; done")
+
+    started = time.monotonic()
+    capture = capture_cpu(1, pyspy=hung, margin=1, exclude_threads=host.exclude)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1 + 1 + 0.5
+    assert capture.engine == "none"
+    assert capture.profile is None
+    assert "py-spy did not finish within 2.0 s; killed it and its process group" in capture.why
+    assert "no time was left" in capture.why
+    pid = capture.facts["pyspy_attempt"]["pyspy_pid"]
+    with pytest.raises(ChildProcessError):  # already reaped: no zombie of ours
+        os.waitpid(pid, os.WNOHANG)
+    assert live_group_members(pid) == []  # its `sleep` died with it
+
+
+def test_a_crashing_pyspy_is_reported_and_the_sampler_takes_over(
+    host: Host, tmp_path: Path
+) -> None:
+    crashing = fake_pyspy(tmp_path, "echo 'about to crash' >&2\nkill -SEGV $$")
+
+    capture = capture_cpu(1, pyspy=crashing, exclude_threads=host.exclude)
+
+    assert capture.engine == "sampler"
+    assert capture.why.startswith("auto: py-spy crashed (killed by SIGSEGV): about to crash")
+    assert capture.facts["pyspy_attempt"]["pyspy_exit"] == "killed by SIGSEGV"
+    assert_hot_thread_profiled(capture, host)
+
+
+def test_missing_pyspy_means_the_sampler_and_an_install_hint(host: Host, tmp_path: Path) -> None:
+    nowhere = str(tmp_path / "no-such-py-spy")
+
+    auto = capture_cpu(1, pyspy=nowhere, exclude_threads=host.exclude)
+    assert auto.engine == "sampler"
+    assert auto.why == (
+        f"auto: py-spy is not installed (looked at {nowhere}); "
+        "pip install holmespy[profile] adds it; used the in-process sampler"
+    )
+    assert_hot_thread_profiled(auto, host)
+
+    only_pyspy = capture_cpu(1, engine="pyspy", pyspy=nowhere)
+    assert only_pyspy.engine == "none"
+    assert only_pyspy.profile is None
+    assert "pip install holmespy[profile]" in only_pyspy.why
+
+
+def test_bad_arguments_are_reported_not_raised() -> None:
+    assert "not an engine" in capture_cpu(1, engine="perf").why
+    assert "positive" in capture_cpu(float("nan")).why
+    assert capture_cpu(-1, engine="sampler").engine == "none"
+
+
+# -- ptrace permission --------------------------------------------------------
+
+
+def test_prctl_never_raises_on_this_kernel(tmp_path: Path) -> None:
+    # Without Yama the kernel answers EINVAL: harmless, and not an exception.
+    assert isinstance(set_ptracer(PR_SET_PTRACER_ANY), str)
+    assert isinstance(set_ptracer(0), str)
+
+    with ptrace_allowed() as status:
+        assert isinstance(status, str)
+
+    # Where Yama's ptrace_scope is 1 the tracer is allowed for the block only.
+    scope = tmp_path / "ptrace_scope"
+    scope.write_text("1\n")
+    with ptrace_allowed(scope) as status:
+        assert status.startswith("Yama ptrace_scope=1: PR_SET_PTRACER_ANY for the capture")
+
+
+# -- py-spy's raw output ------------------------------------------------------
+
+
+def test_raw_output_becomes_innermost_first_stacks_with_thread_names() -> None:
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, name="jobs; (batch)", daemon=True)
+    worker.start()
+    raw = "\n".join(
+        [
+            # A thread name may contain ';': the name threading knows wins.
+            f"thread ({worker.native_id}): jobs; (batch);outer (/srv/app/jobs.py:10);"
+            "Report.render (/srv/app/jobs.py:42) 7",
+            # A thread threading does not know, without a name: labelled by its id.
+            "thread (999999);<module> (<frozen runpy>:88) 2",
+            "not a py-spy line",
+        ]
+    )
+    threads = ThreadTable()
+    threads.update()
+    release.set()
+    worker.join()
+
+    stacks, counts = parse_raw(raw, ModuleNames(), threads, frozenset(), period=10_000_000)
+
+    assert counts == {"samples": 9, "samples_excluded": 0, "unparsed_lines": 1}
+    by_thread = {label: (stack, values) for (label, stack), values in stacks.items()}
+    stack, values = by_thread["jobs; (batch)"]
+    assert [f.function for f in stack] == ["jobs.Report.render", "jobs.outer"]
+    assert (stack[0].filename, stack[0].line) == ("/srv/app/jobs.py", 42)
+    assert values == [7, 70_000_000]  # samples, and samples x period of CPU
+    stack, _ = by_thread["<unknown 999999>"]
+    assert [f.function for f in stack] == ["runpy.<module>"]
+
+
+def child_processes() -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
+                children.append(int(entry.name))
+    return children
+
+
+@pytest.fixture(autouse=True)
+def _leaves_no_threads_or_children() -> Iterator[None]:
+    yield
+    assert not [t for t in threading.enumerate() if t.name == "holmespy-cpu-sampler"]
+    assert child_processes() == []
