@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -16,6 +17,9 @@ _lock = threading.RLock()
 _instance: Watcher | None = None
 _disabled: Config | None = None
 _fork_hook_registered = False
+
+EXIT_FLUSH_SECONDS = 10.0
+"""How long interpreter exit waits for a capture in progress (e.g. a CPU profile window)."""
 
 
 def start(config: Config | None = None) -> Watcher | None:
@@ -41,6 +45,7 @@ def start(config: Config | None = None) -> Watcher | None:
         _disabled = None
         if not _fork_hook_registered:
             os.register_at_fork(after_in_child=_restart_in_child)
+            atexit.register(_finish_at_exit)
             _fork_hook_registered = True
         _instance = Watcher(config).start()
         return _instance
@@ -94,3 +99,11 @@ def _restart_in_child() -> None:
         _instance = Watcher(parent.config).start()
     except Exception:
         log.exception("holmespy could not restart its watcher in forked child %d", os.getpid())
+
+
+def _finish_at_exit() -> None:
+    # atexit runs before daemon threads are frozen: give a capture in progress
+    # a bounded time to publish its bundle instead of leaving a temp folder.
+    instance = _instance
+    if instance is not None and instance.pid == os.getpid() and instance.active:
+        instance.stop(timeout=EXIT_FLUSH_SECONDS)

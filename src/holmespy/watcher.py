@@ -94,6 +94,7 @@ class Watcher:
         self.last_sample: Sample | None = None
         self._error_logged_at: dict[str, float] = {}
         self._limit_logged: set[str] = set()
+        self._capture_memory: dict[str, Any] = {}
 
     # -- lifecycle --
 
@@ -274,12 +275,32 @@ class Watcher:
 
     def _capture(self, event_id: str, name: str, event: dict[str, Any]) -> None:
         config = self.config
+        cpu = self.last_sample.cpu if self.last_sample else None
+        if config.cpu_max is not None and cpu is not None and cpu > config.cpu_max:
+            # The guard again, now: CPU may have risen while this job waited in the queue.
+            state = self.states.get(name)
+            if state is not None:
+                state.skipped[Verdict.CPU_MAX] = state.skipped.get(Verdict.CPU_MAX, 0) + 1
+            log.warning(
+                "holmespy skipped %s event %s: CPU %.1f%% > HOLMES_CPU_MAX %g%%",
+                name,
+                event_id,
+                cpu,
+                config.cpu_max,
+            )
+            return
         exclude = frozenset(i for i in (self._thread.ident, self.worker.ident) if i is not None)
         try:
             if self.events == 0:
                 remove_stale_temps(config.dump_path, config.service)
             with BundleWriter(config.dump_path, config.service, event_id) as bundle:
-                ctx = CaptureContext(directory=bundle.temp, rule=name, exclude_threads=exclude)
+                ctx = CaptureContext(
+                    directory=bundle.temp,
+                    rule=name,
+                    config=config,
+                    exclude_threads=exclude,
+                    memory=self._capture_memory,
+                )
                 captures: dict[str, Any] = {}
                 for capture_name, capture in CAPTURES[name]:
                     started = time.perf_counter()

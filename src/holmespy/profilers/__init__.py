@@ -1,19 +1,21 @@
 """Captures: what a triggered event writes into its bundle.
 
-Each capture is a function that writes one file into the event's folder
+Each capture is a function that writes its files into the event's folder
 (still under its temporary name) and returns a few facts for `event.json`.
-`CAPTURES` says which captures each rule takes; the CPU profile (`cpu.pb.gz`)
-and heap profile (`heap.pb.gz`, `heap-types.txt`) plug in here.
+`CAPTURES` says which captures each rule takes, in order: the instant
+snapshots (threads, tasks) come first so they show the moment of the trigger,
+then the windows that take seconds (CPU profile, heap tracing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from holmespy.bundle import write_private
+from holmespy.config import Config
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,11 @@ class CaptureContext:
     directory: Path
     """The event's folder under its temporary name; captures write their files here."""
     rule: str
+    config: Config
     exclude_threads: frozenset[int] = frozenset()
     """holmespy's own thread idents: never dumped, never profiled."""
-    options: Mapping[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    """What captures keep between events of this process (the last type census)."""
 
 
 Capture = Callable[[CaptureContext], dict[str, Any]]
@@ -45,12 +49,67 @@ def capture_tasks(ctx: CaptureContext) -> dict[str, Any]:
     return {"file": "tasks.txt"}
 
 
+def capture_cpu_profile(ctx: CaptureContext) -> dict[str, Any]:
+    from holmespy.formats.pprof import write_pprof
+    from holmespy.profilers.cpu import capture_cpu
+
+    result = capture_cpu(
+        ctx.config.cpu_profile_seconds,
+        engine=ctx.config.cpu_engine,
+        exclude_threads=ctx.exclude_threads,
+    )
+    facts: dict[str, Any] = {"engine": result.engine, "why": result.why, **result.facts}
+    if result.profile is None:
+        facts["error"] = f"no CPU profile: {result.why}"
+        return facts
+    write_pprof(result.profile, ctx.directory / "cpu.pb.gz")
+    return {"file": "cpu.pb.gz", **facts}
+
+
+def _heap_window(ctx: CaptureContext, filename: str) -> dict[str, Any]:
+    from holmespy.formats.pprof import write_pprof
+    from holmespy.profilers.heap import capture_heap
+
+    result = capture_heap(ctx.config.heap_seconds)
+    facts: dict[str, Any] = dict(result.facts)
+    if result.profile is None:
+        facts["error"] = f"no heap profile: {result.error}"
+        return facts
+    write_pprof(result.profile, ctx.directory / filename)
+    return {"file": filename, **facts}
+
+
+def capture_heap_profile(ctx: CaptureContext) -> dict[str, Any]:
+    return _heap_window(ctx, "heap.pb.gz")
+
+
+def capture_second_heap_profile(ctx: CaptureContext) -> dict[str, Any]:
+    """The after-GC rule's second window, right after the first: diff the two to see growth."""
+    return _heap_window(ctx, "heap-2.pb.gz")
+
+
+def capture_type_census(ctx: CaptureContext) -> dict[str, Any]:
+    from holmespy.profilers.heap import census
+
+    result = census(ctx.memory.get("census"))
+    ctx.memory["census"] = result.counts
+    write_private(ctx.directory / "heap-types.txt", result.text().encode())
+    return {"file": "heap-types.txt", **result.facts}
+
+
+THREADS = ("threads", capture_threads)
+TASKS = ("tasks", capture_tasks)
+CPU = ("cpu", capture_cpu_profile)
+HEAP = ("heap", capture_heap_profile)
+HEAP_2 = ("heap-2", capture_second_heap_profile)
+TYPES = ("heap-types", capture_type_census)
+
 # Thread stacks are cheap (~1 ms) and say what every thread was doing, so every
 # event carries them; the task dump goes where asyncio is the likely culprit.
 CAPTURES: dict[str, tuple[tuple[str, Capture], ...]] = {
-    "cpu": (("threads", capture_threads), ("tasks", capture_tasks)),
-    "mem": (("threads", capture_threads),),
-    "thread": (("threads", capture_threads),),
-    "task": (("tasks", capture_tasks), ("threads", capture_threads)),
-    "gcheap": (("threads", capture_threads),),
+    "cpu": (THREADS, TASKS, CPU),
+    "mem": (THREADS, HEAP, TYPES),
+    "thread": (THREADS,),
+    "task": (TASKS, THREADS),
+    "gcheap": (THREADS, HEAP, HEAP_2, TYPES),
 }
