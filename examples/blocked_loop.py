@@ -12,6 +12,7 @@ import time
 
 os.environ.setdefault("HOLMES_INTERVAL", "100ms")
 os.environ.setdefault("HOLMES_CPU", "min=10,diff=25,abs=70,cooldown=1m")
+os.environ.setdefault("HOLMES_CPU_PROFILE_SECONDS", "1.5")
 os.environ.setdefault("HOLMES_DUMP_PATH", "holmes-dumps")
 
 import holmespy
@@ -31,7 +32,10 @@ async def handler() -> None:
 
 async def main() -> None:
     idle = [asyncio.create_task(asyncio.sleep(3600), name=f"conn-{i}") for i in range(10)]
-    await asyncio.sleep(1.5)  # quiet warm-up
+    while (
+        holmespy.status().running and holmespy.status().ticks < 12
+    ):  # quiet warm-up: the rules need 10 samples
+        await asyncio.sleep(0.05)
     await asyncio.create_task(handler(), name="report-request")
     await asyncio.sleep(0.5)
     for task in idle:

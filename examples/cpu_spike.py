@@ -11,6 +11,7 @@ import time
 
 os.environ.setdefault("HOLMES_INTERVAL", "100ms")
 os.environ.setdefault("HOLMES_CPU", "min=10,diff=25,abs=70,cooldown=1m")
+os.environ.setdefault("HOLMES_CPU_PROFILE_SECONDS", "1.5")
 os.environ.setdefault("HOLMES_DUMP_PATH", "holmes-dumps")
 
 import holmespy
@@ -25,7 +26,10 @@ def checksum(n: int) -> int:
     return total
 
 
-time.sleep(1.5)  # quiet warm-up: CPU near 0 %
+while (
+    holmespy.status().running and holmespy.status().ticks < 12
+):  # quiet warm-up (CPU near 0 %): the rules need 10 samples
+    time.sleep(0.05)
 deadline = time.monotonic() + 3
 while time.monotonic() < deadline:
     checksum(100_000)

@@ -28,7 +28,10 @@ async def handle_request() -> None:
 
 async def main() -> None:
     steady = [asyncio.create_task(asyncio.sleep(3600), name=f"keepalive-{i}") for i in range(20)]
-    await asyncio.sleep(1.5)  # warm-up at 20 tasks
+    while (
+        holmespy.status().running and holmespy.status().ticks < 12
+    ):  # warm-up at 20 tasks: the rules need 10 samples
+        await asyncio.sleep(0.05)
     pile = []
     for i in range(500):
         pile.append(asyncio.create_task(handle_request(), name=f"request-{i}"))

@@ -30,7 +30,10 @@ def handle_request(n: int) -> None:
     threading.Thread(target=wait_for_reply, name=f"leaked-{n}", daemon=True).start()
 
 
-time.sleep(1.5)  # warm-up: the rule needs 10 samples of the steady state
+while (
+    holmespy.status().running and holmespy.status().ticks < 12
+):  # warm-up: the rule needs 10 samples of the steady state
+    time.sleep(0.05)
 for n in range(40):
     handle_request(n)
     time.sleep(0.01)

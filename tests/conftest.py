@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -79,3 +80,55 @@ def holmes_stopped() -> Iterator[None]:
     holmespy.stop()
     yield
     holmespy.stop()
+
+
+@dataclass(frozen=True)
+class TopRow:
+    flat: float
+    flat_percent: float
+    cum: float
+    function: str
+
+
+def go_pprof_top(path: Path, *, sample_index: str | None = None) -> list[TopRow]:
+    """`go tool pprof -top` on a profile, parsed: the real consumer's reading of our file."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip(
+            "go is not installed: `apt-get install golang-go` (scripts/install-system-deps)"
+        )
+    args = [go, "tool", "pprof", "-top", "-nodecount=20"]
+    if sample_index:
+        args.append(f"-sample_index={sample_index}")
+    env = {
+        **os.environ,
+        "GOTOOLCHAIN": "local",
+        "HOME": str(path.parent),
+        "PPROF_TMPDIR": str(path.parent),
+    }
+    out = subprocess.run(
+        [*args, str(path)], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert out.returncode == 0, f"go tool pprof rejected {path}:\n{out.stderr}"
+    rows = []
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[1].endswith("%") and parts[2].endswith("%"):
+            rows.append(
+                TopRow(
+                    flat=_pprof_number(parts[0]),
+                    flat_percent=float(parts[1].rstrip("%")),
+                    cum=_pprof_number(parts[3]),
+                    function=" ".join(parts[5:]),
+                )
+            )
+    assert rows, f"go tool pprof printed no rows:\n{out.stdout}"
+    return rows
+
+
+def _pprof_number(text: str) -> float:
+    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)

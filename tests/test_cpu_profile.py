@@ -263,7 +263,9 @@ def test_a_hung_pyspy_is_killed_and_reaped_by_the_deadline(host: Host, tmp_path:
     capture = capture_cpu(1, pyspy=hung, margin=1, exclude_threads=host.exclude)
     elapsed = time.monotonic() - started
 
-    assert elapsed < 1 + 1 + 0.5
+    # The fake never ends by itself: returning at all proves the deadline; the
+    # slack only absorbs a loaded machine (window 1 s + margin 1 s + slack).
+    assert elapsed < 1 + 1 + 3
     assert capture.engine == "none"
     assert capture.profile is None
     assert "py-spy did not finish within 2.0 s; killed it and its process group" in capture.why

@@ -22,10 +22,12 @@ def test_thread_leak_writes_a_thread_event_with_the_leaked_stacks(run_program: R
     run = run_program(EXAMPLES / "thread_leak.py")
     bundle = only_bundle(run, "thread")
     event = bundle.event
-    assert event["value"] >= 12
+    assert event["value"] >= 10  # the rule's min: it fires while the leak is still under way
     assert "> abs" in event["reason"] or "average" in event["reason"]
     threads = bundle.text("threads.txt")
-    assert threads.count("wait_for_reply") >= 10
+    # The dump follows the trigger, and leaked threads never end: at least as many show.
+    baseline = 3  # the main thread and holmespy's two
+    assert threads.count("wait_for_reply") >= event["value"] - baseline
     assert '"leaked-0"' in threads
 
 
