@@ -33,4 +33,4 @@ clean:
 	rm -rf $(VENV) holmes-dumps .pytest_cache .mypy_cache .ruff_cache
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.tick_cost
+	$(BIN)/python -m benchmarks --json benchmarks/results.json
