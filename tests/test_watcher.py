@@ -217,3 +217,16 @@ def test_tasks_are_counted_over_loops_in_any_thread_started_before_or_after(tmp_
         done.set()
         for thread in threads:
             thread.join(5)
+
+
+def test_a_queued_capture_is_skipped_if_cpu_rose_above_cpu_max_meanwhile(tmp_path: Path) -> None:
+    watcher = Watcher(quiet_config(tmp_path, thread=QUICK, cpu_max=50.0))
+    try:
+        watcher.tick()
+        assert watcher.last_sample is not None
+        watcher.last_sample.cpu = 95.0  # CPU rose while the job waited in the queue
+        watcher._capture("20261124T000000.000Z-thread-0000000000", "thread", {"id": "x"})
+    finally:
+        watcher.stop()
+    assert list(tmp_path.rglob("event.json")) == []
+    assert watcher.status().skipped == {"thread": {"cpu-max": 1}}
