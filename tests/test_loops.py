@@ -8,80 +8,19 @@ as holmespy's worker thread does in a host process.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gc
 import inspect
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 
 from holmespy import loops
-
-
-class LoopThread:
-    """A real event loop running forever in its own named thread, for one `with` block.
-
-    On exit every task still pending on the loop is cancelled, the loop is
-    stopped, its thread joined (bounded) and the loop closed.
-    """
-
-    def __init__(self, name: str, *, cancel_on_exit: bool = True) -> None:
-        self.name = name
-        self.cancel_on_exit = cancel_on_exit
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-
-    def __enter__(self) -> LoopThread:
-        self.thread.start()
-        self.call(lambda: None)  # returns once the loop is running callbacks
-        return self
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the loop's thread and return its result."""
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:
-                done.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(run)
-        return done.result(timeout=5)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = self.call(lambda: self.loop.create_task(coro, name=name))
-        return task
-
-    def settle(self) -> None:
-        """Let every spawned task run up to the `await` it parks at."""
-        for _ in range(3):
-            self.call(lambda: None)
-
-    def __exit__(self, *exc_info: object) -> None:
-        async def cancel_all() -> None:
-            me = asyncio.current_task()
-            for _ in range(10):  # a task may catch one cancellation and keep waiting
-                pending = [t for t in asyncio.all_tasks() if t is not me]
-                if not pending:
-                    return
-                for t in pending:
-                    t.cancel()
-                await asyncio.wait(pending, timeout=0.5)
-
-        try:
-            if self.cancel_on_exit and self.loop.is_running():
-                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=5)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
-            if not self.thread.is_alive():
-                self.loop.close()
+from tests.loop_thread import LoopThread
 
 
 def line_of(fn: Callable[..., Any], text: str) -> int:
