@@ -47,6 +47,17 @@ GOOD: list[tuple[str, str, str, object]] = [
         "webhook_url",
         "https://hooks.example/holmes",
     ),
+    ("HOLMES_S3_SSE", "aes256", "s3_sse", "AES256"),
+    ("HOLMES_S3_SSE", "aws:kms", "s3_sse", "aws:kms"),
+    ("HOLMES_S3_SSE", "off", "s3_sse", None),
+    (
+        "HOLMES_S3_KMS_KEY_ID",
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd",
+        "s3_kms_key_id",
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd",
+    ),
+    ("HOLMES_PRESIGN", "1h", "presign", 3600.0),
+    ("HOLMES_PRESIGN", "off", "presign", None),
     ("HOLMES_LOG_LEVEL", "debug", "log_level", "DEBUG"),
 ]
 
@@ -82,6 +93,10 @@ BAD: list[tuple[str, str, str]] = [
     ("HOLMES_STORAGE", "s3://bucket/../x", "without '..'"),
     ("HOLMES_SPOOL_MAX", "lots", "a size such as 512MiB"),
     ("HOLMES_WEBHOOK_URL", "ftp://x/y", "an http:// or https:// URL"),
+    ("HOLMES_S3_SSE", "aws:kms:mykey", "AES256, aws:kms, or off"),
+    ("HOLMES_S3_KMS_KEY_ID", "my key", "printable ASCII, no spaces"),
+    ("HOLMES_PRESIGN", "169h", "from 1s to 7 days"),
+    ("HOLMES_PRESIGN", "forever", "a duration such as 500ms"),
     ("HOLMES_LOG_LEVEL", "loud", "one of DEBUG, INFO"),
 ]
 

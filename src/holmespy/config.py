@@ -171,6 +171,31 @@ def parse_url(name: str, text: str) -> str | None:
     return s
 
 
+def parse_sse(name: str, text: str) -> str | None:
+    s = text.strip()
+    if s.lower() in ("", "off"):
+        return None
+    modes = {"aes256": "AES256", "aws:kms": "aws:kms"}
+    if s.lower() not in modes:
+        raise ConfigError(name, text, "AES256, aws:kms, or off")
+    return modes[s.lower()]
+
+
+def parse_kms_key_id(name: str, text: str) -> str | None:
+    s = text.strip()
+    if not s:
+        return None
+    if len(s) > 2048 or not re.fullmatch(r"[\x21-\x7e]+", s):
+        raise ConfigError(name, text, "a KMS key id, alias or ARN (printable ASCII, no spaces)")
+    return s
+
+
+def parse_presign(name: str, text: str) -> float | None:
+    if text.strip().lower() in ("", "off"):
+        return None
+    return parse_duration(name, text)
+
+
 def parse_service(name: str, text: str) -> str:
     s = text.strip()
     if not _SERVICE_RE.match(s):
@@ -225,6 +250,9 @@ class Config:
     storage: str | None = None
     spool_max: int = 1 << 30
     webhook_url: str | None = None
+    s3_sse: str | None = None
+    s3_kms_key_id: str | None = None
+    presign: float | None = None
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -458,6 +486,33 @@ OPTIONS: tuple[Option, ...] = (
         parse_url,
         "URL POSTed the event.json of each stored event",
         show=_show_optional,
+    ),
+    Option(
+        "HOLMES_S3_SSE",
+        "s3_sse",
+        parse_sse,
+        "server-side encryption of uploaded objects: AES256, aws:kms, or off",
+        show=_show_optional,
+    ),
+    Option(
+        "HOLMES_S3_KMS_KEY_ID",
+        "s3_kms_key_id",
+        parse_kms_key_id,
+        "KMS key id or ARN for aws:kms encryption (setting it implies HOLMES_S3_SSE=aws:kms)",
+        show=_show_optional,
+    ),
+    Option(
+        "HOLMES_PRESIGN",
+        "presign",
+        parse_presign,
+        "give the reporter presigned download links valid this long, e.g. 1h (max 7 days); off",
+        show=lambda value: "" if value is None else _show_seconds(value),
+        validate=_check_number(
+            "a duration from 1s to 7 days, or None (off)",
+            low=0.999,
+            high=7 * 86400.0,
+            optional=True,
+        ),
     ),
     Option(
         "HOLMES_LOG_LEVEL",

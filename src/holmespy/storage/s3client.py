@@ -12,17 +12,34 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from holmespy.errors import HolmesError
+from holmespy.errors import ConfigError, HolmesError
+
+if TYPE_CHECKING:
+    from holmespy.config import Config
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 
 
 class StorageError(HolmesError):
-    """A storage operation failed; the message says what to check."""
+    """A storage operation failed; the message says what to check.
+
+    `permanent` errors (no such bucket, access denied, no credentials) will
+    not go away by retrying: someone has to change a setting. The others
+    (network, throttling, 5xx) are worth retrying with backoff.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, code: str | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist in the store."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,9 @@ def endpoint_url() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def make_client(*, max_attempts: int = 5, read_timeout: float = READ_TIMEOUT) -> Any:
+def make_client(
+    *, max_attempts: int = 5, read_timeout: float = READ_TIMEOUT, max_pool_connections: int = 10
+) -> Any:
     """A boto3 S3 client configured from the environment (raises StorageError without boto3)."""
     try:
         import boto3
@@ -63,6 +82,7 @@ def make_client(*, max_attempts: int = 5, read_timeout: float = READ_TIMEOUT) ->
         "retries": {"mode": "standard", "max_attempts": max_attempts},
         "connect_timeout": CONNECT_TIMEOUT,
         "read_timeout": read_timeout,
+        "max_pool_connections": max_pool_connections,
     }
     if custom:
         options["s3"] = {"addressing_style": "path"}
@@ -70,3 +90,50 @@ def make_client(*, max_attempts: int = 5, read_timeout: float = READ_TIMEOUT) ->
         options["response_checksum_validation"] = "when_required"
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=custom, config=BotoConfig(**options))
+
+
+SSE_MODES = ("AES256", "aws:kms")
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """Server-side encryption asked of the store for every object holmespy writes."""
+
+    mode: str
+    """`AES256` (keys managed by the store) or `aws:kms`."""
+    kms_key_id: str | None = None
+    """With `aws:kms`: the key id or ARN; None means the bucket's default KMS key."""
+
+    @classmethod
+    def from_config(cls, config: Config) -> Encryption | None:
+        """From HOLMES_S3_SSE / HOLMES_S3_KMS_KEY_ID; a key id alone implies aws:kms."""
+        mode, key_id = config.s3_sse, config.s3_kms_key_id
+        if key_id is not None and mode == "AES256":
+            raise ConfigError(
+                "HOLMES_S3_KMS_KEY_ID", key_id, "unset, or HOLMES_S3_SSE=aws:kms (not AES256)"
+            )
+        if key_id is not None:
+            return cls("aws:kms", key_id)
+        return cls(mode) if mode is not None else None
+
+    def request_args(self) -> dict[str, str]:
+        """The PutObject / CreateMultipartUpload parameters that ask for it."""
+        args = {"ServerSideEncryption": self.mode}
+        if self.kms_key_id is not None:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+
+SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with every credential value known here replaced by `***`.
+
+    Error text can come from a store that echoes what it was sent; whatever
+    holmespy logs, counts or reports goes through here first.
+    """
+    values = [*secrets, *(os.environ.get(name, "") for name in SECRET_VARIABLES)]
+    for value in sorted({v for v in values if len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text

@@ -1,0 +1,113 @@
+"""The local folder as a store: the default place of dumps, and the layout of the spool.
+
+Writes are atomic like bundles are (a `.tmp-<pid>-` sibling renamed into
+place) and private (0700 folders, 0600 files). Object metadata has no place
+on disk; a local event carries the same facts in its `event.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from holmespy.bundle import TMP_PREFIX, _pid_alive, make_private_dirs
+from holmespy.storage.base import ObjectInfo, check_key
+from holmespy.storage.s3client import ObjectNotFound, StorageError
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 0.0,
+    ) -> ObjectInfo:
+        dest = self._path(key)
+        temp = dest.parent / f"{TMP_PREFIX}{os.getpid()}-{dest.name}"
+        try:
+            make_private_dirs(dest.parent)
+            with path.open("rb") as src:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(temp, dest)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise StorageError(f"cannot store {key} in {self.root}: {exc}") from exc
+        return self._info(key, dest)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the folder the prefix names; its last part may be a partial name.
+        folder, _, _ = prefix.rpartition("/")
+        base = self.root / folder if folder else self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    with contextlib.suppress(FileNotFoundError):  # removed while listing
+                        yield self._info(key, path)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no {key} in {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} in {self.root}: {exc}") from exc
+
+    def get_file(self, key: str, dest: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise ObjectNotFound(f"no {key} in {self.root}")
+        LocalStore(dest.parent).put_file(dest.name, src)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            return self._info(key, self._path(key))
+        except FileNotFoundError:
+            return None
+
+    def url(self, key: str) -> str:
+        return self._path(key).absolute().as_uri()
+
+    def presign(self, key: str, expires: float) -> str | None:
+        return None
+
+    def clean_incomplete(self, prefix: str) -> int:
+        """Remove temp files of dead writers under the folder `prefix` names."""
+        removed = 0
+        folder = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        for temp in folder.rglob(f"{TMP_PREFIX}*"):
+            pid = temp.name[len(TMP_PREFIX) :].split("-", 1)[0]
+            if temp.is_file() and pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+                    removed += 1
+        return removed
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def _info(self, key: str, path: Path) -> ObjectInfo:
+        st = path.stat()
+        modified = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
+        return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=None)
