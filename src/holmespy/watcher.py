@@ -29,6 +29,7 @@ from holmespy.procstat import ProcStatReader
 from holmespy.profilers import CAPTURES, CaptureContext
 from holmespy.rules import Decision, Rule, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
+from holmespy.storage.uploader import Uploader
 from holmespy.worker import CaptureWorker
 
 log = logging.getLogger("holmespy")
@@ -66,6 +67,8 @@ class Status:
     limits: dict[str, object] = field(default_factory=dict)
     task_stride: int = 1
     """Task counting runs every `task_stride` ticks (more than 1 when counting is costly)."""
+    storage: dict[str, int | str | None] = field(default_factory=dict)
+    """The uploader's counters: uploaded, failed attempts, dropped by the spool cap, pending…"""
 
 
 class Watcher:
@@ -84,6 +87,7 @@ class Watcher:
         self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
         self.states: dict[str, RuleState] = {}
         self.worker = CaptureWorker()
+        self.uploader = Uploader(config)  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
         self._thread = threading.Thread(target=self._run, name="holmespy-watcher", daemon=True)
         self.ticks = 0
         self.events = 0
@@ -106,6 +110,7 @@ class Watcher:
         if self.config.gcheap is not None:
             self.gc_watch.install()
         self.worker.start()
+        self.uploader.start()
         self._thread.start()
         log.info(
             "holmespy watching pid %d as service %r every %gs; dumps in %s",
@@ -132,12 +137,14 @@ class Watcher:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         self.worker.stop(timeout)
+        self.uploader.stop(timeout)  # what is not shipped by then waits in the spool
         self.gc_watch.uninstall()
         self.sampler.close()
 
     def abandon_after_fork(self) -> None:
         """In a forked child: drop what belongs to the parent without touching its threads."""
         self._stopping = True
+        self.uploader.abandon_after_fork()
         self.gc_watch.uninstall()
         self.sampler.close()
 
@@ -177,6 +184,7 @@ class Watcher:
             last_sample=self.last_sample.as_dict() if self.last_sample else None,
             limits=self.limits.__dict__.copy(),
             task_stride=self.sampler.task_stride,
+            storage=self.uploader.status(),
         )
 
     # -- the watcher thread --
@@ -289,7 +297,8 @@ class Watcher:
                 config.cpu_max,
             )
             return
-        exclude = frozenset(i for i in (self._thread.ident, self.worker.ident) if i is not None)
+        ours = (self._thread.ident, self.worker.ident, self.uploader.ident)
+        exclude = frozenset(i for i in ours if i is not None)
         try:
             if self.events == 0:
                 remove_stale_temps(config.dump_path, config.service)
@@ -323,6 +332,7 @@ class Watcher:
         self.events += 1
         self.last_event = str(path)
         log.warning("holmespy wrote event %s", path)
+        self.uploader.notify(path)
 
     # -- helpers --
 
