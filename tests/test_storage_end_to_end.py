@@ -12,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from holmespy.watcher import Status
 from tests.s3_server import SeaweedFS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    "storage" not in Status.__dataclass_fields__,
-    reason="the watcher does not start holmespy.storage.uploader.Uploader yet",
-)
+pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_thread_leak_dump_is_shipped_before_the_program_exits(
@@ -76,3 +72,42 @@ def test_a_dump_kept_by_a_wrong_setting_is_shipped_by_the_next_run(
     assert second.bundles() == []
     day, event_id = kept.path.parent.name, kept.path.name
     assert f"prod/leaky/{day}/{event_id}/event.json" in aws_env.keys(bucket)
+
+
+def test_on_stored_tells_the_host_where_each_stored_event_is(
+    aws_env: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    import threading
+
+    import holmespy
+    from holmespy import Config, Rule
+
+    told: list[holmespy.StoredEvent] = []
+    arrived = threading.Event()
+
+    def remember(stored: holmespy.StoredEvent) -> None:
+        told.append(stored)
+        arrived.set()
+
+    fire_at_once = Rule(min=0, diff=0, abs=0, cooldown=3600)
+    quiet = {"cpu": None, "mem": None, "task": None, "gcheap": None}
+    config = Config(
+        interval=0.01,
+        dump_path=tmp_path,
+        service="told",
+        storage=f"s3://{bucket}/hooks",
+        thread=fire_at_once,
+        **quiet,
+    )
+    holmespy.start(config)
+    try:
+        holmespy.on_stored(remember)
+        assert arrived.wait(30), holmespy.status()
+    finally:
+        holmespy.stop()
+    [stored] = told
+    assert stored.event["rule"] == "thread"
+    assert stored.location.startswith(f"s3://{bucket}/hooks/told/")
+    assert {f.name for f in stored.files} >= {"event.json", "threads.txt"}
+    keys = aws_env.keys(bucket, "hooks/told/")
+    assert sorted(f.key for f in stored.files) == sorted(k.removeprefix("hooks/") for k in keys)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 
-from holmespy.api import current, reconfigure, start, status, stop
+from holmespy.api import current, on_stored, reconfigure, start, status, stop
 from holmespy.config import Config
 from holmespy.errors import ConfigError, ConfigWarning, HolmesError
 from holmespy.rules import Limit, Rule
+from holmespy.storage.reporter import StoredEvent, StoredFile
 from holmespy.watcher import Status, Watcher
 
 __version__ = "0.1.0"
@@ -28,9 +29,12 @@ __all__ = [
     "Limit",
     "Rule",
     "Status",
+    "StoredEvent",
+    "StoredFile",
     "Watcher",
     "__version__",
     "current",
+    "on_stored",
     "reconfigure",
     "start",
     "status",

@@ -6,9 +6,11 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from holmespy.config import Config
+from holmespy.storage.reporter import StoredEvent
 from holmespy.watcher import Status, Watcher
 
 log = logging.getLogger("holmespy")
@@ -78,6 +80,19 @@ def reconfigure(config: Config | None = None, **changes: Any) -> Config:
     return instance.reconfigure(config, **changes)
 
 
+def on_stored(callback: Callable[[StoredEvent], None]) -> None:
+    """Call `callback` after each event is stored (holmes' Reporter), on the uploader's thread.
+
+    It gets the event's `event.json` and where its files are; a callback that
+    raises or hangs is logged and counted in `status().storage`, never felt
+    by the host. Needs `HOLMES_STORAGE`: without it events stay local.
+    """
+    instance = current()
+    if instance is None:
+        raise RuntimeError("holmespy is not running: call holmespy.start() first")
+    instance.uploader.reporter.subscribe(callback)
+
+
 def current() -> Watcher | None:
     """The running instance of this process, if any."""
     instance = _instance
@@ -96,7 +111,10 @@ def _restart_in_child() -> None:
     try:
         parent.abandon_after_fork()
         _instance = None
-        _instance = Watcher(parent.config).start()
+        child = Watcher(parent.config)
+        for callback in parent.uploader.reporter.callbacks:  # the child reports too
+            child.uploader.reporter.subscribe(callback)
+        _instance = child.start()
     except Exception:
         log.exception("holmespy could not restart its watcher in forked child %d", os.getpid())
 

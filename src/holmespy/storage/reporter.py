@@ -91,6 +91,10 @@ class Reporter:
         self._callbacks.append(callback)
 
     @property
+    def callbacks(self) -> tuple[Callback, ...]:
+        return tuple(self._callbacks)
+
+    @property
     def active(self) -> bool:
         return bool(self._callbacks) or self.webhook_url is not None
 
