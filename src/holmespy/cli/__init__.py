@@ -1,26 +1,41 @@
 """The `holmespy` command: one module per verb, `main(argv) -> int`.
 
 Exit status: 0 success, 1 not found or failed, 2 bad usage. Every error is
-one line on stderr, never a traceback.
+one line on stderr, never a traceback: verbs raise `CLIError`s that carry
+their status, and the few library errors a user can cause (a corrupt
+profile, a bad setting, a storage failure, a file system refusal) are turned
+into the same one line here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from holmespy.cli import ls, show
-from holmespy.cli.errors import CLIError
+from holmespy import __version__
+from holmespy.cli import diff, doctor, fetch, flame, ls, run, show, top
+from holmespy.cli.errors import EXIT_FAILED, EXIT_USAGE, CLIError
+from holmespy.errors import ConfigError, HolmesError
 
-VERBS = (ls, show)
+VERBS = (ls, fetch, show, top, flame, diff, run, doctor)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (its default prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="holmespy",
-        description="Find and read the event bundles holmespy wrote.",
+        description="Find, fetch and read the event bundles holmespy wrote.",
     )
+    parser.add_argument("--version", action="version", version=f"holmespy {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         verb.add_parser(sub)
@@ -29,16 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 on bad usage, argparse's convention
+    args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`holmespy ls | head`); stdout must not be flushed again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except CLIError as exc:
-        print(f"holmespy: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except HolmesError as exc:  # a corrupt profile, a storage failure
+        return _fail(str(exc), EXIT_FAILED)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `holmespy ls | head`
-        return 0
+    return code
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"holmespy: {message}", file=sys.stderr)
     return code
 
 

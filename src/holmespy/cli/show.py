@@ -1,82 +1,330 @@
-"""`holmespy show EVENT_ID`: why it fired, what led there, and what the dumps say."""
+"""`holmespy show EVENT_ID`: why it fired, what led there, and what the dumps say.
+
+One screen for the on-call engineer: the rule and its numbers, the metric
+history as a chart with the line it crossed, the hottest functions of each
+profile (and, for the gcheap pair, the sites that grew between the two),
+the biggest groups of threads and tasks stopped in the same place, and the
+types with the most live objects or the fastest growth. Each part reads one
+file; a missing or corrupt file is reported in its place and the rest is
+still shown.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from holmespy.cli.source import LocalSource, resolve_source
+from holmespy.bundle import EVENT_FILE
+from holmespy.cli.chart import bar_chart
+from holmespy.cli.diff import DEFAULT_TYPE, site_changes
+from holmespy.cli.dumps import StackGroup, read_census, task_groups, thread_groups
+from holmespy.cli.errors import BadUsage, CLIError
+from holmespy.cli.events import Query, add_filter_args, parse_event
+from holmespy.cli.fetch import open_bundle
+from holmespy.cli.profiles import hottest, load
+from holmespy.cli.source import EventRef
+from holmespy.cli.text import number, percent, plural, positive_int, quantity, size, table
+from holmespy.formats.collapsed import sample_index
 
-SPARKS = "▁▂▃▄▅▆▇█"
-PREVIEW_LINES = 25
+RULE_VALUES = {
+    "cpu": "CPU use, % of usable cores",
+    "mem": "RSS, % of the memory limit",
+    "gcheap": "memory after a full GC, % of the memory limit",
+    "thread": "OS threads",
+    "task": "asyncio tasks",
+}
+FRAMES_SHOWN = 6
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("show", help="reason, metric history and the top of each dump")
-    p.add_argument("event_id", metavar="EVENT_ID", help="an event id (a unique prefix will do)")
-    p.add_argument("--from", dest="source", metavar="SRC", help="dump folder")
-    p.add_argument("-n", "--lines", type=int, default=PREVIEW_LINES, help="lines shown per dump")
+    p = sub.add_parser(
+        "show",
+        help="reason, metric history, top frames of each profile",
+        description="Why an event fired, the metric history, and the top of each dump.",
+    )
+    p.add_argument(
+        "event_id", nargs="?", metavar="EVENT_ID", help="an event id, a unique prefix, or a folder"
+    )
+    p.add_argument("--latest", action="store_true", help="the newest event matching the filters")
+    add_filter_args(p)
+    p.add_argument(
+        "-n", "--top", type=positive_int, default=5, metavar="N", help="rows per part (default 5)"
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    found = LocalSource(resolve_source(args.source)).find(args.event_id)
-    print(render(found.event, found.path, args.lines))
+    if (args.event_id is None) == (not args.latest):
+        raise BadUsage("show takes an EVENT_ID (or a bundle folder) or --latest")
+    with open_bundle(args.event_id, args.source, Query.from_args(args)) as (folder, where):
+        print(render(folder, where, args.top))
     return 0
 
 
-def render(event: dict[str, Any], path: Path, lines: int = PREVIEW_LINES) -> str:
-    if "corrupt" in event:
-        return f"{path}: {event['corrupt']}"
-    unit = event.get("unit", "")
-    th = event.get("thresholds", {})
-    out = [
-        f"event    {event.get('id')}",
-        f"service  {event.get('service')} on {event.get('host')}, pid {event.get('pid')}",
-        f"time     {event.get('time')}",
-        f"rule     {event.get('rule')} = {_num(event.get('value'))}{_unit(unit)}",
-        f"reason   {event.get('reason')}",
-        "rule     "
-        + ", ".join(
-            f"{k}={_num(th[k])}" for k in ("min", "diff", "abs", "max") if th.get(k) is not None
-        ),
-        f"folder   {path}",
-    ]
-    values = [
-        h["value"] for h in event.get("history", []) if isinstance(h.get("value"), int | float)
-    ]
-    if values:
-        out.append(
-            f"history  {sparkline(values)}  {_num(min(values))} .. {_num(max(values))}{_unit(unit)}"
-        )
-    for f in event.get("files", []):
-        name = f.get("name", "?")
-        out.append("")
-        out.append(f"── {name} ({f.get('size', '?')} bytes) " + "─" * max(0, 50 - len(name)))
-        file = path / name
-        if name.endswith(".txt") and file.is_file():
-            text = file.read_text(errors="replace").splitlines()
-            out.extend(text[:lines])
-            if len(text) > lines:
-                out.append(f"… {len(text) - lines} more lines in {file}")
-    for name, facts in event.get("captures", {}).items():
-        if "error" in facts:
+def render(folder: Path, where: str, top: int = 5) -> str:
+    event_file = folder / EVENT_FILE
+    if not event_file.is_file():
+        raise CLIError(f"{folder}: not an event bundle (it has no {EVENT_FILE})")
+    loaded = parse_event(EventRef("", "", folder.name), event_file.read_bytes())
+    if loaded.error:
+        raise CLIError(f"{where}: {loaded.error}")
+    event = loaded.event
+    out = header(event, where)
+    out += history(event)
+    captures = event.get("captures") if isinstance(event.get("captures"), dict) else {}
+    for name, facts in (captures or {}).items():
+        if isinstance(facts, dict) and facts.get("error"):
             out.append(f"!! {name} capture failed: {facts['error']}")
+    parts: list[tuple[str, Callable[[Path, int], list[str]]]] = [
+        ("cpu.pb.gz", profile_part),
+        ("heap.pb.gz", profile_part),
+        ("heap-2.pb.gz", profile_part),
+        ("threads.txt", threads_part),
+        ("tasks.txt", tasks_part),
+        ("heap-types.txt", types_part),
+    ]
+    for name, part in parts:
+        path = folder / name
+        if not path.is_file():
+            continue
+        out.append("")
+        try:
+            out += part(path, top)
+        except CLIError as exc:
+            out.append(section(name, "cannot be read"))
+            out.append(f"!! {exc}")
+        if name == "heap-2.pb.gz" and (folder / "heap.pb.gz").is_file():
+            out.append("")
+            out += grew_part(folder, top)
+    listed = event.get("files") if isinstance(event.get("files"), list) else []
+    missing = [
+        f["name"]
+        for f in listed or []
+        if isinstance(f, dict)
+        and isinstance(f.get("name"), str)
+        and not (folder / f["name"]).exists()
+    ]
+    if missing:
+        out.append("")
+        out.append(f"!! listed in {EVENT_FILE} but missing: {', '.join(missing)}")
     return "\n".join(out)
 
 
-def sparkline(values: list[float]) -> str:
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    return "".join(SPARKS[min(7, int((v - low) / span * 7.999))] for v in values)
+def header(event: dict[str, Any], where: str) -> list[str]:
+    rule = str(event.get("rule", "?"))
+    unit = str(event.get("unit", ""))
+    th = event.get("thresholds") if isinstance(event.get("thresholds"), dict) else {}
+    th = th or {}
+    versions = event.get("versions") if isinstance(event.get("versions"), dict) else {}
+    out = [
+        f"event    {event.get('id', '?')}",
+        f"service  {event.get('service', '?')} on {event.get('host', '?')},"
+        f" pid {event.get('pid', '?')}"
+        + (
+            f" (python {versions.get('python', '?')}, holmespy {versions.get('holmespy', '?')})"
+            if versions
+            else ""
+        ),
+        f"time     {event.get('time', '?')}",
+        f"fired    {rule} = {_value(event.get('value'), unit)}"
+        + (f"  ({RULE_VALUES[rule]})" if rule in RULE_VALUES else ""),
+        f"reason   {event.get('reason', '?')}",
+    ]
+    rule_parts = [
+        f"{k}={_duration(th[k]) if k == 'cooldown' else number(th[k])}"
+        for k in ("min", "diff", "abs", "max", "cooldown", "limit")
+        if th.get(k) is not None
+    ]
+    if isinstance(th.get("average"), int | float):
+        rule_parts.append(f"average of the samples before: {_value(th['average'], unit)}")
+    if rule_parts:
+        out.append("rule     " + ", ".join(rule_parts))
+    limits = event.get("limits") if isinstance(event.get("limits"), dict) else None
+    if limits:
+        mem = limits.get("mem_bytes")
+        out.append(
+            f"limits   CPU {number(limits.get('cpu_cores'))} cores"
+            f" ({limits.get('cpu_source', '?')}), memory "
+            + (size(mem) if isinstance(mem, int | float) else "?")
+            + f" ({limits.get('mem_source', '?')})"
+        )
+    out.append(f"from     {where}")
+    return out
 
 
-def _num(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.1f}" if not value.is_integer() else str(int(value))
-    return str(value)
+def history(event: dict[str, Any]) -> list[str]:
+    samples = [
+        h
+        for h in event.get("history", []) or []
+        if isinstance(h, dict) and isinstance(h.get("value"), int | float)
+    ]
+    if len(samples) < 2:
+        return []
+    values = [float(h["value"]) for h in samples]
+    unit = str(event.get("unit", ""))
+    th = event.get("thresholds") if isinstance(event.get("thresholds"), dict) else {}
+    th = th or {}
+    lines: list[tuple[str, float]] = []
+    average, grow = th.get("average"), th.get("diff")
+    if isinstance(average, int | float) and isinstance(grow, int | float):
+        level = average * (100 + grow) / 100
+        lines.append((f"average + {number(grow)}% = {number(round(level, 2))}", level))
+    top = max(values)
+    absolute = th.get("abs")
+    # A line far above every sample would flatten the bars into the floor.
+    if isinstance(absolute, int | float) and absolute <= top * 2:
+        lines.append((f"abs {number(absolute)}", float(absolute)))
+    span = _span(samples)
+    chart = bar_chart(
+        values,
+        lines=lines,
+        unit="%" if unit == "%" else "",
+        x_labels=(f"-{span}", "fired"),
+    )
+    what = RULE_VALUES.get(str(event.get("rule")), "value")
+    return ["", f"history  {what}, {len(values)} samples, the firing one last", *chart]
 
 
-def _unit(unit: str) -> str:
-    return unit if unit == "%" else f" {unit}"
+def _span(samples: list[dict[str, Any]]) -> str:
+    try:
+        first = dt.datetime.fromisoformat(str(samples[0]["time"]).replace("Z", "+00:00"))
+        last = dt.datetime.fromisoformat(str(samples[-1]["time"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return "?"
+    seconds = (last - first).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _duration(seconds: object) -> str:
+    """A cooldown as HOLMES_* settings write it: 1h, 10m, 45s."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return str(seconds)
+    for unit, size_ in (("h", 3600), ("m", 60)):
+        if seconds >= size_ and seconds % size_ == 0:
+            return f"{int(seconds // size_)}{unit}"
+    return f"{number(seconds)}s"
+
+
+def _value(value: object, unit: str) -> str:
+    if unit == "%":
+        return f"{number(value)}%"
+    return f"{number(value)} {unit}".rstrip()
+
+
+def section(name: str, summary: str) -> str:
+    title = f"── {name}: {summary} "
+    return title + "─" * max(3, 72 - len(title))
+
+
+def profile_part(path: Path, top: int) -> list[str]:
+    profile = load(path)
+    index = sample_index(profile)
+    value_type = profile.sample_types[index]
+    rows, total = hottest(profile, index)
+    unit = value_type.unit
+    out = [section(path.name, f"{value_type.type}, total {quantity(total, unit)}")]
+    if not rows:
+        return [*out, "  no samples with a value"]
+    table_rows = [["self", "self%", "cum", "cum%", "function"]]
+    for row in rows[:top]:
+        table_rows.append(
+            [
+                quantity(row.self, unit),
+                percent(row.self, total),
+                quantity(row.cum, unit),
+                percent(row.cum, total),
+                f"{row.function}  {_short(row.filename)}",
+            ]
+        )
+    out += _indent(table(table_rows, right={"self", "self%", "cum", "cum%"}))
+    return out
+
+
+def grew_part(folder: Path, top: int) -> list[str]:
+    try:
+        a, b = load(folder / "heap.pb.gz"), load(folder / "heap-2.pb.gz")
+        changes = site_changes(a, b, DEFAULT_TYPE)
+    except (CLIError, BadUsage) as exc:
+        return [section("heap.pb.gz → heap-2.pb.gz", "cannot compare"), f"!! {exc}"]
+    grew = [c for c in changes if c.growth > 0][:top]
+    summary = f"{plural(len(grew), 'site')} grew (holmespy diff for more)"
+    out = [section("heap.pb.gz → heap-2.pb.gz", summary)]
+    rows = [["growth", "after", "site"]]
+    for c in grew:
+        rows.append([f"+{quantity(c.growth, 'bytes')}", quantity(c.after, "bytes"), _short(c.name)])
+    return out + (_indent(table(rows, right={"growth", "after"})) if grew else ["  nothing grew"])
+
+
+def threads_part(path: Path, top: int) -> list[str]:
+    groups = thread_groups(path.read_text(errors="replace"))
+    total = sum(g.count for g in groups)
+    summary = f"{plural(total, 'thread')} in {plural(len(groups), 'group')} of identical stacks"
+    out = [section(path.name, summary)]
+    if not groups:
+        return [*out, "  no thread stacks"]
+    for group in groups[:top]:
+        out += _group(group, "thread", innermost_first=True)
+    return out
+
+
+def tasks_part(path: Path, top: int) -> list[str]:
+    dump = task_groups(path.read_text(errors="replace"))
+    total = sum(g.count for g in dump.groups)
+    out = [
+        section(path.name, f"{total} tasks in {len(dump.groups)} groups of identical await chains")
+    ]
+    out += [f"!! {line}" for line in dump.blocked]
+    if not dump.groups:
+        return [*out, "  no tasks"]
+    for group in dump.groups[:top]:
+        out += _group(group, "task", innermost_first=False)
+    return out
+
+
+def _group(group: StackGroup, noun: str, *, innermost_first: bool) -> list[str]:
+    names = group.names[:3]
+    more = "…" if len(group.names) > 3 or group.count > len(names) else ""
+    out = [f"  {plural(group.count, noun):>11}  {', '.join(names)}{more}"]
+    frames = group.frames
+    shown = frames[:FRAMES_SHOWN] if innermost_first else frames[-FRAMES_SHOWN:]
+    if len(frames) > FRAMES_SHOWN and not innermost_first:
+        out.append(f"{'':>14}… {plural(len(frames) - FRAMES_SHOWN, 'outer frame')}")
+    out += [f"{'':>14}{_short(f)}" for f in shown]
+    if len(frames) > FRAMES_SHOWN and innermost_first:
+        out.append(f"{'':>14}… {plural(len(frames) - FRAMES_SHOWN, 'outer frame')}")
+    if not frames:
+        out.append(f"{'':>14}(no Python frames)")
+    return out
+
+
+def types_part(path: Path, top: int) -> list[str]:
+    census = read_census(path.read_text(errors="replace"), str(path))
+    total = f"{census.objects:,} objects" if census.objects is not None else "objects"
+    if census.growth:
+        out = [section(path.name, f"{total}; fastest growing types")]
+        growers = sorted(census.growth.items(), key=lambda item: -item[1])[:top]
+        rows = [["growth", "count", "type"]]
+        rows += [[f"{g:+,}", f"{census.counts.get(n, 0):,}", n] for n, g in growers]
+    else:
+        out = [section(path.name, f"{total}; most common types (no earlier census to compare)")]
+        common = sorted(census.counts.items(), key=lambda item: -item[1])[:top]
+        rows = [["count", "type"]] + [[f"{c:,}", n] for n, c in common]
+    return out + _indent(table(rows, right={"growth", "count"}))
+
+
+_FILE = re.compile(r"\((?:[^()]*/)?([^/()]+)\)$")
+
+
+def _short(text: str) -> str:
+    """`f (/long/path/app.py:12)` -> `f (app.py:12)`: the name is module-qualified already."""
+    if "/" in text and not text.endswith(")"):
+        return text.rsplit("/", 1)[-1]
+    return _FILE.sub(r"(\1)", text)
+
+
+def _indent(text: str) -> list[str]:
+    return ["  " + line for line in text.splitlines()]

@@ -1,0 +1,294 @@
+"""`holmespy diff A [B]`: what grew between two heap profiles, by allocation site and by type.
+
+A and B are `.pb.gz` files, bundle folders or event ids. With one event
+(or folder) that holds the `gcheap` rule's pair, `heap.pb.gz` is compared
+with `heap-2.pb.gz`, taken one window apart. With two events, the last heap
+profile of each is compared, and their `heap-types.txt` censuses give the
+by-type view.
+
+By site is the allocation site, the innermost frame with its line, summed
+over the stacks that end there; the value is `inuse_space` unless `-i`
+says otherwise. By type reads the censuses; a census lists only its top
+types, so a type missing from A's list had at most A's smallest listed
+count, and its growth is shown as at least `B - that` (`>=`).
+
+Remember what a holmespy heap profile holds: allocations of its tracing
+window still live at the window's end. Comparing two windows shows which
+sites keep more memory alive as time goes on: a leak's signature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from holmespy.cli.dumps import Census, read_census
+from holmespy.cli.errors import BadUsage, CLIError
+from holmespy.cli.fetch import open_bundle
+from holmespy.cli.profiles import load
+from holmespy.cli.text import number, positive_int, quantity, signed, table
+from holmespy.formats.collapsed import frame_label
+from holmespy.formats.profile import Profile
+
+HEAP_FILES = ("heap.pb.gz", "heap-2.pb.gz")
+TYPES_FILE = "heap-types.txt"
+DEFAULT_TYPE = "inuse_space"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "diff",
+        help="what grew between two heap profiles",
+        description="What grew between two heap profiles, by allocation site and by type.",
+    )
+    p.add_argument("before", metavar="A", help="a .pb.gz, a bundle folder or an event id")
+    p.add_argument("after", metavar="B", nargs="?", help="the later one (default: A's gcheap pair)")
+    p.add_argument("--from", dest="source", metavar="SRC", help="where event ids are looked up")
+    p.add_argument(
+        "-n",
+        "--count",
+        type=positive_int,
+        default=15,
+        metavar="N",
+        help="table rows (default 15; --json has all)",
+    )
+    p.add_argument("-i", "--sample-type", metavar="TYPE", help=f"default {DEFAULT_TYPE}")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(run=run)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a profile, and the census beside it when there is one."""
+
+    label: str
+    profile: Path
+    census: Path | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    before: int
+    after: int
+    bound: bool = False
+    """True when `before` is only an upper bound (the type was below A's listed top)."""
+
+    @property
+    def growth(self) -> int:
+        return self.after - self.before
+
+
+def run(args: argparse.Namespace) -> int:
+    with sides(args.before, args.after, args.source) as (a, b):
+        profile_a, profile_b = load(a.profile), load(b.profile)
+        sample_type = args.sample_type or _common_type(profile_a, profile_b)
+        unit = _unit(profile_a, sample_type)
+        by_site = site_changes(profile_a, profile_b, sample_type)
+        by_type = None
+        if a.census and b.census and a.census != b.census:
+            by_type = type_changes(_census(a.census), _census(b.census))
+        elif a.census and a.census == b.census:
+            by_type = census_growth(_census(a.census))
+        if args.json:
+            json.dump(as_json(a, b, sample_type, unit, by_site, by_type), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        print(f"before  {a.label}\nafter   {b.label}\n")
+        print(render_sites(by_site, sample_type, unit, args.count))
+        if a.census and b.census:
+            print()
+            print(render_types(by_type, args.count))
+    return 0
+
+
+@contextlib.contextmanager
+def sides(before: str, after: str | None, source: str | None) -> Iterator[tuple[Side, Side]]:
+    with contextlib.ExitStack() as stack:
+        if after is None:
+            folder, _ = stack.enter_context(open_bundle(before, source))
+            present = [name for name in HEAP_FILES if (folder / name).is_file()]
+            if len(present) < 2:
+                raise BadUsage(
+                    f"{before}: one heap profile only; diff needs B, or an event of the"
+                    " gcheap rule (it holds heap.pb.gz and heap-2.pb.gz)"
+                )
+            census = _census_path(folder)
+            yield (
+                Side(f"{before}/{HEAP_FILES[0]}", folder / HEAP_FILES[0], census),
+                Side(f"{before}/{HEAP_FILES[1]}", folder / HEAP_FILES[1], census),
+            )
+            return
+        a = _side(before, source, stack)
+        b = _side(after, source, stack)
+        yield a, b
+
+
+def _side(text: str, source: str | None, stack: contextlib.ExitStack) -> Side:
+    path = Path(text)
+    if path.is_file():
+        return Side(text, path)
+    folder, _ = stack.enter_context(open_bundle(text, source))
+    present = [name for name in HEAP_FILES if (folder / name).is_file()]
+    if not present:
+        raise CLIError(f"{text}: the event has no heap profile ({' or '.join(HEAP_FILES)})")
+    # The later profile of a pair is the state closest to the event's end.
+    return Side(f"{text}/{present[-1]}", folder / present[-1], _census_path(folder))
+
+
+def _census_path(folder: Path) -> Path | None:
+    path = folder / TYPES_FILE
+    return path if path.is_file() else None
+
+
+def _census(path: Path) -> Census:
+    return read_census(path.read_text(errors="replace"), str(path))
+
+
+def _common_type(a: Profile, b: Profile) -> str:
+    names_a = [vt.type for vt in a.sample_types]
+    names_b = {vt.type for vt in b.sample_types}
+    if DEFAULT_TYPE in names_a and DEFAULT_TYPE in names_b:
+        return DEFAULT_TYPE
+    common = [n for n in names_a if n in names_b]
+    if not common:
+        raise CLIError("the two profiles share no sample type: they cannot be compared")
+    return common[-1]
+
+
+def _unit(profile: Profile, sample_type: str) -> str:
+    for vt in profile.sample_types:
+        if vt.type == sample_type:
+            return vt.unit
+    have = ", ".join(vt.type for vt in profile.sample_types)
+    raise BadUsage(f"sample type {sample_type!r} is not in the profiles (they have {have})")
+
+
+def by_site(profile: Profile, sample_type: str) -> dict[str, int]:
+    names = [vt.type for vt in profile.sample_types]
+    if sample_type not in names:
+        raise BadUsage(
+            f"sample type {sample_type!r} is not in a profile (it has {', '.join(names)})"
+        )
+    index = names.index(sample_type)
+    sites: dict[str, int] = defaultdict(int)
+    for sample in profile.samples:
+        site = frame_label(sample.stack[0]) if sample.stack else "[unknown]"
+        sites[site] += sample.values[index]
+    return sites
+
+
+def site_changes(a: Profile, b: Profile, sample_type: str) -> list[Change]:
+    before, after = by_site(a, sample_type), by_site(b, sample_type)
+    changes = [Change(s, before.get(s, 0), after.get(s, 0)) for s in before.keys() | after.keys()]
+    return _ranked(changes)
+
+
+def type_changes(a: Census, b: Census) -> list[Change]:
+    floor = min(a.counts.values())
+    changes = [
+        Change(name, a.counts[name], count)
+        if name in a.counts
+        else Change(name, floor, count, bound=True)
+        for name, count in b.counts.items()
+    ]
+    # A type that left B's list dropped to at most B's smallest listed count.
+    b_floor = min(b.counts.values())
+    changes += [
+        Change(name, count, b_floor, bound=True)
+        for name, count in a.counts.items()
+        if name not in b.counts
+    ]
+    return _ranked(changes)
+
+
+def census_growth(census: Census) -> list[Change] | None:
+    """The growth one census recorded against the census before it (a gcheap bundle's view)."""
+    if census.growth is None:
+        return None
+    return _ranked(
+        [
+            Change(n, census.counts.get(n, 0) - g, census.counts.get(n, 0))
+            for n, g in census.growth.items()
+        ]
+    )
+
+
+def _ranked(changes: list[Change]) -> list[Change]:
+    changes = [c for c in changes if c.growth]
+    changes.sort(key=lambda c: (-c.growth, c.name))
+    return changes
+
+
+def render_sites(changes: list[Change], sample_type: str, unit: str, count: int) -> str:
+    grew = [c for c in changes if c.growth > 0]
+    title = f"by allocation site ({sample_type}): {len(grew)} grew"
+    if not changes:
+        return title + "\n  no change"
+    rows = [["growth", "before", "after", "site"]]
+    for c in changes[:count]:
+        rows.append(
+            [
+                signed(quantity(c.growth, unit), c.growth),
+                quantity(c.before, unit),
+                quantity(c.after, unit),
+                c.name,
+            ]
+        )
+    return title + "\n" + _indent(table(rows, right={"growth", "before", "after"}))
+
+
+def render_types(changes: list[Change] | None, count: int) -> str:
+    if changes is None:
+        return "by type: heap-types.txt has no previous census to compare with"
+    title = "by type (live objects, heap-types.txt)"
+    if not changes:
+        return title + "\n  no change"
+    rows = [["growth", "before", "after", "type"]]
+    for c in changes[:count]:
+        mark = ">=" if c.bound and c.growth > 0 else "<=" if c.bound else ""
+        rows.append(
+            [mark + signed(number(c.growth), c.growth), number(c.before), number(c.after), c.name]
+        )
+    return title + "\n" + _indent(table(rows, right={"growth", "before", "after"}))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def as_json(
+    a: Side,
+    b: Side,
+    sample_type: str,
+    unit: str,
+    sites: list[Change],
+    types: list[Change] | None,
+) -> dict[str, Any]:
+    def rows(changes: list[Change], key: str) -> list[dict[str, Any]]:
+        return [
+            {
+                key: c.name,
+                "before": c.before,
+                "after": c.after,
+                "growth": c.growth,
+                "bound": c.bound,
+            }
+            for c in changes
+        ]
+
+    return {
+        "before": a.label,
+        "after": b.label,
+        "sample_type": sample_type,
+        "unit": unit,
+        "by_site": rows(sites, "site"),
+        "by_type": rows(types, "type") if types is not None else None,
+    }

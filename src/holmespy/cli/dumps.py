@@ -1,0 +1,123 @@
+"""Reading back the text dumps of a bundle: thread stacks, task groups, the type census.
+
+The writers (`profilers/threads.py`, `tasks.py`, `heap.py`) define these
+formats; the readers here take only what `show` and `diff` summarise, and
+treat anything else in a file as text to skip, so a dump from a newer
+holmespy or a damaged one yields less, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from holmespy.cli.errors import CLIError
+
+_THREAD = re.compile(r'Thread "(.*)" ident=')
+_FRAME = re.compile(r"    (\S.*)")
+_TASK_GROUP = re.compile(r"\[(\d+)\] ([\d,]+) tasks? (.*)")
+_COUNT_ROW = re.compile(r"\s*([\d,]+)(?:\s+([+-][\d,]+|0))?\s{2}(\S.*)")
+_GROWER_ROW = re.compile(r"\s*([+-][\d,]+)\s+([\d,]+)\s{2}(\S.*)")
+_OBJECTS = re.compile(r"objects: ([\d,]+) in ([\d,]+) types")
+CENSUS_HEADER = "holmespy heap census"
+
+
+@dataclass
+class StackGroup:
+    """Threads (or tasks) stopped in one identical stack."""
+
+    count: int
+    frames: list[str]
+    """Innermost first for threads; outermost first for task await chains (as the dumps print)."""
+    names: list[str] = field(default_factory=list)
+    where: str = ""
+
+
+def thread_groups(text: str) -> list[StackGroup]:
+    stacks: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    name: str | None = None
+    frames: list[str] = []
+
+    def close() -> None:
+        if name is not None:
+            stacks[tuple(frames)].append(name)
+
+    for line in text.splitlines():
+        header = _THREAD.match(line)
+        if header:
+            close()
+            name, frames = header.group(1), []
+        elif name is not None and (frame := _FRAME.fullmatch(line)):
+            frames.append(frame.group(1))
+        elif name is not None and not line.strip():
+            close()
+            name = None
+    close()
+    groups = [StackGroup(len(names), list(stack), names) for stack, names in stacks.items()]
+    groups.sort(key=lambda g: -g.count)
+    return groups
+
+
+@dataclass
+class TaskDump:
+    groups: list[StackGroup]
+    blocked: list[str]
+    """`LOOP BLOCKED` lines: a loop that did not run a callback in time."""
+
+
+def task_groups(text: str) -> TaskDump:
+    groups: list[StackGroup] = []
+    blocked = [line.strip() for line in text.splitlines() if "LOOP BLOCKED" in line]
+    current: StackGroup | None = None
+    for line in text.splitlines():
+        header = _TASK_GROUP.fullmatch(line)
+        if header:
+            current = StackGroup(int(header.group(2).replace(",", "")), [], where=header.group(3))
+            groups.append(current)
+        elif current is not None and (frame := _FRAME.fullmatch(line)):
+            current.frames.append(frame.group(1))
+        elif current is not None and line.startswith("  tasks: "):
+            current.names = [n.strip() for n in line[len("  tasks: ") :].split(", ")]
+        elif not line.strip():
+            current = None
+    groups.sort(key=lambda g: -g.count)
+    return TaskDump(groups, blocked)
+
+
+@dataclass
+class Census:
+    counts: dict[str, int]
+    """Type -> live objects, for the types the file lists (its top N, not every type)."""
+    growth: dict[str, int] | None
+    """Type -> growth since the census before it, when the file has one."""
+    objects: int | None
+    types: int | None
+
+
+def read_census(text: str, what: str) -> Census:
+    if not text.startswith(CENSUS_HEADER):
+        raise CLIError(f"{what}: not a holmespy heap census (heap-types.txt)")
+    counts: dict[str, int] = {}
+    growth: dict[str, int] | None = None
+    section = ""
+    objects = types = None
+    for line in text.splitlines():
+        if match := _OBJECTS.match(line):
+            objects, types = (int(g.replace(",", "")) for g in match.groups())
+        if line.startswith("top growers"):
+            section = "growers"
+        elif line.startswith("top ") and "types by count" in line:
+            section = "counts"
+            if "with growth" in line:
+                growth = {}
+        elif section == "counts" and (row := _COUNT_ROW.fullmatch(line)):
+            counts[row.group(3)] = int(row.group(1).replace(",", ""))
+            if growth is not None and row.group(2) and row.group(2) != "0":
+                growth[row.group(3)] = int(row.group(2).replace(",", ""))
+        elif section == "growers" and growth is not None and (row := _GROWER_ROW.fullmatch(line)):
+            growth[row.group(3)] = int(row.group(1).replace(",", ""))
+            counts.setdefault(row.group(3), int(row.group(2).replace(",", "")))
+    if not counts:
+        raise CLIError(f"{what}: a heap census without a table of types (damaged?)")
+    return Census(counts, growth, objects, types)

@@ -1,0 +1,160 @@
+"""`holmespy run -- CMD`: the watcher inside a program that never imports holmespy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli_support import clean_env, cli, script
+
+LEAKY = """\
+import os, sys, threading, time
+
+print("pid", os.getpid(), flush=True)
+time.sleep(1.6)  # ten quiet samples at HOLMES_INTERVAL=100ms: the rule's warm-up
+never = threading.Event()
+for n in range(40):
+    threading.Thread(target=never.wait, name=f"leaked-{n}", daemon=True).start()
+time.sleep(2)
+sys.exit(3)
+"""
+
+
+def test_a_thread_leak_in_an_unmodified_program_produces_an_event(tmp_path):
+    program = tmp_path / "leaky.py"
+    program.write_text(LEAKY)
+    dumps = tmp_path / "dumps"
+    env = clean_env(
+        HOLMES_DUMP_PATH=str(dumps),
+        HOLMES_SERVICE="leaky",
+        HOLMES_INTERVAL="100ms",
+        HOLMES_THREAD="min=10,diff=25,abs=30,cooldown=1m",
+    )
+
+    result = script("run", "--", sys.executable, str(program), env=env)
+
+    assert result.code == 3, result.err  # the program's own exit status
+    pid = int(result.out.split()[1])
+    (event_file,) = dumps.glob("leaky/*/*-thread-*/event.json")
+    event = json.loads(event_file.read_text())
+    assert event["pid"] == pid
+    # The tick may land while the 40 threads are still being started: it fires
+    # once more than abs=30 exist, and the dump, a moment later, has at least those.
+    assert event["value"] > 30
+    shown = script("show", "--latest", "--from", str(dumps), env=clean_env())
+    assert shown.code == 0, shown.err
+    leaked = re.search(r"(\d+) threads  leaked-", shown.out)
+    assert leaked, shown.out
+    assert event["value"] - 3 <= int(leaked.group(1)) <= 40  # less main and holmespy's two
+
+
+def test_an_existing_sitecustomize_still_runs_and_env_passes_through(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\nos.environ['FROM_THEIR_SITECUSTOMIZE'] = 'yes'\n"
+    )
+    report = tmp_path / "report.json"
+    program = tmp_path / "report.py"
+    program.write_text(
+        "import json, os, sys\n"
+        "json.dump({'theirs': os.environ.get('FROM_THEIR_SITECUSTOMIZE'),\n"
+        "           'mine': os.environ.get('MY_SETTING'),\n"
+        "           'watching': 'holmespy' in sys.modules,\n"
+        "           'path': os.environ['PYTHONPATH']}, open(sys.argv[1], 'w'))\n"
+    )
+    env = clean_env(
+        PYTHONPATH=str(site),
+        MY_SETTING="kept",
+        HOLMES_DUMP_PATH=str(tmp_path / "dumps"),
+    )
+
+    result = script("run", "--", sys.executable, str(program), str(report), env=env)
+
+    assert result.code == 0, result.err
+    seen = json.loads(report.read_text())
+    assert seen["theirs"] == "yes"
+    assert seen["mine"] == "kept"
+    assert seen["watching"] is True
+    assert seen["path"].endswith(os.pathsep + str(site))
+
+
+def test_a_bad_setting_stops_before_the_command_runs(capsys, tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("HOLMES_INTERVAL", "5")
+
+    result = cli(capsys, "run", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+
+    assert result.code == 2
+    assert result.err.strip() == (
+        "holmespy: HOLMES_INTERVAL='5' is invalid: expected a duration such as 500ms, 5s, 1m,"
+        " 1h or 1m30s"
+    )
+    assert not marker.exists()
+
+
+def test_exit_status_and_errors(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOLMES_DUMP_PATH", str(tmp_path / "dumps"))
+
+    assert cli(capsys, "run", "--", sys.executable, "-c", "raise SystemExit(7)").code == 7
+    missing = cli(capsys, "run", "--", "no-such-program-here")
+    assert missing.code == 1
+    assert missing.err.strip() == "holmespy: no-such-program-here: command not found"
+    empty = cli(capsys, "run")
+    assert empty.code == 2
+    assert "run needs a command" in empty.err
+
+
+def test_sigterm_reaches_the_command(tmp_path):
+    holmespy = Path(sys.executable).parent / "holmespy"
+    ready = tmp_path / "ready"
+    program = (
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(60)\n"
+    )
+    env = clean_env(HOLMES_DUMP_PATH=str(tmp_path / "dumps"))
+    proc = subprocess.Popen(
+        [str(holmespy), "run", "--", sys.executable, "-c", program],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the command did not start"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 42
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_interpreter_without_holmespy_gets_it_from_where_run_came_from(tmp_path):
+    base = (
+        Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    )
+    if not base.exists() or sys.base_prefix == sys.prefix:
+        pytest.skip("needs a virtualenv whose base interpreter lacks holmespy")
+    probe = subprocess.run([str(base), "-c", "import holmespy"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        pytest.skip(f"{base} has holmespy installed itself")
+    program = "import sys; print(sys.modules['holmespy'].__file__)"
+
+    result = script(
+        "run", "--", str(base), "-c", program, env=clean_env(HOLMES_DUMP_PATH=str(tmp_path))
+    )
+
+    assert result.code == 0, result.err
+    assert Path(result.out.strip()).parent.parent == Path(__file__).parent.parent / "src"
