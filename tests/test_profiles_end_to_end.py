@@ -66,5 +66,9 @@ def test_gcheap_takes_two_heap_profiles_in_a_row(run_program: RunProgram) -> Non
 
 
 def test_cpu_max_guard_blocks_the_capture(run_program: RunProgram) -> None:
-    run = run_program(EXAMPLES / "cpu_spike.py", HOLMES_CPU_MAX="20")
+    # The rule's min (10 %) is above the guard (5 %): every sample that could fire is guarded.
+    program = (EXAMPLES / "cpu_spike.py").read_text()
+    program += "\nprint('skipped:', holmespy.status().skipped)\n"
+    run = run_program(program, HOLMES_CPU_MAX="5")
     assert run.bundles() == []
+    assert "skipped: {'cpu': {'cpu-max': " in run.proc.stdout, run.proc.stdout
