@@ -33,4 +33,6 @@ clean:
 	rm -rf $(VENV) holmes-dumps .pytest_cache .mypy_cache .ruff_cache
 
 bench: $(STAMP)
+	scripts/install-bench-deps
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks --json benchmarks/results.json

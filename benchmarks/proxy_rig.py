@@ -1,0 +1,291 @@
+"""What the proxy benchmarks share: start the example proxy and its upstream, drive
+load (wrk, or the example's paced client), and read CPU time from /proc.
+
+Everything listens on and talks to 127.0.0.1 only. Processes are started on
+free ports (`--port 0`, the port read back from their first line of output)
+and stopped by their own pid.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY_DIR = ROOT / "examples" / "proxy"
+HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class RigError(RuntimeError):
+    pass
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # e.g. a loop blocked by the `block` fault
+                self.proc.wait(5)
+
+
+def clean_env(**holmes: str) -> dict[str, str]:
+    """This environment without any HOLMES_* of the caller's, plus `holmes`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLMES_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env.update(holmes)
+    return env
+
+
+def spawn(name: str, script: str, args: list[str], env: dict[str, str], logdir: Path) -> Server:
+    log = logdir / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-u", str(PROXY_DIR / script), "--port", "0", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=logdir,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", log.read_bytes())
+        if m:
+            return Server(name, proc, int(m.group(1)), log)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    raise RigError(f"{name} did not start:\n{log.read_text(errors='replace')}")
+
+
+def start_upstream(logdir: Path) -> Server:
+    return spawn("upstream", "upstream.py", [], clean_env(), logdir)
+
+
+def start_proxy(logdir: Path, upstream: Server, name: str = "proxy", **holmes: str) -> Server:
+    env = clean_env(**holmes)
+    return spawn(name, "proxy.py", ["--upstream", f"127.0.0.1:{upstream.port}"], env, logdir)
+
+
+def request(server: Server, path: str, method: str = "GET", timeout: float = 10.0) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RigError(f"{method} {path}: {response.status} {body[:200]!r}")
+    return json.loads(body)
+
+
+def status(server: Server) -> dict[str, Any]:
+    result: dict[str, Any] = request(server, "/_admin/status")
+    return result
+
+
+def wait_ticks(server: Server, ticks: int, timeout: float) -> dict[str, Any]:
+    """Wait until holmespy in `server` has ticked `ticks` times (its rules are warm)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status(server)
+        if st["holmespy"]["ticks"] >= ticks:
+            return st
+        if time.monotonic() > deadline:
+            raise RigError(f"{server.name}: only {st['holmespy']['ticks']} ticks in {timeout}s")
+        time.sleep(0.25)
+
+
+def holmespy_tids(server: Server) -> list[int]:
+    """Native ids of holmespy's threads, in `HOLMESPY_THREADS` order (watcher, capture)."""
+    by_name = {t["name"]: t["native_id"] for t in status(server)["threads"]}
+    return [by_name[name] for name in HOLMESPY_THREADS if name in by_name]
+
+
+def thread_sched_ns(pid: int, tid: int) -> tuple[int, int]:
+    """(on-CPU, waiting for a core) time of one thread of another process, in ns.
+
+    schedstat counts in nanoseconds; stat's utime+stime only in clock ticks
+    (10 ms), far too coarse for a thread that runs for microseconds a second,
+    and it has no run-queue wait (0 then). (0, 0) once the thread has exited.
+    """
+    base = f"/proc/{pid}/task/{tid}"
+    try:
+        with open(f"{base}/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"{base}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // CLK_TCK, 0
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+def thread_cpu_ns(pid: int, tid: int) -> int:
+    return thread_sched_ns(pid, tid)[0]
+
+
+def reaped_children_cpu_s(pid: int) -> float:
+    """CPU seconds of the children `pid` has waited for (stat's cutime + cstime)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def cpu_clock_source() -> str:
+    return "schedstat (ns)" if os.path.exists("/proc/self/schedstat") else "stat (clock ticks)"
+
+
+class CpuWindow:
+    """CPU time of some threads of a process over a wall-clock window."""
+
+    def __init__(self, pid: int, tids: list[int]) -> None:
+        self.pid, self.tids = pid, tids
+        self.wall0 = time.perf_counter()
+        self.sched0 = [thread_sched_ns(pid, t) for t in tids]
+
+    def close(self) -> tuple[float, list[float]]:
+        """(wall seconds, on-CPU seconds per thread) since the window opened."""
+        wall, run, _ = self.close_with_waits()
+        return wall, run
+
+    def close_with_waits(self) -> tuple[float, list[float], list[float]]:
+        """(wall s, on-CPU s per thread, s per thread spent runnable but waiting for a core)."""
+        sched = [thread_sched_ns(self.pid, t) for t in self.tids]
+        wall = time.perf_counter() - self.wall0
+        run = [(b[0] - a[0]) / 1e9 for a, b in zip(self.sched0, sched, strict=True)]
+        wait = [(b[1] - a[1]) / 1e9 for a, b in zip(self.sched0, sched, strict=True)]
+        return wall, run, wait
+
+
+def wrk_path() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise RigError(
+            "wrk is not installed: run scripts/install-bench-deps "
+            "(Debian/Ubuntu: apt-get install wrk)"
+        )
+    return path
+
+
+def start_wrk(url: str, seconds: int, connections: int = 8) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [wrk_path(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def finish_wrk(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, float]:
+    out, _ = proc.communicate(timeout=timeout)
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if proc.returncode != 0 or rps is None:
+        raise RigError(f"wrk failed ({proc.returncode}):\n{out}")
+    result = {"rps": float(rps.group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if m:
+            result[f"p{pct}_ms"] = float(m.group(1)) * _UNITS[m.group(2)]
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["errors"] = float(
+        (sum(map(int, errors.groups())) if errors else 0) + (int(non2xx.group(1)) if non2xx else 0)
+    )
+    return result
+
+
+def start_paced_load(url: str, rate: float, seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(PROXY_DIR / "load.py"),
+            url,
+            f"--rate={rate}",
+            f"--duration={seconds}",
+            "--connections=4",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The mean of two baseline measurements taken either side of a test one.
+
+    Against the mean of its two neighbours, a test window is compared with
+    what the machine did around it: a drift in speed over the three cancels
+    to first order, where a single neighbour would carry all of it.
+    """
+    return {
+        k: (v + after[k]) / 2
+        for k, v in before.items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and isinstance(after.get(k), int | float)
+    }
+
+
+def events(dump_path: Path) -> list[dict[str, Any]]:
+    """Every published event under a dump folder (temp folders being written are skipped)."""
+    found = []
+    for path in dump_path.glob("*/*/*/event.json"):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            event = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # published atomically, so only a folder removed meanwhile
+        event["_path"] = str(path.parent)
+        found.append(event)
+    return sorted(found, key=lambda e: str(e.get("id")))
