@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_cli_support import clean_env, cli, script, write_bundle
 
 from holmespy import __version__
@@ -72,3 +73,16 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
 
     assert piped.stdout == "[\n"
     assert piped.stderr == ""
+
+
+def test_help_env_lists_every_setting_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from holmespy.cli import main
+    from holmespy.config import OPTIONS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help-env"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in OPTIONS:
+        assert option.env in out
+    assert "default: 5s" in out  # HOLMES_INTERVAL

@@ -30,12 +30,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class _HelpEnv(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from holmespy.config import help_table
+
+        print(help_table())
+        parser.exit(0)
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="holmespy",
         description="Find, fetch and read the event bundles holmespy wrote.",
     )
     parser.add_argument("--version", action="version", version=f"holmespy {__version__}")
+    parser.add_argument(
+        "--help-env",
+        action=_HelpEnv,
+        nargs=0,
+        help="list every HOLMES_* setting with its default and exit",
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         verb.add_parser(sub)
