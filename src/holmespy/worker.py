@@ -25,7 +25,6 @@ class CaptureWorker:
         self.dropped = 0
         self.failed = 0
         self.done = 0
-        self.busy = False
 
     @property
     def ident(self) -> int | None:
@@ -62,12 +61,9 @@ class CaptureWorker:
             job = self._queue.get()
             if job is _STOP:
                 return
-            self.busy = True
             try:
                 job()
                 self.done += 1
             except Exception:
                 self.failed += 1
                 log.exception("holmespy capture failed")
-            finally:
-                self.busy = False

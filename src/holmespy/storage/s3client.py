@@ -92,9 +92,6 @@ def make_client(
     return session.client("s3", endpoint_url=custom, config=BotoConfig(**options))
 
 
-SSE_MODES = ("AES256", "aws:kms")
-
-
 @dataclass(frozen=True)
 class Encryption:
     """Server-side encryption asked of the store for every object holmespy writes."""
