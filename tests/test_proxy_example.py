@@ -1,13 +1,13 @@
-"""The example proxy (examples/proxy): real requests through it, and one injected failure."""
+"""The example proxy (examples/proxy): real requests through it, and one injected failure.
+
+Started with the benchmarks' own rig (`benchmarks/proxy_rig.py`), so the test
+and the benchmarks run the proxy the same way.
+"""
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,73 +15,45 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT
+from benchmarks import proxy_rig
 
 pytestmark = pytest.mark.timeout(60)
 
-PROXY = EXAMPLES / "proxy"
-
-
-def spawn(script: str, args: list[str], env: dict[str, str], log: Path) -> tuple[Any, int]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-u", str(PROXY / script), "--port", "0", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=log.parent,
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", log.read_bytes())
-        if found:
-            return proc, int(found.group(1))
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail(f"{script} did not start:\n{log.read_text(errors='replace')}")
-
 
 @pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+def proxy(tmp_path: Path) -> Iterator[tuple[proxy_rig.Server, Path]]:
     """Upstream and proxy on free ports; the proxy samples every 100 ms."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLMES_")}
-    env["PYTHONPATH"] = str(ROOT / "src")
-    upstream, up_port = spawn("upstream.py", [], env, tmp_path / "upstream.log")
+    upstream = proxy_rig.start_upstream(tmp_path)
     dumps = tmp_path / "dumps"
-    # Requests after an idle warm-up are a CPU spike too: only the rule under test is on.
-    env.update(
-        HOLMES_INTERVAL="100ms",
-        HOLMES_DUMP_PATH=str(dumps),
-        HOLMES_CPU="off",
-        HOLMES_MEM="off",
-        HOLMES_GCHEAP="off",
-    )
-    proc, port = spawn(
-        "proxy.py", ["--upstream", f"127.0.0.1:{up_port}"], env, tmp_path / "proxy.log"
-    )
     try:
-        yield port, dumps
-    finally:
-        for p in (proc, upstream):
-            p.terminate()
-            p.wait(10)
-
-
-def admin(port: int, path: str, method: str = "GET") -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        # Requests after an idle warm-up are a CPU spike too: only the rule under test is on.
+        server = proxy_rig.start_proxy(
+            tmp_path,
+            upstream,
+            HOLMES_INTERVAL="100ms",
+            HOLMES_DUMP_PATH=str(dumps),
+            HOLMES_CPU="off",
+            HOLMES_MEM="off",
+            HOLMES_GCHEAP="off",
+        )
+    except BaseException:
+        upstream.stop()
+        raise
     try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        result: dict[str, Any] = json.loads(response.read())
-        return result
+        yield server, dumps
     finally:
-        conn.close()
+        server.stop()
+        upstream.stop()
 
 
-def test_requests_pass_through_keep_alive_and_stream(proxy: tuple[int, Path]) -> None:
-    port, _ = proxy
+def admin(server: proxy_rig.Server, path: str, method: str = "GET") -> dict[str, Any]:
+    result: dict[str, Any] = proxy_rig.request(server, path, method)
+    return result
+
+
+def test_requests_pass_through_keep_alive_and_stream(proxy: tuple[proxy_rig.Server, Path]) -> None:
+    server, _ = proxy
+    port = server.port
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         sockets = set()
@@ -108,17 +80,20 @@ def test_requests_pass_through_keep_alive_and_stream(proxy: tuple[int, Path]) ->
         assert id(conn.sock) in sockets  # still the same connection
     finally:
         conn.close()
-    served = admin(port, "/_admin/status")["served"]
+    served = admin(server, "/_admin/status")["served"]
     assert served >= 5
 
 
-def test_a_thread_leak_switched_on_writes_a_thread_event(proxy: tuple[int, Path]) -> None:
-    port, dumps = proxy
+def test_a_thread_leak_switched_on_writes_a_thread_event(
+    proxy: tuple[proxy_rig.Server, Path],
+) -> None:
+    server, dumps = proxy
+    port = server.port
     deadline = time.monotonic() + 15
-    while admin(port, "/_admin/status")["holmespy"]["ticks"] < 11:  # warm-up: 10 samples
+    while admin(server, "/_admin/status")["holmespy"]["ticks"] < 11:  # warm-up: 10 samples
         assert time.monotonic() < deadline, "holmespy did not warm up"
         time.sleep(0.1)
-    answer = admin(port, "/_admin/fail/threads?max=40", method="POST")
+    answer = admin(server, "/_admin/fail/threads?max=40", method="POST")
     assert answer["settings"] == {"max": 40.0}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     for _ in range(40):
@@ -137,6 +112,6 @@ def test_a_thread_leak_switched_on_writes_a_thread_event(proxy: tuple[int, Path]
     threads = (events[0] / "threads.txt").read_text()
     assert "wait_for_flush" in threads
     assert '"flusher-0"' in threads
-    status = admin(port, "/_admin/status")
+    status = admin(server, "/_admin/status")
     assert status["faults"]["leaked_threads"] == 40
     assert status["holmespy"]["events"] == 1
