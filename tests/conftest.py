@@ -75,6 +75,15 @@ def run_program(tmp_path: Path) -> RunProgram:
 
 
 @pytest.fixture
+def uploaders() -> Iterator[list[Any]]:
+    """Uploaders a test starts (append them here); all stopped at its end."""
+    started: list[Any] = []
+    yield started
+    for uploader in started:
+        uploader.stop(1)
+
+
+@pytest.fixture
 def holmes_stopped() -> Iterator[None]:
     """Make sure no instance leaks from one test into the next."""
     import holmespy

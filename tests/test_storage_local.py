@@ -19,7 +19,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -66,15 +66,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-def uploaders() -> Iterator[list[Uploader]]:
-    """Uploaders a test starts; all stopped at its end."""
-    started: list[Uploader] = []
-    yield started
-    for uploader in started:
-        uploader.stop(1)
 
 
 def config(dump_path: Path, **changes: object) -> Config:

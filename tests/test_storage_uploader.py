@@ -20,7 +20,7 @@ import textwrap
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,14 +34,6 @@ from tests.s3_server import SeaweedFS, publish_bundle
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "svc"
 QUICK = Backoff(base=0.05, cap=0.5, permanent=0.2)
-
-
-@pytest.fixture
-def uploaders() -> Iterator[list[Uploader]]:
-    started: list[Uploader] = []
-    yield started
-    for uploader in started:
-        uploader.stop(1)
 
 
 @pytest.fixture
