@@ -1,9 +1,10 @@
-"""A real event loop in its own thread, shared by the asyncio tests."""
+"""Shared by the asyncio tests: a real event loop in its own thread, and a request path to park."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -68,3 +69,23 @@ class LoopThread:
             self.thread.join(timeout=5)
             if not self.thread.is_alive():
                 self.loop.close()
+
+
+def line_of(fn: Callable[..., Any], text: str) -> int:
+    """The line number of the first line of `fn` containing `text`."""
+    source, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(source) if text in line)
+
+
+# A request path three coroutines deep, parked on a timer like a handler
+# waiting on a slow upstream.
+async def handler() -> None:
+    await fetch()
+
+
+async def fetch() -> None:
+    await wait_upstream()
+
+
+async def wait_upstream() -> None:
+    await asyncio.sleep(3600)

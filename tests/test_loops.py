@@ -9,37 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
 
 from holmespy import loops
-from tests.loop_thread import LoopThread
-
-
-def line_of(fn: Callable[..., Any], text: str) -> int:
-    """The line number of the first line of `fn` containing `text`."""
-    source, first = inspect.getsourcelines(fn)
-    return first + next(i for i, line in enumerate(source) if text in line)
-
-
-# A three-deep request path, parked on a timer like a handler waiting on a slow upstream.
-async def handler() -> None:
-    await fetch()
-
-
-async def fetch() -> None:
-    await wait_upstream()
-
-
-async def wait_upstream() -> None:
-    await asyncio.sleep(3600)
+from tests.loop_thread import LoopThread, fetch, handler, line_of, wait_upstream
 
 
 async def park() -> None:
@@ -248,12 +228,13 @@ def test_await_chain_runs_from_the_task_coroutine_to_the_future_it_waits_on() ->
         "sleep",  # asyncio.sleep, which awaits a timer future
         "<Future pending>",
     ]
-    assert chain[0].module == __name__
-    assert chain[0].filename == __file__
+    assert chain[0].module == handler.__module__
+    assert chain[0].filename == handler.__code__.co_filename
     assert chain[0].lineno == line_of(handler, "await fetch()")
     assert chain[2].lineno == line_of(wait_upstream, "await asyncio.sleep(3600)")
     assert [link.kind for link in chain] == ["coroutine"] * 4 + ["future"]
-    assert str(chain[1]) == f"fetch ({__file__}:{line_of(fetch, 'await wait_upstream()')})"
+    where = fetch.__code__.co_filename
+    assert str(chain[1]) == f"fetch ({where}:{line_of(fetch, 'await wait_upstream()')})"
 
 
 def test_await_chain_continues_into_an_awaited_task() -> None:

@@ -10,44 +10,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import inspect
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from holmespy import loops
 from holmespy.profilers.tasks import format_tasks
-from tests.loop_thread import LoopThread
-
-
-def line_of(fn: Callable[..., Any], text: str) -> int:
-    """The line number of the first line of `fn` containing `text`."""
-    source, first = inspect.getsourcelines(fn)
-    return first + next(i for i, line in enumerate(source) if text in line)
+from tests.loop_thread import LoopThread, fetch, handler, line_of, wait_upstream
 
 
 def groups(dump: str) -> list[list[str]]:
     """The dump's task groups, each as its lines: `[n] N tasks on ...`, chain, `tasks: ...`."""
     blocks = dump.split("\n\n")
     return [b.splitlines() for b in blocks if re.match(r"\[\d+\] ", b)]
-
-
-# A request path three coroutines deep, parked on a slow upstream ...
-async def handler() -> None:
-    await fetch()
-
-
-async def fetch() -> None:
-    await wait_upstream()
-
-
-async def wait_upstream() -> None:
-    await asyncio.sleep(3600)
 
 
 # ... and a different one: consumers waiting on an empty queue.
@@ -80,12 +58,13 @@ def test_tasks_parked_at_the_same_await_form_one_group_largest_first() -> None:
     assert big[0] == "[1] 50 tasks on loop 1"
     assert small[0] == "[2] 5 tasks on loop 1"
     # The chain, outermost coroutine first, each `function (file:line)` over its source line.
+    chains = handler.__code__.co_filename  # where the shared request path is defined
     assert big[1:7] == [
-        f"    handler ({__file__}:{line_of(handler, 'await fetch()')})",
+        f"    handler ({chains}:{line_of(handler, 'await fetch()')})",
         "        await fetch()",
-        f"    fetch ({__file__}:{line_of(fetch, 'await wait_upstream()')})",
+        f"    fetch ({chains}:{line_of(fetch, 'await wait_upstream()')})",
         "        await wait_upstream()",
-        f"    wait_upstream ({__file__}:{line_of(wait_upstream, 'await asyncio.sleep')})",
+        f"    wait_upstream ({chains}:{line_of(wait_upstream, 'await asyncio.sleep')})",
         "        await asyncio.sleep(3600)",
     ]
     assert big[7].startswith("    sleep (")  # inside asyncio
