@@ -1,6 +1,9 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Everything is installed into .venv from the project's own files.
 PYTHON ?= python3
+# Which Pythons `make test` runs: empty = the host's, then 3.13, 3.14, 3.15
+# (a Debian sid root, scripts/matrix); or one of host, 3.13, 3.14, 3.15.
+PY     ?=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -27,7 +30,7 @@ system-deps:
 	scripts/install-system-deps
 
 test: lint system-deps
-	$(BIN)/python -m pytest
+	scripts/matrix $(PY)
 
 clean:
 	rm -rf $(VENV) holmes-dumps .pytest_cache .mypy_cache .ruff_cache
