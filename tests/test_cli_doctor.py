@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import sys
 from pathlib import Path
@@ -42,7 +43,10 @@ def test_a_working_setup_is_all_ok(capsys, env, tmp_path):
         "storage": "ok",
     }
     assert found["py-spy"]["detail"] == "not used: HOLMES_CPU_ENGINE=sampler"
-    assert found["dumps"]["detail"].startswith(f"{tmp_path / 'dumps'} is writable (")
+    me = f"uid {os.geteuid()} ({pwd.getpwuid(os.geteuid()).pw_name})"
+    assert found["dumps"]["detail"].startswith(
+        f"{tmp_path / 'dumps'} is writable: owned by {me}, mode 0700, "
+    )
     assert found["storage"]["detail"] == "local only (HOLMES_STORAGE is not set)"
     assert (tmp_path / "dumps").stat().st_mode & 0o777 == 0o700
     assert list((tmp_path / "dumps").iterdir()) == []  # the probe file is gone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -137,7 +138,8 @@ def test_defaults_follow_holmes_and_the_design() -> None:
     assert config.heap_seconds == 3.0
     assert config.cpu_engine == "auto"
     assert config.spool_max == 2**30
-    assert config.dump_path.name.startswith("holmespy-")
+    assert config.dump_path is None
+    assert config.dump_root().name == f"holmespy-{os.geteuid()}"
 
 
 def test_unknown_holmes_variables_warn_with_the_closest_name() -> None:

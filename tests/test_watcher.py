@@ -139,6 +139,7 @@ def test_a_full_disk_loses_the_event_cleanly_and_says_what_to_do(
     assert "free disk space or point HOLMES_DUMP_PATH elsewhere" in (
         holmespy.status().last_error or ""
     )
+    holmespy.stop()  # a capture still in progress ends (and cleans up) first
     assert list(tmp_path.rglob(".tmp-*")) == [], "no half-written bundle stays behind"
     assert list(tmp_path.rglob("event.json")) == []
 

@@ -4,7 +4,9 @@ A bundle is built under `.tmp-<pid>-<event-id>` next to its final place and
 renamed to `<event-id>` only once every file and `event.json` are written and
 synced, so a reader (the CLI, the uploader) never sees half an event, and a
 crash leaves only a temp folder that the next start removes. Folders are 0700
-and files 0600: dumps show code, arguments and data of the process.
+and files 0600: dumps show code, arguments and data of the process. Every
+folder and file is reached through `holmespy.safefs`: never through a link,
+and only under a root that this user alone can write.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ import errno
 import hashlib
 import json
 import os
-import shutil
+import re
 import socket
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-EVENT_FILE = "event.json"
+from holmespy import safefs
+from holmespy.manifest import EVENT_FILE as EVENT_FILE
+
 TMP_PREFIX = ".tmp-"
+EVENT_ID_RE = re.compile(r"(\d{8}T\d{6}\.\d{3}Z)-([a-z0-9]+)-([0-9a-f]+)")
+"""What `new_event_id` makes: the UTC time, the rule, random hex."""
+DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+"""The `<YYYY-MM-DD>` folder of `event_folder`."""
+DUMP_PATH_ALTERNATIVE = ", or set HOLMES_DUMP_PATH to a folder that only this user can write"
+_DIR = os.O_RDONLY | os.O_DIRECTORY
 
 
 def new_event_id(rule: str, now: dt.datetime | None = None) -> str:
@@ -42,94 +51,142 @@ def event_folder(dump_path: Path, service: str, event_id: str) -> Path:
     return dump_path / service / day / event_id
 
 
+def open_dump_root(dump_path: Path, *, create: bool) -> int | None:
+    """A descriptor of the dump root, refused unless it is a folder this user alone can write.
+
+    None if it does not exist and not `create`. See `holmespy.safefs`.
+    """
+    return safefs.open_root(dump_path, create=create, alternative=DUMP_PATH_ALTERNATIVE)
+
+
 def make_private_dirs(path: Path) -> None:
     """mkdir -p with 0700 on every folder it creates (umask would widen or narrow it)."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=0o700)
-            os.chmod(folder, 0o700)
+    os.close(safefs.open_dirs(path))
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Create `path` (0600, must not exist) with `data`, synced to disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+    """Create `path` (0600, must not exist, not even as a link) with `data`, synced to disk."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with safefs.owned(os.open(path, flags, 0o600)) as fd:
+        os.fchmod(fd, 0o600)
+        safefs.write_all(fd, data)
         os.fsync(fd)
+
+
+def file_digest(path: Path, *, dir_fd: int | None = None) -> dict[str, Any]:
+    """Name, size and sha256 of the regular file `path` (read from `dir_fd` when given).
+
+    A link, pipe or device is `safefs.Refused`: a bundle lists only files.
+    """
+    parent = dir_fd if dir_fd is not None else os.open(path.parent, _DIR | os.O_CLOEXEC)
+    try:
+        fd, st = safefs.open_file(parent, path.name, path)
     finally:
-        os.close(fd)
-
-
-def file_digest(path: Path) -> dict[str, Any]:
+        if dir_fd is None:
+            os.close(parent)
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+    with safefs.owned(fd):
+        while block := os.read(fd, 1 << 20):
             h.update(block)
-    return {"name": path.name, "size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"name": path.name, "size": st.st_size, "sha256": h.hexdigest()}
 
 
 class BundleWriter:
-    """Builds one event's folder under a temp name and publishes it with a rename."""
+    """Builds one event's folder under a temp name and publishes it with a rename.
+
+    The dump root, `<service>` and `<day>` are opened (created 0700 when
+    missing) without following links and checked by `safefs`; the temp
+    folder is made in the day's folder by descriptor. Captures write through
+    `directory`, which reaches the temp folder itself whatever happens to
+    the names above it.
+    """
 
     def __init__(self, dump_path: Path, service: str, event_id: str) -> None:
+        self.root = dump_path
         self.final = event_folder(dump_path, service, event_id)
         self.temp = self.final.parent / f"{TMP_PREFIX}{os.getpid()}-{event_id}"
+        self._day_fd = -1
+        self._temp_fd = -1
+        self._published = False
+
+    @property
+    def directory(self) -> Path:
+        """Where captures write their files: the temp folder, by its open descriptor."""
+        return safefs.fd_path(self._temp_fd, self.temp)
 
     def __enter__(self) -> BundleWriter:
-        make_private_dirs(self.temp.parent)
-        self.temp.mkdir(mode=0o700)
-        os.chmod(self.temp, 0o700)
+        root = open_dump_root(self.root, create=True)
+        assert root is not None  # created
+        with safefs.owned(root):
+            parts = self.final.relative_to(self.root).parts[:-1]  # <service>, <day>
+            day = safefs.open_below(root, self.root, parts, create=True)
+            assert day is not None
+        self._day_fd = day
+        try:
+            os.mkdir(self.temp.name, 0o700, dir_fd=day)
+            self._temp_fd = os.open(self.temp.name, safefs.DIR_FLAGS, dir_fd=day)
+            os.fchmod(self._temp_fd, 0o700)
+        except BaseException:
+            self._close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         # Whatever went wrong, no half-written event stays behind.
-        if self.temp.exists():
-            shutil.rmtree(self.temp, ignore_errors=True)
+        try:
+            if not self._published and self._day_fd >= 0:
+                with contextlib.suppress(OSError):
+                    safefs.remove_tree(self._day_fd, self.temp.name)
+        finally:
+            self._close()
 
     def publish(self, event: dict[str, Any]) -> Path:
         """Write `event.json` (listing every file with size and sha256), then rename."""
-        files = sorted(p for p in self.temp.iterdir() if p.name != EVENT_FILE)
-        event = {**event, "files": [file_digest(p) for p in files]}
+        names = sorted(n for n in os.listdir(self._temp_fd) if n != EVENT_FILE)
+        files = [file_digest(self.temp / n, dir_fd=self._temp_fd) for n in names]
+        event = {**event, "files": files}
         data = json.dumps(event, indent=2, sort_keys=False, default=str).encode() + b"\n"
-        write_private(self.temp / EVENT_FILE, data)
-        os.rename(self.temp, self.final)
-        _fsync_dir(self.final.parent)
+        safefs.write_file(self._temp_fd, EVENT_FILE, data)
+        os.rename(self.temp.name, self.final.name, src_dir_fd=self._day_fd, dst_dir_fd=self._day_fd)
+        self._published = True
+        os.fsync(self._day_fd)
         return self.final
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def _close(self) -> None:
+        for fd in (self._temp_fd, self._day_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._temp_fd = self._day_fd = -1
 
 
 def remove_stale_temps(dump_path: Path, service: str) -> list[Path]:
     """Remove temp folders left by crashed processes (their pid is gone) of this service."""
     removed: list[Path] = []
-    service_dir = dump_path / service
-    for temp in _temps(service_dir):
-        pid_text = temp.name[len(TMP_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-            shutil.rmtree(temp, ignore_errors=True)
-            removed.append(temp)
+    root = open_dump_root(dump_path, create=False)
+    if root is None:
+        return removed
+    with safefs.owned(root):
+        service_fd = safefs.open_below(root, dump_path, [service], create=False)
+    if service_fd is None:
+        return removed
+    with safefs.owned(service_fd):
+        for day in safefs.subfolders(service_fd):
+            try:
+                day_fd = safefs.open_below(service_fd, dump_path / service, [day], create=False)
+            except OSError:
+                continue  # not ours to clean; the writer says so if it ever needs that folder
+            if day_fd is None:
+                continue
+            with safefs.owned(day_fd):
+                for name in os.listdir(day_fd):
+                    pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
+                    if not name.startswith(TMP_PREFIX) or not pid_text.isdigit():
+                        continue
+                    if not _pid_alive(int(pid_text)):
+                        with contextlib.suppress(OSError):
+                            safefs.remove_tree(day_fd, name)
+                            removed.append(dump_path / service / day / name)
     return removed
-
-
-def _temps(service_dir: Path) -> Iterable[Path]:
-    try:
-        days = list(service_dir.iterdir())
-    except OSError:
-        return []
-    return [p for day in days if day.is_dir() for p in day.glob(TMP_PREFIX + "*")]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -144,6 +201,8 @@ def _pid_alive(pid: int) -> bool:
 
 def describe_os_error(exc: OSError, where: Path) -> str:
     """An OSError said as what to do about it."""
+    if isinstance(exc, safefs.Refused):
+        return str(exc)  # already names the folder and what to do
     if exc.errno == errno.ENOSPC:
         todo = "free disk space or point HOLMES_DUMP_PATH elsewhere"
         return f"no space left for dumps in {where}: {todo}"

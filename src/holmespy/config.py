@@ -221,8 +221,15 @@ def default_service() -> str:
 
 
 def default_dump_path() -> Path:
-    """Per-user, so two users of one host never share (or fight over) a folder."""
-    return Path(tempfile.gettempdir()) / f"holmespy-{os.getuid()}"
+    """`$TMPDIR/holmespy-<euid>`: one private folder per user, named for the user it is now.
+
+    Evaluated when a dump is written, not when the configuration is read: a
+    prefork master that starts holmespy as root and whose workers drop to
+    another user (gunicorn --preload --user) has each worker write in its
+    own user's folder. Why this place, and how it is kept private:
+    docs/security.md.
+    """
+    return Path(tempfile.gettempdir()) / f"holmespy-{os.geteuid()}"
 
 
 # -- the typed configuration --
@@ -235,7 +242,8 @@ class Config:
     enable: bool = True
     service: str = field(default_factory=default_service)
     interval: float = 5.0
-    dump_path: Path = field(default_factory=default_dump_path)
+    dump_path: Path | None = None
+    """None: `default_dump_path()`, resolved at each use (see `dump_root`)."""
     cpu: Rule | None = DEFAULT_RULES["cpu"]
     mem: Rule | None = DEFAULT_RULES["mem"]
     thread: Rule | None = DEFAULT_RULES["thread"]
@@ -259,6 +267,10 @@ class Config:
         # Programmatic configs get the same checks as the environment.
         for option in OPTIONS:
             option.check(getattr(self, option.field))
+
+    def dump_root(self) -> Path:
+        """The folder dumps go to now: `dump_path`, else the effective user's default."""
+        return self.dump_path if self.dump_path is not None else default_dump_path()
 
     def rule(self, name: RuleName) -> Rule | None:
         rule: Rule | None = getattr(self, name)
@@ -372,8 +384,14 @@ def _check_number(
 
 
 def _check_path(name: str, value: Any) -> None:
+    if value is None:
+        return  # the per-user default
     if not isinstance(value, Path) or str(value).strip() == "":
-        raise ConfigError(name, value, "a pathlib.Path to a folder")
+        raise ConfigError(name, value, "a pathlib.Path to a folder, or None (the default)")
+
+
+def _show_dump_path(value: Path | None) -> str:
+    return str(default_dump_path() if value is None else value)
 
 
 def _rule_option(rule: RuleName) -> Option:
@@ -407,7 +425,9 @@ OPTIONS: tuple[Option, ...] = (
         "HOLMES_DUMP_PATH",
         "dump_path",
         lambda name, text: Path(text) if text.strip() else _raise(name, text, "a folder path"),
-        "local folder for dumps and the upload spool (default: a per-user temp folder)",
+        "local folder for dumps and the upload spool, owned by the user and closed to others"
+        " (default: $TMPDIR/holmespy-<euid>)",
+        show=_show_dump_path,
         validate=_check_path,
     ),
     *(_rule_option(name) for name in RULE_NAMES),

@@ -20,6 +20,7 @@ from holmespy.bundle import (
     describe_os_error,
     host_facts,
     new_event_id,
+    open_dump_root,
     remove_stale_temps,
 )
 from holmespy.config import RULE_NAMES, Config, RuleName
@@ -117,7 +118,7 @@ class Watcher:
             self.pid,
             self.config.service,
             self.config.interval,
-            self.config.dump_path,
+            self.config.dump_root(),
         )
         return self
 
@@ -190,6 +191,7 @@ class Watcher:
     # -- the watcher thread --
 
     def _run(self) -> None:
+        self._check_dump_root()
         next_at = time.monotonic()
         while not self._stopping:
             try:
@@ -205,6 +207,18 @@ class Watcher:
             if self._wake.is_set():
                 self._wake.clear()
                 next_at = time.monotonic()
+
+    def _check_dump_root(self) -> None:
+        """Say now, not at the first event hours later, that the dump folder will be refused."""
+        root = self.config.dump_root()
+        try:
+            fd = open_dump_root(root, create=False)  # a missing one is made by the first event
+        except OSError as exc:
+            self.last_error = describe_os_error(exc, root)
+            log.error("holmespy cannot write dumps: %s", self.last_error)
+            return
+        if fd is not None:
+            os.close(fd)
 
     def tick(self) -> list[tuple[str, Decision]]:
         """Sample once and run every enabled rule; returns the decisions taken."""
@@ -299,12 +313,13 @@ class Watcher:
             return
         ours = (self._thread.ident, self.worker.ident, self.uploader.ident)
         exclude = frozenset(i for i in ours if i is not None)
+        dump_root = config.dump_root()  # the default follows the user this process is now
         try:
             if self.events == 0:
-                remove_stale_temps(config.dump_path, config.service)
-            with BundleWriter(config.dump_path, config.service, event_id) as bundle:
+                remove_stale_temps(dump_root, config.service)
+            with BundleWriter(dump_root, config.service, event_id) as bundle:
                 ctx = CaptureContext(
-                    directory=bundle.temp,
+                    directory=bundle.directory,
                     rule=name,
                     config=config,
                     exclude_threads=exclude,
@@ -325,7 +340,7 @@ class Watcher:
                 path = bundle.publish({**event, "captures": captures})
         except OSError as exc:
             self.capture_failures += 1
-            message = describe_os_error(exc, config.dump_path)
+            message = describe_os_error(exc, dump_root)
             self.last_error = message
             log.error("holmespy lost event %s: %s", event_id, message)
             return

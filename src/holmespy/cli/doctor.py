@@ -3,9 +3,10 @@
 It checks what fails silently in production otherwise: the HOLMES_*
 settings (as `start()` would read them), whether py-spy can attach to a
 process here (tried for real, from a child Python that profiles itself the
-way the watcher does), whether the dump folder takes a file, and whether
-the storage answers with the credentials at hand. Exit status 1 when a
-check failed, 0 when there are at most warnings. Secrets are never printed:
+way the watcher does), whether the dump folder is this user's alone (its
+owner and mode are shown) and takes a file, and whether the storage answers
+with the credentials at hand. Exit status 1 when a check failed, 0 when
+there are at most warnings. Secrets are never printed:
 the credentials are named by where they come from, and URLs lose their
 user info and query.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import stat
 import subprocess
 import sys
 import uuid
@@ -25,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from holmespy import __version__
-from holmespy.bundle import describe_os_error, make_private_dirs, write_private
+from holmespy import __version__, safefs
+from holmespy.bundle import describe_os_error, open_dump_root
 from holmespy.cli.run import PACKAGE_ROOT
 from holmespy.cli.text import size
 from holmespy.config import Config, default_dump_path
@@ -175,17 +176,24 @@ def _ptrace_todo() -> str:
 
 
 def check_dump_path(config: Config | None) -> Finding:
-    folder = config.dump_path if config is not None else _raw_dump_path()
-    probe = folder / f".holmespy-doctor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """The dump folder as the watcher would use it: created if missing, checked, written to."""
+    folder = config.dump_root() if config is not None else _raw_dump_path()
+    probe = f".holmespy-doctor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        make_private_dirs(folder)
-        write_private(probe, b"holmespy doctor\n")
-        probe.unlink()
+        fd = open_dump_root(folder, create=True)
+        assert fd is not None  # created
+        with safefs.owned(fd):
+            safefs.write_file(fd, probe, b"holmespy doctor\n")
+            os.unlink(probe, dir_fd=fd)
+            st = os.fstat(fd)
+            fs = os.fstatvfs(fd)
     except OSError as exc:
         # The description already ends with what to do.
         return Finding("dumps", "fail", describe_os_error(exc, folder))
-    free = shutil.disk_usage(folder).free
-    detail = f"{folder} is writable ({size(free)} free)"
+    free = fs.f_bavail * fs.f_frsize
+    default = " (the default for this user)" if "HOLMES_DUMP_PATH" not in os.environ else ""
+    owner = f"owned by {safefs.user(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}"
+    detail = f"{folder}{default} is writable: {owner}, {size(free)} free"
     if config is not None and free < config.spool_max:
         return Finding(
             "dumps",

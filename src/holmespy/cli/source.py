@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from holmespy.bundle import DAY_RE as DAY_RE
+from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
 from holmespy.cli.errors import BadUsage, NotFound, UnsafePath
 from holmespy.config import default_dump_path
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import ObjectNotFound, S3Location, StorageError
 
 SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-EVENT_ID_RE = re.compile(r"(\d{8}T\d{6}\.\d{3}Z)-([a-z0-9]+)-([0-9a-f]+)")
 
 CHUNK = 256 * 1024
 
