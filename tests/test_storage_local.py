@@ -76,6 +76,11 @@ def spooled(dump_path: Path) -> list[str]:
     return [e.id for e in Spool(dump_path, 1 << 40).events()]
 
 
+def on_disk(folder: Path) -> int:
+    """What `du` counts for the folder's files: the spool's measure of an event."""
+    return sum(p.stat().st_blocks * 512 for p in folder.iterdir())
+
+
 # -- the spool --
 
 
@@ -86,17 +91,18 @@ def test_events_are_listed_oldest_first_and_only_once_published(tmp_path: Path) 
     events = Spool(tmp_path, 1 << 20).events()
     assert [e.id for e in events] == [first.name, second.name]
     assert events[0].key == f"api/{first.parent.name}/{first.name}"
-    assert events[1].size == 2 + (second / "event.json").stat().st_size
+    assert events[1].size == on_disk(second)
     assert [e.id for e in Spool(tmp_path, 1 << 20).events("worker")] == [second.name]
 
 
 def test_the_cap_drops_the_oldest_events_and_keeps_the_newest(tmp_path: Path) -> None:
     folders = [publish_bundle(tmp_path, SERVICE, {"heap.pb.gz": os.urandom(10_000)}) for _ in "abc"]
-    spool = Spool(tmp_path, 25_000)
+    two = on_disk(folders[1]) + on_disk(folders[2])
+    spool = Spool(tmp_path, two)
     dropped, total = spool.enforce_cap()
     assert [e.id for e in dropped] == [folders[0].name]
     assert spooled(tmp_path) == [f.name for f in folders[1:]]
-    assert total <= 25_000
+    assert total == two
     # Alone above the cap, the newest event still stays.
     dropped, total = Spool(tmp_path, 100).enforce_cap()
     assert [e.id for e in dropped] == [folders[1].name]
@@ -300,11 +306,13 @@ def test_the_spool_cap_applies_without_storage(
 ) -> None:
     caplog.set_level(logging.INFO, logger="holmespy")
     dumps = tmp_path / "dumps"
-    uploader = Uploader(config(dumps, spool_max=30_000)).start()
+    files = {"heap.pb.gz": os.urandom(10_000)}
+    cap = on_disk(publish_bundle(tmp_path / "measure", SERVICE, files)) * 5 // 2  # 2.5 events
+    uploader = Uploader(config(dumps, spool_max=cap)).start()
     uploaders.append(uploader)
     folders = []
     for _ in range(4):
-        folders.append(publish_bundle(dumps, SERVICE, {"heap.pb.gz": os.urandom(10_000)}))
+        folders.append(publish_bundle(dumps, SERVICE, files))
         uploader.notify(folders[-1])
     assert uploader.flush(10)
     assert spooled(dumps) == [f.name for f in folders[2:]]
@@ -312,7 +320,7 @@ def test_the_spool_cap_applies_without_storage(
     said = "\n".join(r.getMessage() for r in caplog.records if "dropped" in r.getMessage())
     assert folders[0].name in said
     assert folders[1].name in said
-    assert "HOLMES_SPOOL_MAX is 29.3 KiB" in said
+    assert f"HOLMES_SPOOL_MAX is {cap / 1024:.1f} KiB" in said
     assert "before they were uploaded" not in said  # nothing to upload them to
 
 
@@ -342,9 +350,11 @@ def test_a_broken_event_is_set_aside_and_the_others_ship(
     store = FlakyStore(tmp_path / "bucket")
     uploaders.append(uploader := Uploader(config(dumps), store=store).start())
     assert uploader.flush(10)
-    assert spooled(dumps) == [broken.name]
+    assert spooled(dumps) == []
     assert all(good.name in key for key in store.puts)
     assert "threads.txt is listed in event.json but missing" in caplog.text
+    assert (dumps / SERVICE / "quarantine" / broken.name / "event.json").is_file()
+    assert uploader.status()["quarantined"] == 1
 
 
 def test_a_raising_or_hanging_callback_is_counted_and_never_felt(

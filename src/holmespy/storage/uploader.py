@@ -8,6 +8,13 @@ data files, then `event.json` last, so a reader of the bucket that sees
 `event.json` sees a whole event. An event leaves the spool only once the
 store confirmed every file; only then is the reporter told.
 
+Only what holmespy wrote is shipped: an event goes up only if its folder
+holds exactly the regular files its `event.json` lists, with the listed
+sizes and sha256 digests, read by descriptor, never through a link. An
+event that fails this (a planted one, a damaged one) is moved to
+`<dump>/<service>/quarantine/` with one log line and counted in `status()`
+as `quarantined`; the events after it ship as usual.
+
 Failures never reach the host. Network errors, throttling and 5xx are
 retried with exponential backoff and full jitter; a setting that is wrong
 (no such bucket, access denied, no credentials) is said in one clear log line
@@ -18,26 +25,28 @@ and a restart picks them up.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
-import json
 import logging
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from holmespy import safefs
 from holmespy.bundle import EVENT_FILE, remove_stale_temps
 from holmespy.config import Config
+from holmespy.manifest import ListedFile, Manifest
 from holmespy.storage.base import ObjectInfo, Store
 from holmespy.storage.local import LocalStore
 from holmespy.storage.reporter import Reporter, StoredEvent, StoredFile
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import Encryption, S3Location, StorageError, redact
-from holmespy.storage.spool import Claim, Spool, SpooledEvent
+from holmespy.storage.spool import Claim, OddEntry, OddEvent, Spool, SpooledEvent, inspect_event
 
 log = logging.getLogger("holmespy")
 
@@ -73,10 +82,6 @@ class _Outcome(enum.Enum):
     PERMANENT = "permanent"
 
 
-class BrokenEvent(Exception):
-    """An event in the spool that cannot be shipped as it is (unreadable event.json, lost file)."""
-
-
 class Uploader:
     """Ships the service's events to `config.storage`, and keeps the spool within its cap."""
 
@@ -97,7 +102,7 @@ class Uploader:
         self.store = store
         self.target = _describe(store)
         self.service = config.service
-        self.spool = Spool(config.dump_path, config.spool_max)
+        self.spool = Spool(config.dump_path, config.spool_max)  # None: the user's default
         self.reporter = reporter or Reporter(webhook_url=config.webhook_url, presign=config.presign)
         self._clock = clock
         self._sleep = sleep
@@ -121,6 +126,7 @@ class Uploader:
         self.failed_attempts = 0
         self.permanent_errors = 0
         self.dropped = 0
+        self.quarantined = 0
         self.pending = 0
         self.last_error: str | None = None
         self.last_upload: str | None = None
@@ -221,6 +227,7 @@ class Uploader:
             "failed_attempts": self.failed_attempts,
             "permanent_errors": self.permanent_errors,
             "dropped": self.dropped,
+            "quarantined": self.quarantined,
             "pending": self.pending,
             "reporter_errors": self.reporter.errors,
             "last_error": self.last_error,
@@ -257,6 +264,7 @@ class Uploader:
                 outcome = self._pass(store)
             except Exception as exc:  # a bug here must not end the thread: retried later
                 self.failed_attempts += 1
+                self._failures += 1  # and backed off like any failure, not retried at once
                 self._note("internal", f"upload pass failed: {type(exc).__name__}: {exc}")
                 log.debug("holmespy upload pass failed", exc_info=exc)
                 outcome = _Outcome.TRANSIENT
@@ -291,13 +299,24 @@ class Uploader:
                 self._cond.wait_for(lambda: self._stopping or self._flushers > 0, delay)
 
     def _pass(self, store: Store) -> _Outcome:
-        self._apply_cap()
-        waiting = [e for e in self.spool.events(self.service) if e.path not in self._broken]
+        events = self._apply_cap()
+        waiting = [e for e in events if _service(e.key) == self.service]
+        waiting = [e for e in waiting if e.path not in self._broken]
         self.pending = len(waiting)
         for event in waiting:
             if self._stopping:
                 return _Outcome.TRANSIENT
-            outcome = self._ship_one(store, event)
+            try:
+                outcome = self._ship_one(store, event)
+            except Exception as exc:  # a bug with one event must not hold back the others
+                self.failed_attempts += 1
+                self._broken.add(event.path)
+                self._note(
+                    f"broken {event.id}",
+                    f"cannot ship {event.path} ({type(exc).__name__}: {exc}); it stays there",
+                )
+                log.debug("holmespy could not ship %s", event.key, exc_info=exc)
+                continue
             if outcome is not _Outcome.DONE:
                 return outcome
             self.pending = max(0, self.pending - 1)
@@ -312,11 +331,10 @@ class Uploader:
             fresh = event.path in self._fresh
             self._fresh.discard(event.path)
         try:
-            stored = self._ship(store, event, fresh=fresh)
+            stored = self._ship(store, claim, fresh=fresh)
             self.spool.remove(claim)
-        except BrokenEvent as exc:
-            self._broken.add(event.path)
-            self._note(f"broken {event.id}", f"cannot ship {event.path}: {exc}; it stays there")
+        except OddEvent as exc:
+            self._set_aside(OddEntry(event.path, event.key, str(exc)), claim)
             return _Outcome.DONE
         except StorageError as exc:
             return self._failed(exc)
@@ -333,9 +351,24 @@ class Uploader:
             self.reporter.report(stored)
         return _Outcome.DONE
 
-    def _ship(self, store: Store, event: SpooledEvent, *, fresh: bool) -> StoredEvent:
-        """Store every file of `event`, event.json last; raises StorageError or BrokenEvent."""
-        facts, files = _read_event(event.path)
+    def _ship(self, store: Store, claim: Claim, *, fresh: bool) -> StoredEvent:
+        """Store every file of the claimed event, event.json last.
+
+        Raises StorageError, or OddEvent for an event holmespy did not write as it is.
+        """
+        event = claim.event
+        with _verified(claim, self.spool.clock()) as (manifest, opened):
+            return self._ship_verified(store, event, manifest, opened, fresh=fresh)
+
+    def _ship_verified(
+        self,
+        store: Store,
+        event: SpooledEvent,
+        manifest: Manifest,
+        opened: list[tuple[ListedFile, Path]],
+        *,
+        fresh: bool,
+    ) -> StoredEvent:
         if not fresh:
             # A process killed mid-upload left parts behind; this event is ours now.
             try:
@@ -343,31 +376,34 @@ class Uploader:
             except StorageError as exc:
                 log.debug("holmespy could not clean incomplete uploads: %s", exc)
         common = {
-            "service": str(facts.get("service", "")),
-            "host": str(facts.get("host", "")),
-            "pid": str(facts.get("pid", "")),
-            "rule": str(facts.get("rule", "")),
-            "event-id": str(facts.get("id", event.id)),
+            "service": manifest.text("service"),
+            "host": manifest.text("host"),
+            "pid": manifest.text("pid"),
+            "rule": manifest.text("rule"),
+            "event-id": manifest.text("id") or event.id,
         }
-        for name, size, sha256 in files:
-            key = f"{event.key}/{name}"
-            if not fresh and _already_stored(store, key, size, sha256):
+        for listed, path in opened:  # event.json is the last
+            key = f"{event.key}/{listed.name}"
+            if not fresh and _already_stored(store, key, listed.size, listed.sha256):
                 continue
-            timeout = ATTEMPT_FLOOR + size / ATTEMPT_MIN_RATE
-            store.put_file(key, event.path / name, {**common, "sha256": sha256}, timeout=timeout)
-            self.uploaded_bytes += size
-        return self._describe_stored(store, event, facts, files)
+            timeout = ATTEMPT_FLOOR + listed.size / ATTEMPT_MIN_RATE
+            metadata = {**common, "sha256": listed.sha256}
+            store.put_file(key, path, metadata, timeout=timeout)
+            self.uploaded_bytes += listed.size
+        files = [listed for listed, _ in opened]
+        return self._describe_stored(store, event, manifest, files)
 
     def _describe_stored(
         self,
         store: Store,
         event: SpooledEvent,
-        facts: dict[str, Any],
-        files: list[tuple[str, int, str]],
+        manifest: Manifest,
+        files: list[ListedFile],
     ) -> StoredEvent:
         presign = self.reporter.presign if self.reporter.active else None
         stored = []
-        for name, size, sha256 in files:
+        for listed in files:
+            name, size, sha256 = listed.name, listed.size, listed.sha256
             key = f"{event.key}/{name}"
             link = None
             if presign is not None:
@@ -376,7 +412,7 @@ class Uploader:
                 except StorageError as exc:
                     self._note("presign", f"cannot presign {key}: {exc}")
             stored.append(StoredFile(name, key, size, sha256, store.url(key), link))
-        return StoredEvent(facts, f"{self.target}/{event.key}/", tuple(stored))
+        return StoredEvent(manifest.event, f"{self.target}/{event.key}/", tuple(stored))
 
     def _failed(self, exc: StorageError) -> _Outcome:
         self.failed_attempts += 1
@@ -394,10 +430,15 @@ class Uploader:
         self._note(f"transient {exc.code}", message)
         return _Outcome.TRANSIENT
 
-    def _apply_cap(self) -> None:
-        dropped, total = self.spool.enforce_cap()
+    def _apply_cap(self) -> list[SpooledEvent]:
+        """Set this service's odd entries aside, then apply the cap; returns the events left."""
+        scan = self.spool.scan()
+        for odd in scan.odd:
+            if _service(odd.key) == self.service:
+                self._set_aside(odd)
+        dropped, total = self.spool.enforce_cap(scan.events)
         if not dropped:
-            return
+            return scan.events
         self.dropped += len(dropped)
         with self._cond:
             self._fresh.difference_update(e.path for e in dropped)
@@ -414,6 +455,35 @@ class Uploader:
             more,
             _human(total),
             _human(self.spool.cap),
+        )
+        gone = {e.path for e in dropped}
+        return [e for e in scan.events if e.path not in gone]
+
+    def _set_aside(self, odd: OddEntry, claim: Claim | None = None) -> None:
+        """Move an odd entry (claimed, or not) to quarantine, with one log line."""
+        try:
+            moved = (
+                self.spool.quarantine(odd)
+                if claim is None
+                else self.spool.quarantine_claimed(claim)
+            )
+        except OSError as exc:
+            self._broken.add(odd.path)
+            self._note(
+                f"quarantine {odd.id}",
+                f"will not ship {odd.path}: it {odd.why}; and cannot set it aside: {exc}",
+                every=PERMANENT_LOG_EVERY,
+            )
+            return
+        if moved is None:
+            return  # held by a sibling (it decides), gone, or fine after all
+        self.quarantined += 1
+        log.warning(
+            "holmespy set aside %s: it %s; moved to %s, never shipped (%d set aside so far)",
+            odd.key,
+            odd.why,
+            moved,
+            self.quarantined,
         )
 
     def _note(
@@ -434,21 +504,50 @@ class Uploader:
             log.log(level, "holmespy %s", message)
 
 
-def _read_event(folder: Path) -> tuple[dict[str, Any], list[tuple[str, int, str]]]:
-    """event.json's facts, and every file to ship as (name, size, sha256), event.json last."""
-    try:
-        raw = (folder / EVENT_FILE).read_bytes()
-        facts = json.loads(raw)
-        listed = [(f["name"], int(f["size"]), str(f["sha256"])) for f in facts.get("files", [])]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BrokenEvent(f"unreadable {EVENT_FILE} ({type(exc).__name__}: {exc})") from None
-    for name, _size, _sha in listed:
-        if "/" in name or name in ("", ".", "..", EVENT_FILE):
-            raise BrokenEvent(f"{EVENT_FILE} lists a file named {name!r}")
-        if not (folder / name).is_file():
-            raise BrokenEvent(f"{name} is listed in {EVENT_FILE} but missing")
-    listed.append((EVENT_FILE, len(raw), hashlib.sha256(raw).hexdigest()))
-    return facts, listed
+@contextlib.contextmanager
+def _verified(claim: Claim, now: float) -> Iterator[tuple[Manifest, list[tuple[ListedFile, Path]]]]:
+    """The claimed event's manifest and every file to ship, event.json last, each verified.
+
+    A file is taken only if it is a regular file in the event's folder with
+    the size and sha256 event.json lists; it is then shipped from the
+    descriptor that was checked (see `safefs.fd_path`), so no link or
+    swapped file can be read instead. Raises `OddEvent` otherwise.
+    """
+    event = claim.event
+    inspected = inspect_event(claim.fd, event.path, now=now)
+    raw = inspected.raw
+    files = [*inspected.manifest.files]
+    files.append(ListedFile(EVENT_FILE, len(raw), hashlib.sha256(raw).hexdigest()))
+    opened: list[tuple[ListedFile, Path]] = []
+    with contextlib.ExitStack() as stack:
+        for listed in files:
+            try:
+                fd, st = safefs.open_file(claim.fd, listed.name, event.path / listed.name)
+            except (FileNotFoundError, safefs.Refused) as exc:
+                raise OddEvent(f"{listed.name} cannot be shipped: {exc}") from None
+            stack.callback(os.close, fd)
+            if st.st_size != listed.size or _sha256(fd) != listed.sha256:
+                what = (
+                    "event.json changed while it was read"
+                    if listed.name == EVENT_FILE
+                    else (f"{listed.name} does not match the size and sha256 {EVENT_FILE} lists")
+                )
+                raise OddEvent(what)
+            opened.append((listed, safefs.fd_path(fd, event.path / listed.name)))
+        yield inspected.manifest, opened
+
+
+def _sha256(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
+
+
+def _service(key: str) -> str:
+    return key.split("/", 1)[0]
 
 
 def _already_stored(store: Store, key: str, size: int, sha256: str) -> bool:
