@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import pty
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 from test_cli_support import clean_env, cli, script, write_bundle
 
-from holmespy.cli.errors import UnsafePath
 from holmespy.cli.fetch import download
 from holmespy.cli.source import EventRef, RemoteFile
 
@@ -114,7 +114,7 @@ def test_an_event_id_that_is_a_path_is_refused(capsys, dumps, tmp_path, hostile)
     assert not (tmp_path / "o").exists()
 
 
-def test_a_link_inside_a_bundle_is_refused_and_nothing_is_written(capsys, dumps, tmp_path):
+def test_a_planted_link_beside_the_bundle_files_is_never_followed(capsys, dumps, tmp_path):
     bundle = only_bundle(dumps, "cpu")
     secret = tmp_path / "secret.txt"
     secret.write_text("not for you")
@@ -124,33 +124,93 @@ def test_a_link_inside_a_bundle_is_refused_and_nothing_is_written(capsys, dumps,
     result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(out))
 
     assert result.code == 1
-    assert "refused 'stolen.txt'" in result.err
-    assert "not a regular file" in result.err
-    assert not out.exists()
+    assert f"{bundle.name}: 'stolen.txt' is not listed in event.json; not fetched" in result.err
+    copy = out / bundle.name
+    assert sorted(p.name for p in copy.iterdir()) == ["cpu.pb.gz", "event.json", "threads.txt"]
+    assert not any(b"not for you" in p.read_bytes() for p in copy.iterdir())
 
 
-def test_a_copy_that_differs_from_event_json_is_refused(capsys, dumps, tmp_path):
+def test_a_listed_file_swapped_for_a_link_is_refused_and_the_rest_fetched(capsys, dumps, tmp_path):
+    bundle = only_bundle(dumps, "cpu")
+    (tmp_path / "secret").write_text("not for you")
+    (bundle / "threads.txt").unlink()
+    # A relative link whose own size is the size event.json lists for threads.txt.
+    os.symlink("../../../../secret", bundle / "threads.txt")
+    assert (bundle / "threads.txt").lstat().st_size == len(FILES["threads.txt"])
+    out = tmp_path / "out"
+
+    result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(out))
+
+    assert result.code == 1
+    assert "threads.txt: refused 'threads.txt'" in result.err
+    assert "is a symbolic link, not a regular file; not fetched" in result.err
+    assert sorted(p.name for p in (out / bundle.name).iterdir()) == ["cpu.pb.gz", "event.json"]
+
+
+def test_a_planted_named_pipe_does_not_hang_fetch(capsys, dumps, tmp_path):
+    bundle = only_bundle(dumps, "cpu")
+    (bundle / "threads.txt").unlink()
+    os.mkfifo(bundle / "threads.txt")
+
+    result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(tmp_path / "o"))
+
+    assert result.code == 1
+    assert f"{bundle.name}/threads.txt: the source has 0 bytes where event.json lists" in (
+        result.err
+    )
+
+
+def test_a_copy_that_differs_from_event_json_is_refused_and_the_rest_fetched(
+    capsys, dumps, tmp_path
+):
     bundle = only_bundle(dumps, "cpu")
     (bundle / "threads.txt").chmod(0o600)
-    (bundle / "threads.txt").write_bytes(b"tampered\n")
+    (bundle / "threads.txt").write_bytes(b"X" * len(FILES["threads.txt"]))  # same size
     out = tmp_path / "out"
 
     result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(out))
 
     assert result.code == 1
     assert "threads.txt: the copy differs from the sha256 in event.json" in result.err
-    assert list(out.iterdir()) == []
+    assert f"refused 1 file(s) of {bundle.name}" in result.err
+    assert sorted(p.name for p in (out / bundle.name).iterdir()) == ["cpu.pb.gz", "event.json"]
 
 
-def test_a_corrupt_event_json_still_fetches_with_a_warning(capsys, dumps, tmp_path):
+def test_a_corrupt_event_json_vouches_for_no_file(capsys, dumps, tmp_path):
     bundle = only_bundle(dumps, "cpu")
     (bundle / "event.json").write_text("{not json")
 
     result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(tmp_path / "o"))
 
-    assert result.code == 0
-    assert "corrupt event.json: not JSON" in result.err
-    assert (tmp_path / "o" / bundle.name / "threads.txt").exists()
+    assert result.code == 1
+    assert "corrupt event.json is not JSON" in result.err
+    assert "none of its 2 other file(s) is fetched" in result.err
+    assert [p.name for p in (tmp_path / "o" / bundle.name).iterdir()] == ["event.json"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "why"),
+    [
+        ({"files": [{"name": 7, "size": 1, "sha256": "0" * 64}]}, "lists a file named 7"),
+        ({"files": [{"name": "a", "size": "1", "sha256": "0" * 64}]}, "gives a the size '1'"),
+        ({"files": "threads.txt"}, 'has no "files" list'),
+        ({"files": [[[[]]]]}, "lists [[[]]], not a file entry"),
+        (
+            {"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+            "deeper than",
+        ),
+        ([1, 2, 3], "is not a JSON object"),
+    ],
+)
+def test_an_event_json_of_odd_shape_is_refused_in_one_line(capsys, dumps, tmp_path, shape, why):
+    bundle = only_bundle(dumps, "cpu")
+    (bundle / "event.json").write_text(json.dumps(shape))
+
+    result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(tmp_path / "o"))
+
+    assert result.code == 1
+    assert why in result.err
+    assert "Traceback" not in result.err
 
 
 def test_fetch_needs_an_id_or_latest(capsys, dumps):
@@ -221,21 +281,30 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(dumps, tmp_path):
 
 class AnyKeyStore:
     """A source that lists whatever names it is given, as AWS S3 allows any key
-    (SeaweedFS and local folders cannot even hold a `..` name)."""
+    (SeaweedFS and local folders cannot even hold a `..` name). Its event.json
+    lists threads.txt, as a real one would; `sizes` is what its listing claims."""
 
     url = "s3://anything-goes/prefix"
     workers = 1
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
+    def __init__(self, names: list[str], threads: bytes = b"stacks") -> None:
+        digest = hashlib.sha256(b"stacks").hexdigest()
+        listed = [{"name": "threads.txt", "size": 6, "sha256": digest}]
+        self.content = {name: b"evil" for name in names}
+        self.content["threads.txt"] = threads
+        self.content["event.json"] = json.dumps({"files": listed}).encode()
+        self.sizes = {name: len(data) for name, data in self.content.items()}
         self.copied: list[str] = []
 
     def files(self, ref: EventRef) -> list[RemoteFile]:
-        return [RemoteFile(name, 4) for name in self.names]
+        return [RemoteFile(name, size) for name, size in self.sizes.items()]
 
     def copy(self, ref: EventRef, name: str, out, progress) -> None:
         self.copied.append(name)
-        out.write(b"evil")
+        out.write(self.content[name])
+
+
+REF = EventRef("api", "2026-11-24", "20261124T040833.180Z-cpu-e27a2bc06f")
 
 
 @pytest.mark.parametrize(
@@ -247,29 +316,35 @@ class AnyKeyStore:
         "..\\..\\escape.txt",
         "a//b.txt",
         "./event.json",
+        "extra/notes.txt",
         "",
     ],
 )
-def test_a_key_leaving_the_event_folder_is_refused_before_any_write(tmp_path, hostile):
-    store = AnyKeyStore(["event.json", "threads.txt", hostile])
-    ref = EventRef("api", "2026-11-24", "20261124T040833.180Z-cpu-e27a2bc06f")
+def test_a_key_leaving_the_event_folder_is_never_requested(tmp_path, hostile):
+    store = AnyKeyStore([hostile])
     out = tmp_path / "out"
 
-    with pytest.raises(UnsafePath) as refused:
-        download(store, ref, out)  # type: ignore[arg-type]
+    fetched = download(store, REF, out)  # type: ignore[arg-type]
 
-    assert str(refused.value) == (
-        f"refused {hostile!r}: a bundle file must stay inside its event folder"
-    )
-    assert store.copied == []
-    assert list(tmp_path.iterdir()) == []
+    assert store.copied == ["event.json", "threads.txt"]
+    assert fetched.refused == [f"{REF.id}: {hostile!r} is not listed in event.json; not fetched"]
+    assert sorted(p.name for p in fetched.path.iterdir()) == ["event.json", "threads.txt"]
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert written == [
+        "out",
+        f"out/{REF.id}",
+        f"out/{REF.id}/event.json",
+        f"out/{REF.id}/threads.txt",
+    ]
 
 
-def test_nested_names_inside_the_event_folder_are_fine(tmp_path):
-    store = AnyKeyStore(["event.json", "extra/notes.txt"])
-    ref = EventRef("api", "2026-11-24", "20261124T040833.180Z-cpu-e27a2bc06f")
+def test_a_source_that_sends_more_than_listed_is_cut_off(tmp_path):
+    store = AnyKeyStore([], threads=b"stacks" + bytes(1 << 20))
+    store.sizes["threads.txt"] = 6  # its listing agrees with event.json; its body does not
 
-    fetched = download(store, ref, tmp_path)  # type: ignore[arg-type]
+    fetched = download(store, REF, tmp_path)  # type: ignore[arg-type]
 
-    assert (fetched.path / "extra" / "notes.txt").read_bytes() == b"evil"
-    assert fetched.files == ["event.json", "extra/notes.txt"]
+    assert fetched.refused == [
+        f"{REF.id}/threads.txt: is longer than the 6 bytes listed; not fetched"
+    ]
+    assert [p.name for p in fetched.path.iterdir()] == ["event.json"]

@@ -47,7 +47,8 @@ class Refused(PermissionError):
     """A folder or file holmespy will not use; the message says why and what to do."""
 
     def __init__(self, path: Path | str, problem: str, todo: str) -> None:
-        super().__init__(errno.EPERM, problem, str(path))
+        # strerror and filename as OSError handlers print them: "<path>: refused: it ...".
+        super().__init__(errno.EPERM, f"refused: it {problem}; {todo}", str(path))
         self.path = str(path)
         self.problem = problem
         self.todo = todo
@@ -203,6 +204,24 @@ def open_below(
     return fd
 
 
+def descend(dir_fd: int, parts: Sequence[str]) -> int:
+    """The folder `part/part...` below `dir_fd`, each part opened without following a link.
+
+    Unlike `open_below`, no check of owner or mode: for reading folders that
+    may belong to someone else (`holmespy ls --from`), where only links matter.
+    """
+    fd = os.dup(dir_fd)
+    try:
+        for part in parts:
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def subfolders(dir_fd: int) -> list[str]:
     """Names of the real folders in `dir_fd` (links to folders are not folders), sorted."""
     with os.scandir(dir_fd) as entries:
@@ -308,6 +327,24 @@ def write_file(dir_fd: int, name: str, data: bytes, mode: int = PRIVATE_FILE) ->
         os.fchmod(fd, mode)
         write_all(fd, data)
         os.fsync(fd)
+
+
+def replace_file(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    """Write `path` whole or not at all: a new temp file renamed over it.
+
+    Missing parent folders are created 0700; the file gets `mode` whatever
+    the umask. A link at `path` is replaced by the file, never written
+    through, and the temp name cannot be guessed in advance.
+    """
+    with owned(open_dirs(path.parent)) as folder:
+        temp = f".{path.name}.tmp-{secrets.token_hex(6)}"
+        write_file(folder, temp, data, mode)
+        try:
+            os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=folder)
+            raise
 
 
 def write_all(fd: int, data: bytes) -> None:

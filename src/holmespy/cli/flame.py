@@ -4,6 +4,10 @@ The format comes from `-f`, else from OUT's name: `.html` is the
 self-contained page of `flamegraph.py`; `.json` speedscope's file format
 (open it at speedscope.app); `.txt`, `.folded` or `.collapsed` Brendan
 Gregg's collapsed stacks, which flamegraph.pl, inferno and Pyroscope read.
+
+OUT is written like a dump: a private file (0600) in folders created 0700
+when missing, whatever the umask, renamed into place, so a link planted at
+OUT is replaced rather than written through.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from holmespy import safefs
 from holmespy.cli.errors import BadUsage
 from holmespy.cli.flamegraph import render_html, tree_from_collapsed
 from holmespy.cli.profiles import collector_paused, column, load
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     out = Path(args.output)
-    out.write_text(text)
+    safefs.replace_file(out, text.encode())
     warn(f"wrote {out} ({fmt})" + (": open it in a browser" if fmt == "html" else ""))
     return 0
 

@@ -12,23 +12,29 @@ events in SeaweedFS: 1.0 s for the delimited listings, 12 s for every key).
 Names found in a source are data from elsewhere: a service, day or event id
 that does not have the expected form is skipped, and a file name that would
 leave its event's folder (`..`, absolute, backslashes) is refused by
-`member_path` before anything is written.
+`member_path` before anything is written. In a folder, everything below the
+folder named is opened without following links, and only regular files are
+read. The default folder (no --from, no HOLMES_* setting) is read only if it
+belongs to this user and nobody else can write it: anyone can create that
+name first.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
+from holmespy import safefs
 from holmespy.bundle import DAY_RE as DAY_RE
 from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
-from holmespy.cli.errors import BadUsage, NotFound, UnsafePath
+from holmespy.bundle import open_dump_root
+from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
 from holmespy.config import default_dump_path
+from holmespy.manifest import MAX_EVENT_JSON
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import ObjectNotFound, S3Location, StorageError
 
@@ -94,7 +100,23 @@ def resolve_source(given: str | None) -> Source:
         return S3Source(src)
     if src and "://" in src:
         raise BadUsage(f"{src}: a source is a folder or an s3://bucket/prefix URL")
-    return LocalSource(Path(src) if src else default_dump_path())
+    if src:
+        return LocalSource(Path(src))
+    return LocalSource(_checked_default())
+
+
+def _checked_default() -> Path:
+    """The user's default dump folder, if it is the user's: its name can be taken by anyone."""
+    root = default_dump_path()
+    try:
+        fd = open_dump_root(root, create=False)
+    except safefs.Refused as exc:
+        raise CLIError(f"{exc}; or read it anyway with --from {root}") from None
+    except OSError:
+        return root  # LocalSource says what is wrong with it
+    if fd is not None:
+        os.close(fd)
+    return root
 
 
 def member_path(name: str) -> PurePosixPath:
@@ -148,30 +170,42 @@ class LocalSource:
         return self.root / ref.service / ref.day / ref.id
 
     def files(self, ref: EventRef) -> list[RemoteFile]:
-        top = self.folder(ref)
-        found: list[RemoteFile] = []
-        for dirpath, dirnames, filenames in os.walk(top):
-            here = Path(dirpath)
-            for name in sorted(filenames) + [d for d in dirnames if (here / d).is_symlink()]:
-                path = here / name
-                rel = path.relative_to(top).as_posix()
-                info = path.lstat()
-                if not stat.S_ISREG(info.st_mode):
-                    # A link would copy whatever it points at on this machine; bundles hold none.
-                    raise UnsafePath(f"refused {rel!r} in {top}: not a regular file")
-                found.append(RemoteFile(rel, info.st_size))
-        if not found and not top.is_dir():
-            raise NotFound(f"{ref.id}: no such event in {self.url}")
-        return found
+        """Every entry of the event's folder, of any kind: `fetch` decides what it takes."""
+        try:
+            folder = self._open_event(ref)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{ref.id}: no such event in {self.url}") from None
+        with safefs.owned(folder), os.scandir(folder) as entries:
+            found = [RemoteFile(e.name, e.stat(follow_symlinks=False).st_size) for e in entries]
+        return sorted(found, key=lambda f: f.name)
 
     def read(self, ref: EventRef, name: str) -> bytes:
-        return (self.folder(ref) / member_path(name)).read_bytes()
+        # One byte past the largest event.json: big enough for the reader to refuse it.
+        with self._open(ref, name) as f:
+            return f.read(MAX_EVENT_JSON + 1)
 
     def copy(self, ref: EventRef, name: str, out: Any, progress: Progress) -> None:
-        with (self.folder(ref) / member_path(name)).open("rb") as f:
+        with self._open(ref, name) as f:
             for block in iter(lambda: f.read(CHUNK), b""):
                 out.write(block)
                 progress(len(block))
+
+    def _open_event(self, ref: EventRef) -> int:
+        # Every part below the folder the user named is opened without following links.
+        with safefs.owned(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)) as root:
+            return safefs.descend(root, [ref.service, ref.day, ref.id])
+
+    def _open(self, ref: EventRef, name: str) -> BinaryIO:
+        """A regular file of the event, read by descriptor; `UnsafePath` for anything else."""
+        path = self.folder(ref) / member_path(name)
+        try:
+            with safefs.owned(self._open_event(ref)) as folder:
+                fd, _ = safefs.open_file(folder, name, path)
+        except safefs.Refused as exc:
+            raise UnsafePath(f"refused {name!r} in {self.folder(ref)}: {exc.problem}") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{ref.id}: no {name} in {self.url}") from None
+        return open(fd, "rb")
 
 
 def _names(folder: Path, pattern: re.Pattern[str]) -> list[str]:

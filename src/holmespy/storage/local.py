@@ -1,7 +1,9 @@
 """The local folder as a store: the default place of dumps, and the layout of the spool.
 
 Writes are atomic like bundles are (a `.tmp-<pid>-` sibling renamed into
-place) and private (0700 folders, 0600 files). Object metadata has no place
+place) and private (0700 folders, 0600 files), made by descriptor: the temp
+file is created exclusively and never through a link, and a read takes a
+regular file only. Object metadata has no place
 on disk; a local event carries the same facts in its `event.json`.
 """
 
@@ -11,10 +13,12 @@ import contextlib
 import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from holmespy.bundle import TMP_PREFIX, _pid_alive, make_private_dirs
+from holmespy import safefs
+from holmespy.bundle import TMP_PREFIX, _pid_alive
 from holmespy.storage.base import ObjectInfo, check_key
 from holmespy.storage.s3client import ObjectNotFound, StorageError
 
@@ -35,19 +39,25 @@ class LocalStore:
         timeout: float = 0.0,
     ) -> ObjectInfo:
         dest = self._path(key)
-        temp = dest.parent / f"{TMP_PREFIX}{os.getpid()}-{dest.name}"
+        temp = f"{TMP_PREFIX}{os.getpid()}-{dest.name}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            make_private_dirs(dest.parent)
-            with path.open("rb") as src:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.replace(temp, dest)
+            with safefs.owned(safefs.open_dirs(dest.parent)) as folder:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(
+                        temp, dir_fd=folder
+                    )  # our own leftover; a link is removed, not followed
+                try:
+                    with path.open("rb") as src, open(temp, "wb", opener=_in(folder, flags)) as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(temp, dest.name, src_dir_fd=folder, dst_dir_fd=folder)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=folder)
+                    raise
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
             raise StorageError(f"cannot store {key} in {self.root}: {exc}") from exc
         return self._info(key, dest)
 
@@ -67,8 +77,12 @@ class LocalStore:
                         yield self._info(key, path)
 
     def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            with safefs.owned(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)) as folder:
+                fd, _ = safefs.open_file(folder, path.name, path)
+            with open(fd, "rb") as f:
+                return f.read()
         except FileNotFoundError:
             raise ObjectNotFound(f"no {key} in {self.root}") from None
         except OSError as exc:
@@ -76,7 +90,7 @@ class LocalStore:
 
     def get_file(self, key: str, dest: Path) -> None:
         src = self._path(key)
-        if not src.is_file():
+        if not stat.S_ISREG(_lstat_mode(src)):
             raise ObjectNotFound(f"no {key} in {self.root}")
         LocalStore(dest.parent).put_file(dest.name, src)
 
@@ -98,7 +112,7 @@ class LocalStore:
         folder = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         for temp in folder.rglob(f"{TMP_PREFIX}*"):
             pid = temp.name[len(TMP_PREFIX) :].split("-", 1)[0]
-            if temp.is_file() and pid.isdigit() and not _pid_alive(int(pid)):
+            if stat.S_ISREG(_lstat_mode(temp)) and pid.isdigit() and not _pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     temp.unlink()
                     removed += 1
@@ -111,3 +125,15 @@ class LocalStore:
         st = path.stat()
         modified = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
         return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=None)
+
+
+def _in(folder: int, flags: int) -> Callable[[str, int], int]:
+    """An `open()` opener that creates the file 0600 in `folder`, with `flags`."""
+    return lambda name, _: os.open(name, flags, 0o600, dir_fd=folder)
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return path.lstat().st_mode
+    except OSError:
+        return 0
