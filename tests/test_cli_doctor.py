@@ -106,6 +106,32 @@ def test_a_dump_folder_that_cannot_be_written_fails(capsys, env, tmp_path):
     assert "set HOLMES_DUMP_PATH to a writable folder" in found["dumps"]["detail"]
 
 
+def test_a_dump_folder_open_to_others_fails_with_the_command_to_fix_it(capsys, env, tmp_path):
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "dumps").chmod(0o777)
+
+    code, found = findings(capsys)
+
+    assert code == 1
+    assert found["dumps"]["status"] == "fail"
+    assert found["dumps"]["detail"] == (
+        f"refused {tmp_path / 'dumps'}: it is writable by group and others (mode 0777);"
+        f" run `chmod go-w {tmp_path / 'dumps'}` if what it holds is yours, or set"
+        " HOLMES_DUMP_PATH to a folder that only this user can write"
+    )
+
+
+def test_a_dump_folder_planted_as_a_symlink_fails(capsys, env, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "dumps").symlink_to(tmp_path / "elsewhere")
+
+    code, found = findings(capsys)
+
+    assert code == 1
+    assert "it is a symbolic link, not a folder; remove it" in found["dumps"]["detail"]
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_a_webhook_url_is_shown_without_its_secret_parts(capsys, env):
     env.setenv("HOLMES_WEBHOOK_URL", "https://hooks.example.com/services/T0/B0/s3cr3tT0ken?k=v")
 

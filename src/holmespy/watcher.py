@@ -214,8 +214,9 @@ class Watcher:
         try:
             fd = open_dump_root(root, create=False)  # a missing one is made by the first event
         except OSError as exc:
-            self.last_error = describe_os_error(exc, root)
-            log.error("holmespy cannot write dumps: %s", self.last_error)
+            message = describe_os_error(exc, root)
+            log.error("holmespy cannot write dumps: %s", message)
+            self.last_error = message
             return
         if fd is not None:
             os.close(fd)
