@@ -290,6 +290,38 @@ def publish_bundle(
         return bundle.publish({"id": event_id, "service": service, **host_facts(), "rule": rule})
 
 
+def plant_event(
+    dump_path: Path,
+    service: str,
+    files: dict[str, bytes],
+    *,
+    event_id: str | None = None,
+    listed: list[Any] | None = None,
+    event: Any = None,
+) -> Path:
+    """An event folder that holmespy did not write: made by hand, as an attacker or
+    damage leaves one. event.json lists `listed` (default: every file with its
+    real size and sha256), or is `event` itself when given."""
+    import hashlib
+
+    from holmespy.bundle import event_folder, new_event_id
+
+    event_id = event_id or new_event_id("cpu")
+    folder = event_folder(dump_path, service, event_id)
+    folder.mkdir(mode=0o700, parents=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    if listed is None:
+        listed = [
+            {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in files.items()
+        ]
+    if event is None:
+        event = {"id": event_id, "service": service, "rule": "cpu", "files": listed}
+    (folder / "event.json").write_text(json.dumps(event))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     """The session's SeaweedFS; a test that stopped it gets it back running for the next."""

@@ -29,7 +29,7 @@ import pytest
 from holmespy.config import Config
 from holmespy.storage.spool import Spool
 from holmespy.storage.uploader import Backoff, Uploader
-from tests.s3_server import SeaweedFS, publish_bundle
+from tests.s3_server import SeaweedFS, plant_event, publish_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "svc"
@@ -144,6 +144,38 @@ def test_events_left_by_an_earlier_run_are_shipped_when_the_next_one_starts(
     assert uploader.status()["uploaded"] == 3
     for folder, event in zip(left, events, strict=True):
         assert_delivered(aws_env, bucket, folder, event)
+
+
+def test_planted_events_are_set_aside_and_the_later_ones_still_reach_the_bucket(
+    make_uploader: Callable[..., Uploader], aws_env: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
+    dumps = tmp_path / "dumps"
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root-only secret\n")
+    linked = [
+        {
+            "name": "cpu.pb.gz",
+            "size": 17,
+            "sha256": hashlib.sha256(b"root-only secret\n").hexdigest(),
+        }
+    ]
+    symlinked = plant_event(dumps, SERVICE, {}, listed=linked)
+    (symlinked / "cpu.pb.gz").symlink_to(secret)
+    forged = [{"name": "cpu.pb.gz", "size": 6, "sha256": "0" * 64}]
+    wrong_sha = plant_event(dumps, SERVICE, {"cpu.pb.gz": b"forged"}, listed=forged)
+    real = [publish_bundle(dumps, SERVICE, {"threads.txt": bytes([n]) * 9}) for n in range(2)]
+    events = [read_event(folder) for folder in real]
+
+    uploader = make_uploader()
+
+    assert uploader.flush(30)
+    for folder, event in zip(real, events, strict=True):
+        assert_delivered(aws_env, bucket, folder, event)
+    assert len(aws_env.keys(bucket)) == 4  # the real events' files, nothing else
+    status = uploader.status()
+    assert (status["uploaded"], status["quarantined"], status["failed_attempts"]) == (2, 2, 0)
+    aside = sorted(p.name for p in (dumps / SERVICE / "quarantine").iterdir())
+    assert aside == sorted([symlinked.name, wrong_sha.name])
 
 
 @pytest.mark.parametrize(

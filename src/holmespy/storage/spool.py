@@ -161,7 +161,7 @@ class Spool:
             except OddEvent as exc:
                 odd.append(OddEntry(root / key, key, str(exc)))
             except OSError as exc:
-                odd.append(OddEntry(root / key, key, f"cannot be read ({exc.strerror})"))
+                odd.append(OddEntry(root / key, key, f"the folder cannot be read ({exc.strerror})"))
             else:
                 found.append(SpooledEvent(path=root / key, key=key, size=size))
 
@@ -312,28 +312,30 @@ def inspect_event(fd: int, path: Path, *, now: float) -> Inspected:
     me = os.geteuid()
     st = os.fstat(fd)
     if st.st_uid != me:
-        raise OddEvent(f"is owned by {safefs.user(st.st_uid)}, not {safefs.user(me)}")
+        raise OddEvent(f"the folder is owned by {safefs.user(st.st_uid)}, not {safefs.user(me)}")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise OddEvent(f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})")
+        raise OddEvent(f"the folder is writable by others (mode {stat.S_IMODE(st.st_mode):04o})")
     when = _id_time(path.name)
     if when is None:
-        raise OddEvent("has an id whose time is no date")
+        raise OddEvent("its id holds no valid date")
     if when > now + MAX_FUTURE:
         stamp = dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
-        raise OddEvent(f"is dated {stamp}, more than a day ahead of this host's clock")
+        raise OddEvent(f"its id is dated {stamp}, more than a day ahead of this host's clock")
     try:
         raw = safefs.read_file(fd, EVENT_FILE, path / EVENT_FILE, limit=MAX_EVENT_JSON)
     except FileNotFoundError:
-        raise OddEvent(f"has no {EVENT_FILE}") from None
+        raise OddEvent(f"{EVENT_FILE} is missing") from None
     except safefs.Refused as exc:
-        raise OddEvent(f"has an {EVENT_FILE} that {exc.problem}") from None
+        raise OddEvent(f"{EVENT_FILE} {exc.problem}") from None
     try:
         manifest = parse_manifest(raw)
     except BadManifest as exc:
         raise OddEvent(str(exc)) from None
     unlisted = sorted(set(os.listdir(fd)) - manifest.names - {EVENT_FILE})
     if unlisted:
-        raise OddEvent(f"holds {reprlib.repr(unlisted[0])}, which {EVENT_FILE} does not list")
+        raise OddEvent(
+            f"{reprlib.repr(unlisted[0])} is in the folder but not listed in {EVENT_FILE}"
+        )
     size = _on_disk(os.stat(EVENT_FILE, dir_fd=fd, follow_symlinks=False))
     for listed in manifest.files:
         try:
@@ -381,7 +383,7 @@ def _open_entry(day_fd: int, name: str) -> int:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
         mode = os.stat(name, dir_fd=day_fd, follow_symlinks=False).st_mode
-        raise OddEvent(f"is {safefs.kind(mode)}, not an event folder") from None
+        raise OddEvent(f"the entry is {safefs.kind(mode)}, not an event folder") from None
 
 
 def _on_disk(st: os.stat_result) -> int:

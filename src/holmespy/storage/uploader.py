@@ -471,7 +471,7 @@ class Uploader:
             self._broken.add(odd.path)
             self._note(
                 f"quarantine {odd.id}",
-                f"will not ship {odd.path}: it {odd.why}; and cannot set it aside: {exc}",
+                f"will not ship {odd.path}: {odd.why}; and cannot set it aside: {exc}",
                 every=PERMANENT_LOG_EVERY,
             )
             return
@@ -479,7 +479,7 @@ class Uploader:
             return  # held by a sibling (it decides), gone, or fine after all
         self.quarantined += 1
         log.warning(
-            "holmespy set aside %s: it %s; moved to %s, never shipped (%d set aside so far)",
+            "holmespy set aside %s: %s; moved to %s, never shipped (%d set aside so far)",
             odd.key,
             odd.why,
             moved,
@@ -523,8 +523,10 @@ def _verified(claim: Claim, now: float) -> Iterator[tuple[Manifest, list[tuple[L
         for listed in files:
             try:
                 fd, st = safefs.open_file(claim.fd, listed.name, event.path / listed.name)
-            except (FileNotFoundError, safefs.Refused) as exc:
-                raise OddEvent(f"{listed.name} cannot be shipped: {exc}") from None
+            except FileNotFoundError:
+                raise OddEvent(f"{listed.name} is listed in {EVENT_FILE} but missing") from None
+            except safefs.Refused as exc:
+                raise OddEvent(f"{listed.name} {exc.problem}") from None
             stack.callback(os.close, fd)
             if st.st_size != listed.size or _sha256(fd) != listed.sha256:
                 what = (
