@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pty
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -348,3 +349,56 @@ def test_a_source_that_sends_more_than_listed_is_cut_off(tmp_path):
         f"{REF.id}/threads.txt: is longer than the 6 bytes listed; not fetched"
     ]
     assert [p.name for p in fetched.path.iterdir()] == ["event.json"]
+
+
+def test_a_planted_tmp_fetch_link_in_a_shared_folder_is_not_followed(capsys, dumps, tmp_path):
+    bundle = only_bundle(dumps, "cpu")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # The temp names fetch used to take: pid and event id, both guessable.
+    for pid in (os.getpid(), os.getpid() + 1):
+        (shared / f".tmp-fetch-{pid}-{bundle.name}").symlink_to(elsewhere)
+
+    result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(shared))
+
+    assert result.code == 0, result.err
+    assert list(elsewhere.iterdir()) == []
+    copy = shared / bundle.name
+    assert sorted(p.name for p in copy.iterdir()) == ["cpu.pb.gz", "event.json", "threads.txt"]
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o700
+    temps = sorted(p.name for p in shared.iterdir() if p.name.startswith(".tmp-fetch-"))
+    assert len(temps) == 2  # the planted links, left alone; fetch's own temp folder is gone
+
+
+def test_a_planted_link_at_the_target_is_refused_even_with_force(capsys, dumps, tmp_path):
+    bundle = only_bundle(dumps, "cpu")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / bundle.name).symlink_to(elsewhere)
+
+    result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(out), "--force")
+
+    assert result.code == 1
+    assert "already exists" in result.err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_missing_output_folders_are_made_0700_under_umask_000(capsys, dumps, tmp_path):
+    bundle = only_bundle(dumps, "cpu")
+    out = tmp_path / "a" / "b"
+    old = os.umask(0)
+    try:
+        result = cli(capsys, "fetch", bundle.name, "--from", str(dumps), "-o", str(out))
+    finally:
+        os.umask(old)
+
+    assert result.code == 0, result.err
+    copy = out / bundle.name
+    folders = [tmp_path / "a", out, copy]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in folders] == [0o700] * 3
+    assert {stat.S_IMODE(p.stat().st_mode) for p in copy.iterdir()} == {0o600}

@@ -9,6 +9,8 @@ their time, and the search and zoom given in the URL must have applied.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -238,3 +240,31 @@ def test_the_console_script_writes_a_page_with_no_network_reference(tmp_path, cp
     assert "https://" not in text
     assert "<script src" not in text
     assert "<link" not in text
+
+
+def test_out_in_new_folders_is_private_under_umask_000(capsys, tmp_path, cpu_file):
+    out = tmp_path / "reports" / "today" / "cpu.html"
+    old = os.umask(0)
+    try:
+        result = cli(capsys, "flame", str(cpu_file), "-o", str(out))
+    finally:
+        os.umask(old)
+
+    assert result.code == 0, result.err
+    modes = [stat.S_IMODE(p.stat().st_mode) for p in (out.parent.parent, out.parent, out)]
+    assert modes == [0o700, 0o700, 0o600]
+
+
+def test_a_link_planted_at_out_is_replaced_not_written_through(capsys, tmp_path, cpu_file):
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n")
+    out = tmp_path / "shared" / "cpu.folded"
+    out.parent.mkdir()
+    out.symlink_to(victim)
+
+    result = cli(capsys, "flame", str(cpu_file), "-o", str(out))
+
+    assert result.code == 0, result.err
+    assert victim.read_text() == "keep me\n"
+    assert not out.is_symlink()
+    assert "render_report" in out.read_text()
