@@ -550,8 +550,12 @@ def _raise(name: str, text: str, expected: str) -> Any:
 def help_table() -> str:
     """The table as text, for `holmespy --help-env` and the docs."""
     defaults = Config()
-    rows = [(o.env, o.show(getattr(defaults, o.field)), o.help) for o in OPTIONS]
-    rows[1] = (rows[1][0], "<script name>", rows[1][2])
+    # Defaults that depend on the program and user running, said as such.
+    placeholders = {"service": "<script name>", "dump_path": "$TMPDIR/holmespy-<euid>"}
+    rows = [
+        (o.env, placeholders.get(o.field) or o.show(getattr(defaults, o.field)), o.help)
+        for o in OPTIONS
+    ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(
         f"{env:<{width}}  {hlp}\n{'':<{width}}  default: {dflt or '(unset)'}"

@@ -152,18 +152,19 @@ def open_child(
     `path` is its name in messages.
     """
     created = False
-    if create:
-        try:
-            os.mkdir(name, PRIVATE_DIR, dir_fd=dir_fd)
-            created = True
-        except FileExistsError:
-            pass
     try:
-        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        if create:
-            raise
-        return None
+        try:
+            fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            # Only now: mkdir on a read-only file system fails even where the folder exists.
+            try:
+                os.mkdir(name, PRIVATE_DIR, dir_fd=dir_fd)
+                created = True
+            except FileExistsError:
+                pass  # made by a sibling process meanwhile: checked below like any other
+            fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise

@@ -158,7 +158,7 @@ def _fetch_manifest(
     try:
         copy = _fetch(source, ref, EVENT_FILE, folder, limit=MAX_EVENT_JSON, fetched=fetched)
     except _Refused as exc:
-        return None, f"{EVENT_FILE} {exc}"
+        return None, f"its {EVENT_FILE} could not be taken ({exc})"
     try:
         return parse_manifest(bytes(copy.kept or b"")), ""
     except BadManifest as exc:
