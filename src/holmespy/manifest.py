@@ -102,13 +102,11 @@ def _listed_file(entry: object) -> ListedFile:
     return ListedFile(name, size, digest)
 
 
-def _check_depth(value: object) -> None:
-    pending: list[tuple[object, int]] = [(value, 1)]
+def _check_depth(value: dict[str, Any]) -> None:
+    pending: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while pending:
         item, depth = pending.pop()
         if depth > MAX_DEPTH:
             raise BadManifest(f"{EVENT_FILE} nests deeper than {MAX_DEPTH} levels")
-        if isinstance(item, dict):
-            pending.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            pending.extend((v, depth + 1) for v in item)
+        values = item.values() if isinstance(item, dict) else item
+        pending.extend((v, depth + 1) for v in values if isinstance(v, dict | list))

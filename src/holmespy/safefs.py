@@ -310,15 +310,20 @@ def read_file(dir_fd: int, name: str, path: Path | str, *, limit: int) -> bytes:
     """The content of the regular file `name` in `dir_fd`; `Refused` if longer than `limit`."""
     fd, st = open_file(dir_fd, name, path)
     with owned(fd):
-        if st.st_size > limit:
-            raise Refused(path, f"is {st.st_size} bytes, more than {limit}", "it is not read")
-        data = b""
-        while len(data) <= limit:
-            block = os.read(fd, limit + 1 - len(data))
-            if not block:
-                return data
-            data += block
-        raise Refused(path, f"grew past {limit} bytes while read", "it is not read")
+        return read_open(fd, st, path, limit=limit)
+
+
+def read_open(fd: int, st: os.stat_result, path: Path | str, *, limit: int) -> bytes:
+    """The content of the open regular file `fd` (its fstat `st`), at most `limit` bytes."""
+    if st.st_size > limit:
+        raise Refused(path, f"is {st.st_size} bytes, more than {limit}", "it is not read")
+    data = b""
+    while len(data) <= limit:
+        block = os.read(fd, limit + 1 - len(data))
+        if not block:
+            return data
+        data += block
+    raise Refused(path, f"grew past {limit} bytes while read", "it is not read")
 
 
 def write_file(dir_fd: int, name: str, data: bytes, mode: int = PRIVATE_FILE) -> None:

@@ -516,6 +516,7 @@ def _verified(claim: Claim, now: float) -> Iterator[tuple[Manifest, list[tuple[L
     event = claim.event
     inspected = inspect_event(claim.fd, event.path, now=now)
     raw = inspected.raw
+    assert raw is not None  # read now: nothing was `known`
     files = [*inspected.manifest.files]
     files.append(ListedFile(EVENT_FILE, len(raw), hashlib.sha256(raw).hexdigest()))
     opened: list[tuple[ListedFile, Path]] = []
