@@ -330,6 +330,19 @@ def test_scan_names_what_is_odd_and_why(dumps: Path) -> None:
     assert scan.odd == [OddEntry(planted, key, why)]
 
 
+def test_an_event_json_rewritten_after_a_scan_is_read_again(dumps: Path) -> None:
+    real = publish_bundle(dumps, SERVICE, {"threads.txt": b"stacks"})
+    spool = Spool(dumps, 1 << 30)
+    assert [e.id for e in spool.scan().events] == [real.name]
+    (real / "event.json").chmod(0o600)
+    (real / "event.json").write_text('{"files": [{"name": 7}]}')
+
+    scan = spool.scan()
+
+    assert scan.events == []
+    assert [(o.id, o.why) for o in scan.odd] == [(real.name, "event.json lists a file named 7")]
+
+
 # -- a failing pass --
 
 

@@ -277,12 +277,13 @@ class Spool:
         with safefs.owned(root_fd):
             return safefs.open_below(root_fd, root, [service, day], create=False)
 
-    def _move_aside(self, day_fd: int, key: str) -> Path:
+    def _move_aside(self, day_fd: int, key: str) -> Path | None:
+        """Rename `<day>/<name>` into the service's quarantine; None if it is gone already."""
         service, _, name = key.split("/")
         root = self.root
         root_fd = open_dump_root(root, create=False)
         if root_fd is None:
-            raise FileNotFoundError(errno.ENOENT, "the dump folder is gone", str(root))
+            return None
         with safefs.owned(root_fd):
             folder = safefs.open_below(root_fd, root, [service, QUARANTINE], create=True)
         assert folder is not None  # created
@@ -291,7 +292,10 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 os.stat(dest, dir_fd=folder, follow_symlinks=False)
                 dest = f"{name}.{os.urandom(3).hex()}"  # the same id set aside twice
-            os.rename(name, dest, src_dir_fd=day_fd, dst_dir_fd=folder)
+            try:
+                os.rename(name, dest, src_dir_fd=day_fd, dst_dir_fd=folder)
+            except FileNotFoundError:
+                return None  # a link or file has no lock: a sibling moved it first
             for old in sorted(os.listdir(folder))[:-QUARANTINE_KEEP]:
                 with contextlib.suppress(OSError):
                     safefs.remove_tree(folder, old)
