@@ -292,7 +292,7 @@ if pid == 0:
     while holmespy.status().events < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     status = holmespy.status()
-    print(json.dumps({"event": status.last_event, "error": status.last_error}))
+    print(json.dumps({"event": status.last_event, "error": status.last_error}), flush=True)
     os._exit(0)
 os.waitpid(pid, 0)
 """
