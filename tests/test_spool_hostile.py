@@ -259,6 +259,18 @@ def test_a_future_dated_sparse_giant_cannot_evict_the_real_events(
     assert uploader.status()["dropped"] == 0
 
 
+def test_an_event_json_modified_in_the_future_is_set_aside(dumps: Path) -> None:
+    planted = plant_event(dumps, SERVICE, {"threads.txt": b"stacks"})
+    year_2100 = 4_102_444_800
+    os.utime(planted / "event.json", (year_2100, year_2100))
+
+    scan = Spool(dumps, 1 << 30).scan()
+
+    assert scan.events == []
+    why = "event.json was modified at 2100-01-01T00:00:00+00:00, more than a day ahead of now"
+    assert [o.why for o in scan.odd] == [why]
+
+
 def test_a_sparse_giant_counts_only_the_bytes_it_takes_on_disk(dumps: Path) -> None:
     real = [publish_bundle(dumps, SERVICE, {"heap.pb.gz": os.urandom(10_000)}) for _ in "ab"]
     listed = [{"name": "cpu.pb.gz", "size": 2 << 30, "sha256": "0" * 64}]

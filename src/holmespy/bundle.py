@@ -115,6 +115,13 @@ class BundleWriter:
         return safefs.fd_path(self._temp_fd, self.temp)
 
     def __enter__(self) -> BundleWriter:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+    def open(self) -> BundleWriter:
+        """Open the day's folder (made if missing) and make the temp folder in it."""
         root = open_dump_root(self.root, create=True)
         assert root is not None  # created
         with safefs.owned(root):
@@ -131,8 +138,8 @@ class BundleWriter:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        # Whatever went wrong, no half-written event stays behind.
+    def discard(self) -> None:
+        """Unless published, remove the temp folder: no half-written event stays behind."""
         try:
             if not self._published and self._day_fd >= 0:
                 with contextlib.suppress(OSError):

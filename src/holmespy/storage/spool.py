@@ -357,6 +357,9 @@ def inspect_event(fd: int, path: Path, *, now: float, known: Manifests | None = 
         raise OddEvent(
             f"{reprlib.repr(unlisted[0])} is in the folder but not listed in {EVENT_FILE}"
         )
+    if est.st_mtime > now + MAX_FUTURE:
+        stamp = dt.datetime.fromtimestamp(est.st_mtime, dt.UTC).isoformat(timespec="seconds")
+        raise OddEvent(f"{EVENT_FILE} was modified at {stamp}, more than a day ahead of now")
     size = _on_disk(est)
     for listed in manifest.files:
         try:
