@@ -72,8 +72,8 @@ def test_an_unknown_sample_type_names_the_ones_available() -> None:
 
 def test_separators_inside_names_cannot_break_a_line() -> None:
     p = Profile((ValueType("samples", "count"),))
-    p.add((Frame("odd;name\nsplit", "dir;x/f.py", 1),), (2,), thread="pool;1")
-    assert to_collapsed(p) == "thread:pool,1;odd,name split (dir,x/f.py:1) 2\n"
+    p.add((Frame("odd;name\nsplit\x1b[2J", "dir;x/f.py", 1),), (2,), thread="pool;1")
+    assert to_collapsed(p) == "thread:pool,1;odd,name\\nsplit\\x1b[2J (dir,x/f.py:1) 2\n"
 
 
 def test_unknown_parts_of_a_frame_are_left_out() -> None:

@@ -18,6 +18,7 @@ from typing import NoReturn
 from holmespy import __version__
 from holmespy.cli import diff, doctor, fetch, flame, ls, run, show, top
 from holmespy.cli.errors import EXIT_FAILED, EXIT_USAGE, CLIError
+from holmespy.cli.text import SafeStream, warn
 from holmespy.errors import ConfigError, HolmesError
 
 VERBS = (ls, fetch, show, top, flame, diff, run, doctor)
@@ -59,6 +60,15 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout = sys.stdout
+    sys.stdout = SafeStream(stdout)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         code: int = args.run(args)
         sys.stdout.flush()
@@ -81,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"holmespy: {message}", file=sys.stderr)
+    warn(message)  # escaped: messages quote names from bundles and keys
     return code
 
 

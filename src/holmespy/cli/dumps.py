@@ -4,6 +4,10 @@ The writers (`profilers/threads.py`, `tasks.py`, `heap.py`) define these
 formats; the readers here take only what `show` and `diff` summarise, and
 treat anything else in a file as text to skip, so a dump from a newer
 holmespy or a damaged one yields less, never an exception.
+
+Lines are split at line feeds only, as the writers write them: `splitlines`
+also splits at form feeds, vertical tabs, U+2028 and more, which an older dump
+could hold raw inside a thread name, and a name must never change a count.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ _COUNT_ROW = re.compile(r"\s*([\d,]+)(?:\s+([+-][\d,]+|0))?\s{2}(\S.*)")
 _GROWER_ROW = re.compile(r"\s*([+-][\d,]+)\s+([\d,]+)\s{2}(\S.*)")
 _OBJECTS = re.compile(r"objects: ([\d,]+) in ([\d,]+) types")
 CENSUS_HEADER = "holmespy heap census"
+
+
+def _lines(text: str) -> list[str]:
+    return text.split("\n")
 
 
 @dataclass
@@ -43,7 +51,7 @@ def thread_groups(text: str) -> list[StackGroup]:
         if name is not None:
             stacks[tuple(frames)].append(name)
 
-    for line in text.splitlines():
+    for line in _lines(text):
         header = _THREAD.match(line)
         if header:
             close()
@@ -68,9 +76,9 @@ class TaskDump:
 
 def task_groups(text: str) -> TaskDump:
     groups: list[StackGroup] = []
-    blocked = [line.strip() for line in text.splitlines() if "LOOP BLOCKED" in line]
+    blocked = [line.strip() for line in _lines(text) if "LOOP BLOCKED" in line]
     current: StackGroup | None = None
-    for line in text.splitlines():
+    for line in _lines(text):
         header = _TASK_GROUP.fullmatch(line)
         if header:
             current = StackGroup(int(header.group(2).replace(",", "")), [], where=header.group(3))
@@ -102,7 +110,7 @@ def read_census(text: str, what: str) -> Census:
     growth: dict[str, int] | None = None
     section = ""
     objects = types = None
-    for line in text.splitlines():
+    for line in _lines(text):
         if match := _OBJECTS.match(line):
             objects, types = (int(g.replace(",", "")) for g in match.groups())
         if line.startswith("top growers"):

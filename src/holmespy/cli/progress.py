@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TextIO
 
-from holmespy.cli.text import size
+from holmespy.cli.text import field, size
 
 BIG_FILE = 1 << 20
 """Files from this size up get a bar; smaller ones arrive before a bar could be read."""
@@ -21,7 +21,7 @@ REDRAW_SECONDS = 0.1
 
 class ProgressBar:
     def __init__(self, label: str, total: int, stream: TextIO) -> None:
-        self.label = label
+        self.label = field(label, 60)  # it names a key from the store
         self.total = total
         self.done = 0
         self.stream = stream

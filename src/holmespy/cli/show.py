@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,16 @@ from holmespy.cli.events import Query, add_filter_args, parse_event
 from holmespy.cli.fetch import open_bundle
 from holmespy.cli.profiles import hottest, load
 from holmespy.cli.source import EventRef
-from holmespy.cli.text import number, percent, plural, positive_int, quantity, size, table
+from holmespy.cli.text import (
+    field,
+    number,
+    percent,
+    plural,
+    positive_int,
+    quantity,
+    size,
+    table,
+)
 from holmespy.formats.collapsed import sample_index
 
 RULE_VALUES = {
@@ -38,6 +48,10 @@ RULE_VALUES = {
     "task": "asyncio tasks",
 }
 FRAMES_SHOWN = 6
+NAMES_SHOWN = 10
+"""Missing files or blocked loops named before the rest are only counted."""
+WIDE = 200
+"""Characters of one field from the bundle (a reason, an error) shown at most."""
 
 
 def add_parser(sub: Any) -> None:
@@ -78,7 +92,7 @@ def render(folder: Path, where: str, top: int = 5) -> str:
     captures = event.get("captures") if isinstance(event.get("captures"), dict) else {}
     for name, facts in (captures or {}).items():
         if isinstance(facts, dict) and facts.get("error"):
-            out.append(f"!! {name} capture failed: {facts['error']}")
+            out.append(f"!! {field(name)} capture failed: {field(facts['error'], 2 * WIDE)}")
     parts: list[tuple[str, Callable[[Path, int], list[str]]]] = [
         ("cpu.pb.gz", profile_part),
         ("heap.pb.gz", profile_part),
@@ -110,7 +124,9 @@ def render(folder: Path, where: str, top: int = 5) -> str:
     ]
     if missing:
         out.append("")
-        out.append(f"!! listed in {EVENT_FILE} but missing: {', '.join(missing)}")
+        shown = ", ".join(field(name) for name in missing[:NAMES_SHOWN])
+        more = f" and {len(missing) - NAMES_SHOWN} more" if len(missing) > NAMES_SHOWN else ""
+        out.append(f"!! listed in {EVENT_FILE} but missing: {shown}{more}")
     return "\n".join(out)
 
 
@@ -121,18 +137,19 @@ def header(event: dict[str, Any], where: str) -> list[str]:
     th = th or {}
     versions = event.get("versions") if isinstance(event.get("versions"), dict) else {}
     out = [
-        f"event    {event.get('id', '?')}",
-        f"service  {event.get('service', '?')} on {event.get('host', '?')},"
-        f" pid {event.get('pid', '?')}"
+        f"event    {field(event.get('id', '?'))}",
+        f"service  {field(event.get('service', '?'))} on {field(event.get('host', '?'))},"
+        f" pid {field(event.get('pid', '?'))}"
         + (
-            f" (python {versions.get('python', '?')}, holmespy {versions.get('holmespy', '?')})"
+            f" (python {field(versions.get('python', '?'))},"
+            f" holmespy {field(versions.get('holmespy', '?'))})"
             if versions
             else ""
         ),
-        f"time     {event.get('time', '?')}",
-        f"fired    {rule} = {_value(event.get('value'), unit)}"
+        f"time     {field(event.get('time', '?'))}",
+        f"fired    {field(rule)} = {_value(event.get('value'), unit)}"
         + (f"  ({RULE_VALUES[rule]})" if rule in RULE_VALUES else ""),
-        f"reason   {event.get('reason', '?')}",
+        f"reason   {field(event.get('reason', '?'), 2 * WIDE)}",
     ]
     rule_parts = [
         f"{k}={_duration(th[k]) if k == 'cooldown' else number(th[k])}"
@@ -148,11 +165,11 @@ def header(event: dict[str, Any], where: str) -> list[str]:
         mem = limits.get("mem_bytes")
         out.append(
             f"limits   CPU {number(limits.get('cpu_cores'))} cores"
-            f" ({limits.get('cpu_source', '?')}), memory "
-            + (size(mem) if isinstance(mem, int | float) else "?")
-            + f" ({limits.get('mem_source', '?')})"
+            f" ({field(limits.get('cpu_source', '?'))}), memory "
+            + (size(mem) if isinstance(mem, int | float) and math.isfinite(mem) else "?")
+            + f" ({field(limits.get('mem_source', '?'))})"
         )
-    out.append(f"from     {where}")
+    out.append(f"from     {field(where, 2 * WIDE)}")
     return out
 
 
@@ -212,7 +229,7 @@ def _duration(seconds: object) -> str:
 def _value(value: object, unit: str) -> str:
     if unit == "%":
         return f"{number(value)}%"
-    return f"{number(value)} {unit}".rstrip()
+    return f"{number(value)} {field(unit, 20)}".rstrip()
 
 
 def section(name: str, summary: str) -> str:
@@ -226,7 +243,7 @@ def profile_part(path: Path, top: int) -> list[str]:
     value_type = profile.sample_types[index]
     rows, total = hottest(profile, index)
     unit = value_type.unit
-    out = [section(path.name, f"{value_type.type}, total {quantity(total, unit)}")]
+    out = [section(path.name, f"{field(value_type.type)}, total {quantity(total, unit)}")]
     if not rows:
         return [*out, "  no samples with a value"]
     table_rows = [["self", "self%", "cum", "cum%", "function"]]
@@ -277,7 +294,7 @@ def tasks_part(path: Path, top: int) -> list[str]:
     out = [
         section(path.name, f"{total} tasks in {len(dump.groups)} groups of identical await chains")
     ]
-    out += [f"!! {line}" for line in dump.blocked]
+    out += [f"!! {field(line, 2 * WIDE)}" for line in dump.blocked[:NAMES_SHOWN]]
     if not dump.groups:
         return [*out, "  no tasks"]
     for group in dump.groups[:top]:
@@ -286,14 +303,14 @@ def tasks_part(path: Path, top: int) -> list[str]:
 
 
 def _group(group: StackGroup, noun: str, *, innermost_first: bool) -> list[str]:
-    names = group.names[:3]
+    names = [field(name, WIDE // 2) for name in group.names[:3]]
     more = "…" if len(group.names) > 3 or group.count > len(names) else ""
     out = [f"  {plural(group.count, noun):>11}  {', '.join(names)}{more}"]
     frames = group.frames
     shown = frames[:FRAMES_SHOWN] if innermost_first else frames[-FRAMES_SHOWN:]
     if len(frames) > FRAMES_SHOWN and not innermost_first:
         out.append(f"{'':>14}… {plural(len(frames) - FRAMES_SHOWN, 'outer frame')}")
-    out += [f"{'':>14}{_short(f)}" for f in shown]
+    out += [f"{'':>14}{field(_short(f))}" for f in shown]
     if len(frames) > FRAMES_SHOWN and innermost_first:
         out.append(f"{'':>14}… {plural(len(frames) - FRAMES_SHOWN, 'outer frame')}")
     if not frames:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from holmespy.cli.profiles import FunctionCost, column, describe, hottest, load
-from holmespy.cli.text import percent, positive_int, quantity, table
+from holmespy.cli.text import field, percent, positive_int, quantity, table
 
 
 def add_parser(sub: Any) -> None:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
         return 0
-    print(f"{args.file}: {describe(profile, index)}; total {quantity(total, unit)}")
+    print(f"{field(args.file)}: {field(describe(profile, index))}; total {quantity(total, unit)}")
     if not rows:
         print("no samples with a value: nothing to show")
         return 0

@@ -8,12 +8,16 @@ total is zero are left out: flame graph tools would draw nothing for them.
 from __future__ import annotations
 
 from holmespy.formats.profile import Frame, Profile
+from holmespy.printable import printable
 
 __all__ = ["frame_label", "sample_index", "to_collapsed"]
 
-# Frames are split on ";" and the value is taken after the last space, so only
-# these characters could break a line; spaces inside names are harmless.
-_UNSAFE = str.maketrans({";": ",", "\n": " ", "\r": " "})
+
+def _safe(text: str) -> str:
+    # Frames are split on ";" and the value is taken after the last space, so a
+    # ";" or a line break would break a line (spaces inside names are harmless);
+    # control characters are escaped as everywhere holmespy writes names.
+    return printable(text).replace(";", ",")
 
 
 def sample_index(profile: Profile, sample_type: str | None = None) -> int:
@@ -41,7 +45,7 @@ def frame_label(frame: Frame) -> str:
         text = f"{frame.function} ({frame.filename})"
     else:
         text = frame.function
-    return text.translate(_UNSAFE)
+    return _safe(text)
 
 
 def to_collapsed(
@@ -64,7 +68,7 @@ def to_collapsed(
     for (thread, stack), total in totals.items():
         parts: list[str] = []
         if thread:
-            parts.append(f"thread:{thread}".translate(_UNSAFE))
+            parts.append(_safe(f"thread:{thread}"))
         for frame in reversed(stack):
             text = labels.get(frame)
             if text is None:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from holmespy import loops
+from holmespy.printable import printable
 from holmespy.profilers.threads import (
     format_frame_line,
     format_stack,
@@ -138,7 +139,7 @@ def _loop_section(
     lines: list[str] = []
     for n, (info, delay) in enumerate(zip(infos, delays, strict=True), 1):
         lines.append("")
-        kind = type(info.loop).__name__
+        kind = printable(type(info.loop).__name__)
         if not info.running:
             state = "closed" if info.closed else "stopped"
             pending = _plural(info.task_count, "pending task")
@@ -222,9 +223,11 @@ def _group_lines(
         if link.filename:
             lines.extend(format_frame_line(link.qualname, link.filename, link.lineno, "    "))
         elif link.kind == "task":
-            lines.append(f"    {link.qualname}  (awaited task; its coroutine continues the chain)")
+            lines.append(
+                f"    {printable(link.qualname)}  (awaited task; its coroutine continues the chain)"
+            )
         else:
-            lines.append(f"    {link.qualname}")
+            lines.append(f"    {printable(link.qualname)}")
     if not group.chain:
         lines.append("    (no await chain: the task has no coroutine)")
     # Shortest names first, then alphabetical: "handler-2" before "handler-10".

@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Collection
 from types import FrameType
 
+from holmespy.printable import printable
+
 __all__ = [
     "MAX_FRAMES",
     "format_frame_line",
@@ -56,11 +58,15 @@ def source_line(filename: str, lineno: int) -> str:
 
 
 def format_frame_line(qualname: str, filename: str, lineno: int, indent: str) -> list[str]:
-    """`function (file:line)` plus the source line under it, indented four more spaces."""
-    lines = [f"{indent}{qualname} ({filename}:{lineno})"]
+    """`function (file:line)` plus the source line under it, indented four more spaces.
+
+    Names, file names and source text are escaped (`holmespy.printable`): code
+    can be compiled under any name, and a source line can hold raw control bytes.
+    """
+    lines = [f"{indent}{printable(qualname)} ({printable(filename)}:{lineno})"]
     text = source_line(filename, lineno)
     if text:
-        lines.append(f"{indent}    {text}")
+        lines.append(f"{indent}    {printable(text)}")
     return lines
 
 
@@ -162,6 +168,7 @@ def _short_name(ident: int, thread: threading.Thread | None) -> str:
 
 
 def one_line(name: str) -> str:
-    """A thread or task name on one line, bounded (names are user-chosen)."""
-    text = name.replace("\n", "\\n").replace("\r", "\\r").replace('"', "'")
-    return text if len(text) <= 120 else text[:119] + "…"
+    """A thread or task name on one line, bounded, every control, bidi and separator
+    character escaped (`holmespy.printable`): names are chosen by the host's code,
+    and the CLI prints them to someone's terminal."""
+    return printable(name.replace('"', "'"), 120)
