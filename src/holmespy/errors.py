@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from holmespy.redact import redact
+
 
 class HolmesError(Exception):
     """Base class of every error holmespy raises on purpose."""
@@ -12,9 +14,10 @@ class ConfigError(HolmesError, ValueError):
 
     def __init__(self, name: str, value: object, expected: str) -> None:
         self.name = name
-        self.value = value
+        # A malformed URL may still carry a password or a token: the message never does.
+        self.value = redact(value) if isinstance(value, str) else value
         self.expected = expected
-        super().__init__(f"{name}={value!r} is invalid: expected {expected}")
+        super().__init__(f"{name}={self.value!r} is invalid: expected {expected}")
 
 
 class ConfigWarning(UserWarning):

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from holmespy.bundle import TMP_PREFIX
+from holmespy.redact import public_url
 from holmespy.storage.base import ObjectInfo, check_key, content_type
 from holmespy.storage.s3client import (
     Encryption,
@@ -37,6 +38,7 @@ from holmespy.storage.s3client import (
     StorageError,
     endpoint_url,
     make_client,
+    public_endpoint,
     redact,
 )
 
@@ -127,9 +129,10 @@ class S3Store:
 
     @property
     def endpoint(self) -> str:
+        """Where requests go, as it may be shown (no user info, no query)."""
         if self._client is not None:
-            return str(self._client.meta.endpoint_url)
-        return endpoint_url() or "AWS S3"
+            return public_url(str(self._client.meta.endpoint_url))
+        return public_endpoint()
 
     # -- writing --
 
@@ -296,8 +299,9 @@ class S3Store:
         """The object's address over HTTP(S): path-style on custom endpoints, as boto3 sends."""
         full = quote(self._full(key))
         custom = endpoint_url()
-        if custom:
-            return f"{custom.rstrip('/')}/{self.location.bucket}/{full}"
+        if custom:  # told to a webhook: never the endpoint's user info or query
+            base = public_url(custom).split("?", 1)[0]
+            return f"{base.rstrip('/')}/{self.location.bucket}/{full}"
         region = self.client.meta.region_name or "us-east-1"
         return f"https://{self.location.bucket}.s3.{region}.amazonaws.com/{full}"
 

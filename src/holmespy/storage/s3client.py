@@ -16,6 +16,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from holmespy.errors import ConfigError, HolmesError
+from holmespy.redact import SECRET_VARIABLES, public_url, redact
+
+__all__ = [
+    "SECRET_VARIABLES",
+    "Encryption",
+    "ObjectNotFound",
+    "S3Location",
+    "StorageError",
+    "endpoint_url",
+    "make_client",
+    "public_endpoint",
+    "redact",
+]
 
 if TYPE_CHECKING:
     from holmespy.config import Config
@@ -63,8 +76,14 @@ class S3Location:
 
 
 def endpoint_url() -> str | None:
-    """The custom endpoint from the standard AWS variables, if any."""
+    """The custom endpoint from the standard AWS variables, if any (may hold secrets)."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def public_endpoint() -> str:
+    """The endpoint as it may be shown: without user info or query."""
+    custom = endpoint_url()
+    return public_url(custom) if custom else "AWS S3"
 
 
 def make_client(
@@ -119,18 +138,3 @@ class Encryption:
         if self.kms_key_id is not None:
             args["SSEKMSKeyId"] = self.kms_key_id
         return args
-
-
-SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with every credential value known here replaced by `***`.
-
-    Error text can come from a store that echoes what it was sent; whatever
-    holmespy logs, counts or reports goes through here first.
-    """
-    values = [*secrets, *(os.environ.get(name, "") for name in SECRET_VARIABLES)]
-    for value in sorted({v for v in values if len(v) >= 4}, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
