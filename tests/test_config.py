@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -91,9 +92,9 @@ BAD: list[tuple[str, str, str]] = [
     ("HOLMES_MEM_LIMIT", "0", "greater than zero"),
     ("HOLMES_STORAGE", "/local/folder", "s3://bucket/prefix"),
     ("HOLMES_STORAGE", "s3://Bad_Bucket/x", "s3://bucket/prefix"),
-    ("HOLMES_STORAGE", "s3://bucket/../x", "without '..'"),
+    ("HOLMES_STORAGE", "s3://bucket/../x", "no empty, '.' or '..' part"),
     ("HOLMES_SPOOL_MAX", "lots", "a size such as 512MiB"),
-    ("HOLMES_WEBHOOK_URL", "ftp://x/y", "an http:// or https:// URL"),
+    ("HOLMES_WEBHOOK_URL", "ftp://x", "an http:// or https:// URL"),
     ("HOLMES_S3_SSE", "aws:kms:mykey", "AES256, aws:kms, or off"),
     ("HOLMES_S3_KMS_KEY_ID", "my key", "printable ASCII, no spaces"),
     ("HOLMES_PRESIGN", "169h", "from 1s to 7 days"),
@@ -211,3 +212,122 @@ def test_the_configuration_docs_list_every_variable() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     for option in OPTIONS:
         assert f"| `{option.env}` |" in docs, f"{option.env} is missing from docs/configuration.md"
+
+
+# Values that used to be taken, each named after what it would have done.
+SLIPS: dict[str, tuple[str, str, str]] = {
+    "one-byte-memory-limit": ("HOLMES_MEM_LIMIT", "1", "a size from 1MiB"),
+    "one-byte-spool": ("HOLMES_SPOOL_MAX", "1", "a size from 1MiB"),
+    "unit-without-prefix": ("HOLMES_MEM_LIMIT", "1iB", "a size such as 512MiB"),
+    "overflowing-memory-limit": ("HOLMES_MEM_LIMIT", "9" * 400, "of at most 4096PiB"),
+    "overflowing-spool": ("HOLMES_SPOOL_MAX", "9" * 400 + "GiB", "of at most 4096PiB"),
+    "unclosed-ipv6-webhook": ("HOLMES_WEBHOOK_URL", "http://[::1", "a port from 1 to 65535"),
+    "webhook-port-out-of-range": ("HOLMES_WEBHOOK_URL", "http://hooks.example:99999", "1 to"),
+    "webhook-port-zero": ("HOLMES_WEBHOOK_URL", "http://hooks.example:0", "1 to 65535"),
+    "webhook-without-host": ("HOLMES_WEBHOOK_URL", "https://", "with a host"),
+    "webhook-with-a-space": ("HOLMES_WEBHOOK_URL", "https://h ooks.example", "printable ASCII"),
+    "prefix-with-newline": ("HOLMES_STORAGE", "s3://dumps/prod\nfake", "no empty, '.'"),
+    "prefix-with-escape": ("HOLMES_STORAGE", "s3://dumps/prod\x1b[2J", "no empty, '.'"),
+    "prefix-with-dot-part": ("HOLMES_STORAGE", "s3://dumps/prod/./x", "no empty, '.'"),
+    "prefix-with-empty-part": ("HOLMES_STORAGE", "s3://dumps/prod//x", "no empty, '.'"),
+    "prefix-with-fragment": ("HOLMES_STORAGE", "s3://dumps/prod#x", "no empty, '.'"),
+    "interval-below-1ms": ("HOLMES_INTERVAL", "0.0001ms", "from 1ms to 1h"),
+    "arabic-indic-digit": ("HOLMES_INTERVAL", "\u0661s", "a duration such as 500ms"),
+    "fullwidth-digit": ("HOLMES_CPU_CORES", "\uff15", "a number of cores"),
+    "fullwidth-limit-count": ("HOLMES_TASK", "limit=\uff15/1h", "limit=N/DURATION"),
+    "unit-twice": ("HOLMES_INTERVAL", "1m1m", "a duration such as 500ms"),
+    "units-out-of-order": ("HOLMES_INTERVAL", "30s1m", "a duration such as 500ms"),
+    "digit-separator": ("HOLMES_CPU_MAX", "1_0", "a percentage"),
+    "digit-separator-in-seconds": ("HOLMES_CPU_PROFILE_SECONDS", "1_0", "a number of seconds"),
+    "rule-that-never-fires-max-0": ("HOLMES_THREAD", "max=0", "max= greater than min="),
+    "rule-that-never-fires-max-below-min": ("HOLMES_TASK", "min=10,max=5", "greater than min="),
+    "rule-that-never-stops": ("HOLMES_TASK", "limit=5/0s", "a DURATION of at least 1s"),
+}
+
+
+@pytest.mark.parametrize(("env", "text", "expected"), SLIPS.values(), ids=SLIPS.keys())
+def test_each_slip_is_refused_naming_variable_value_and_form(
+    env: str, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({env: text})
+    assert info.value.name == env
+    assert str(info.value).startswith(f"{env}={text!r} is invalid: expected ")
+    assert expected in str(info.value)
+
+
+def test_a_programmatic_rule_that_can_never_fire_or_never_stop_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max= greater than min="):
+        Config(thread=Rule(min=10, diff=25, abs=70, max=10))
+    with pytest.raises(ConfigError, match="at least 1s"):
+        Config(task=Rule(min=10, diff=25, abs=70, limit=Limit(5, 0)))
+    with pytest.raises(ConfigError, match="from 1ms to 1h"):
+        Config(interval=0.0000001)
+
+
+def test_a_webhook_password_never_shows_in_an_error_repr_or_description() -> None:
+    secret = "https://bot:pa55word@hooks.example/T0/s3cr3t?token=t0k3n"
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"HOLMES_WEBHOOK_URL": secret.replace("example/", "example:99999/")})
+    config = Config.from_env({"HOLMES_WEBHOOK_URL": secret})
+    shown = str(info.value) + repr(config) + str(config.describe())
+    for part in ("pa55word", "s3cr3t", "t0k3n"):
+        assert part not in shown
+    assert "https://***@hooks.example/…" in repr(config)
+    assert config.webhook_url == secret  # the real one is kept to be used
+
+
+# -- the kill switch --
+
+
+def test_the_kill_switch_wins_over_a_malformed_variable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {"HOLMES_ENABLE": "0", "HOLMES_INTERVAL": "soon", "HOLMES_MEM_LIMIT": "9" * 400}
+    with pytest.warns(ConfigWarning) as caught:
+        config = Config.from_env(env)
+    assert config.enable is False
+    messages = [str(w.message) for w in caught]
+    assert any("HOLMES_INTERVAL='soon' is invalid" in m for m in messages)
+    assert any("HOLMES_MEM_LIMIT=" in m for m in messages)
+    assert all(m.startswith("HOLMES_ENABLE=0, so this is ignored") for m in messages)
+    assert "HOLMES_INTERVAL='soon'" in caplog.text
+
+
+def test_the_kill_switch_keeps_the_valid_settings_for_doctor_to_show() -> None:
+    with pytest.warns(ConfigWarning):
+        config = Config.from_env(
+            {"HOLMES_ENABLE": "off", "HOLMES_SERVICE": "edge", "HOLMES_CPU": "min=x"}
+        )
+    assert (config.enable, config.service, config.cpu) == (False, "edge", DEFAULT_RULES["cpu"])
+
+
+def test_the_kill_switch_wins_even_when_warnings_are_errors() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logging.getLogger("holmespy").disabled = True
+        try:
+            config = Config.from_env(
+                {"HOLMES_ENABLE": "0", "HOLMES_TASK": "max=0", "HOLMES_X": "1"}
+            )
+        finally:
+            logging.getLogger("holmespy").disabled = False
+    assert config.enable is False
+
+
+def test_a_malformed_kill_switch_is_still_an_error() -> None:
+    with pytest.raises(ConfigError, match="HOLMES_ENABLE='nope'"):
+        Config.from_env({"HOLMES_ENABLE": "nope", "HOLMES_INTERVAL": "soon"})
+
+
+def test_start_is_a_no_op_under_the_kill_switch_whatever_else_is_set(
+    monkeypatch: pytest.MonkeyPatch, holmes_stopped: None
+) -> None:
+    import holmespy
+
+    monkeypatch.setenv("HOLMES_ENABLE", "0")
+    monkeypatch.setenv("HOLMES_WEBHOOK_URL", "http://[::1")
+    monkeypatch.setenv("HOLMES_SPOOL_MAX", "9" * 400)
+    with pytest.warns(ConfigWarning):
+        assert holmespy.start() is None
+    assert holmespy.status().running is False

@@ -9,6 +9,7 @@ accepted form.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -19,11 +20,13 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from holmespy.errors import ConfigError, ConfigWarning
+from holmespy.redact import public_url
 from holmespy.rules import Limit, Rule
 
 RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
@@ -47,44 +50,71 @@ COUNT_RULES: frozenset[str] = frozenset({"thread", "task"})
 DURATION_FORM = "a duration such as 500ms, 5s, 1m, 1h or 1m30s"
 SIZE_FORM = "a size such as 512MiB, 2GiB, 2G (binary) or 500MB (decimal)"
 RULE_FORM = "'off', 'on', or comma-separated min=N,diff=N,abs=N,cooldown=DURATION,limit=N/DURATION"
-_SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)$", re.IGNORECASE)
+STORAGE_FORM = (
+    "s3://bucket/prefix with a valid S3 bucket name and a prefix of letters, digits and"
+    " !-_.*'() in '/'-separated parts (no empty, '.' or '..' part)"
+)
+URL_FORM = "an http:// or https:// URL with a host and a port from 1 to 65535 (printable ASCII)"
+MAX_SIZE = 1 << 62
+MIN_SIZE = 1 << 20
+"""The smallest memory limit or spool cap taken: `HOLMES_MEM_LIMIT=1` is one byte, surely a slip."""
+MIN_LIMIT_WINDOW = 1.0
+"""A `limit=N/WINDOW` shorter than a second would never stop a rule that keeps firing."""
+# ASCII digits only: Python's \d and float() also take Arabic-Indic or fullwidth digits,
+# and float() "1_0".
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Each unit at most once, largest first: "1m30s", never "1m1m" or "30s1m".
+_DURATION_RE = re.compile(
+    rf"(?:({_NUMBER})h)?(?:({_NUMBER})m(?!s))?(?:({_NUMBER})s)?(?:({_NUMBER})ms)?"
+)
+_DURATION_UNITS = (3600.0, 60.0, 1.0, 0.001)
+_SIZE_RE = re.compile(rf"({_NUMBER})\s*(?:([KMGT])(I?B)?|B)?", re.IGNORECASE)
 _SIZE_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART_RE = re.compile(r"[A-Za-z0-9!_.*'()-]+")
 
 
 # -- parsers: each takes the variable name (for the error) and the raw text --
 
 
 def parse_duration(name: str, text: str, *, bare_seconds: bool = False) -> float:
-    """`500ms`, `5s`, `1m30s` -> seconds; a bare number only where the name says seconds."""
+    """`500ms`, `5s`, `1m30s` -> seconds; a bare number only where the name says seconds.
+
+    A number too long for a float comes out as infinity, which every
+    duration's range check then refuses.
+    """
     s = text.strip().lower()
-    if bare_seconds and re.fullmatch(r"\d+(?:\.\d+)?", s):
+    if bare_seconds and re.fullmatch(_NUMBER, s):
         return float(s)
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos == 0 or pos != len(s):
+    m = _DURATION_RE.fullmatch(s)
+    if not s or m is None:
         form = DURATION_FORM + (" (or a number of seconds)" if bare_seconds else "")
         raise ConfigError(name, text, form)
-    return total
+    return sum(
+        float(n) * unit
+        for n, unit in zip(m.groups(), _DURATION_UNITS, strict=True)
+        if n is not None
+    )
 
 
 def parse_size(name: str, text: str) -> int:
-    """`512MiB`/`2G` (binary, like Docker's -m) or `500MB` (decimal) -> bytes."""
-    m = _SIZE_RE.match(text.strip())
+    """`512MiB`/`2G` (binary, like Docker's -m) or `500MB` (decimal) -> bytes.
+
+    Computed exactly (a Fraction, not a float), so 400 nines are a size too
+    large, not an OverflowError.
+    """
+    m = _SIZE_RE.fullmatch(text.strip())
     if not m:
         raise ConfigError(name, text, SIZE_FORM)
-    number, prefix, suffix = float(m.group(1)), m.group(2).upper(), m.group(3).lower()
+    prefix, suffix = (m.group(2) or "").upper(), (m.group(3) or "").lower()
     decimal = suffix == "b" and prefix != ""
     base = 1000 if decimal else 1024
-    value = int(number * base ** _SIZE_POWERS[prefix])
+    value = int(Fraction(m.group(1)) * base ** _SIZE_POWERS[prefix])
     if value <= 0:
         raise ConfigError(name, text, SIZE_FORM + " greater than zero")
+    if value > MAX_SIZE:
+        raise ConfigError(name, text, SIZE_FORM + " of at most 4096PiB")
     return value
 
 
@@ -98,10 +128,8 @@ def parse_bool(name: str, text: str) -> bool:
 
 
 def parse_number(name: str, text: str, *, low: float, high: float, what: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        value = float("nan")
+    s = text.strip()
+    value = float(s) if re.fullmatch(_NUMBER, s) else float("nan")
     if not low <= value <= high:  # also rejects nan and inf
         raise ConfigError(name, text, what)
     return value
@@ -141,7 +169,7 @@ def _parse_rule_items(name: str, s: str, base: Rule, form: str, rule: RuleName) 
             changes[key] = parse_duration(name, value)
         elif key == "limit":
             count, slash, window = value.partition("/")
-            if not slash or not count.isdigit() or int(count) < 1:
+            if not slash or not re.fullmatch("[0-9]{1,9}", count) or int(count) < 1:
                 raise ConfigError(name, s, "limit=N/DURATION with N >= 1, e.g. limit=5/1h")
             changes[key] = Limit(int(count), parse_duration(name, window))
         else:
@@ -150,25 +178,51 @@ def _parse_rule_items(name: str, s: str, base: Rule, form: str, rule: RuleName) 
 
 
 def parse_storage(name: str, text: str) -> str | None:
+    """`s3://bucket/prefix`, read character by character: `urlsplit` would quietly drop
+    a newline or a tab, and a prefix becomes part of every object key and log line."""
     s = text.strip()
     if not s:
         return None
-    parts = urlsplit(s)
-    if parts.scheme != "s3" or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", parts.netloc):
-        raise ConfigError(name, text, "s3://bucket/prefix with a valid S3 bucket name")
-    if ".." in parts.path.split("/") or parts.query or parts.fragment:
-        raise ConfigError(name, text, "s3://bucket/prefix without '..', '?' or '#'")
-    return s.rstrip("/")
+    scheme, sep, rest = s.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    parts = prefix.split("/") if prefix else []
+    if (
+        scheme != "s3"
+        or not sep
+        or not _BUCKET_RE.fullmatch(bucket)
+        or len(prefix) > 512
+        or any(p in (".", "..") or not _PREFIX_PART_RE.fullmatch(p) for p in parts)
+    ):
+        raise ConfigError(name, text, STORAGE_FORM)
+    return f"s3://{bucket}/{prefix}".rstrip("/")
 
 
 def parse_url(name: str, text: str) -> str | None:
+    """An http(s) URL the webhook can be POSTed to: a host, a valid port, nothing
+    invisible. User info (`https://user:password@host/`) becomes HTTP Basic auth."""
     s = text.strip()
     if not s:
         return None
-    parts = urlsplit(s)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(name, text, "an http:// or https:// URL")
+    try:
+        if not re.fullmatch(r"[\x21-\x7e]+", s):
+            raise ValueError("invisible or non-ASCII characters")
+        parts = urlsplit(s)
+        port = parts.port  # raises ValueError when out of range or not a number
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+            raise ValueError("no http(s) scheme, no host, or port 0")
+    except ValueError:
+        raise ConfigError(name, hide_url_path(text), URL_FORM) from None
     return s
+
+
+def hide_url_path(text: str) -> str:
+    """A URL, even a malformed one, cut after its host (`https://host/…`): a webhook's
+    path may be its token. `ConfigError` hides the user info and query on its own."""
+    m = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)(.*)", text, re.DOTALL)
+    if m is None:
+        return text
+    return m.group(1) + ("/…" if m.group(2).strip("/") else m.group(2))
 
 
 def parse_sse(name: str, text: str) -> str | None:
@@ -198,7 +252,7 @@ def parse_presign(name: str, text: str) -> float | None:
 
 def parse_service(name: str, text: str) -> str:
     s = text.strip()
-    if not _SERVICE_RE.match(s):
+    if not _SERVICE_RE.fullmatch(s):
         raise ConfigError(name, text, "1-128 characters of letters, digits, '.', '_' or '-'")
     return s
 
@@ -286,30 +340,90 @@ class Config:
 
         Unknown `HOLMES_*` variables raise a `ConfigWarning` (with the closest
         known name) instead of failing: a typo must not take a server down.
+        `HOLMES_ENABLE=0` always wins: then a malformed variable is only logged
+        (and warned about), and the result is a disabled config.
         """
         env = os.environ if environ is None else environ
+        if _killed(env):
+            return cls._disabled(env)
         values: dict[str, Any] = {}
         for option in OPTIONS:
             raw = env.get(option.env)
             if raw is not None:
-                value = option.parse(option.env, raw)
-                try:
-                    option.check(value)
-                except ConfigError as exc:  # say it with the text the user wrote
-                    raise ConfigError(option.env, raw, exc.expected) from None
-                values[option.field] = value
-        known = {option.env for option in OPTIONS}
-        for key in sorted(k for k in env if k.startswith("HOLMES_") and k not in known):
-            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
-            tip = f"; did you mean {hint[0]}?" if hint else ""
-            message = f"unknown setting {key} is ignored{tip}"
-            logging.getLogger("holmespy").warning(message)
-            warnings.warn(message, ConfigWarning, stacklevel=3)
+                values[option.field] = _read(option, raw)
+        _warn_unknown(env)
         return cls(**values)
 
+    @classmethod
+    def _disabled(cls, env: Mapping[str, str]) -> Config:
+        """The kill switch: what an engineer sets at 3 a.m. when the settings are broken.
+
+        A malformed variable is only a warning here; the rest are kept (so
+        `doctor` and `describe()` still show them), as far as they are valid.
+        """
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = env.get(option.env)
+            if raw is None or option.field == "enable":
+                continue
+            try:
+                values[option.field] = _read(option, raw)
+            except ConfigError as exc:
+                _warn(f"HOLMES_ENABLE=0, so this is ignored: {exc}", quiet=True)
+        with contextlib.suppress(ConfigWarning):  # `python -W error`: not a failure here
+            _warn_unknown(env)
+        try:
+            return cls(enable=False, **values)
+        except ConfigError as exc:  # settings valid alone but not together
+            _warn(f"HOLMES_ENABLE=0, so this is ignored: {exc}", quiet=True)
+            return cls(enable=False)
+
+    def __repr__(self) -> str:
+        # Not the dataclass's: the webhook URL may hold a password or a token.
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.webhook_url is not None:
+            shown["webhook_url"] = public_url(self.webhook_url, path=False)
+        return f"Config({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def describe(self) -> dict[str, str]:
-        """Each variable with its effective value, in the variable's own syntax."""
+        """Each variable with its effective value, in the variable's own syntax
+        (the webhook URL without the parts that may be secret)."""
         return {option.env: option.show(getattr(self, option.field)) for option in OPTIONS}
+
+
+def _killed(env: Mapping[str, str]) -> bool:
+    """True when HOLMES_ENABLE turns holmespy off (a malformed value is still an error)."""
+    raw = env.get("HOLMES_ENABLE")
+    return raw is not None and not parse_bool("HOLMES_ENABLE", raw)
+
+
+def _read(option: Option, raw: str) -> Any:
+    value = option.parse(option.env, raw)
+    try:
+        option.check(value)
+    except ConfigError as exc:  # say it with the text the user wrote
+        raise ConfigError(option.env, option.display(raw), exc.expected) from None
+    return value
+
+
+def _warn(message: str, *, quiet: bool = False) -> None:
+    """Log `message` and warn with it; `quiet`: never raise, even under `-W error`."""
+    logging.getLogger("holmespy").warning(message)
+    try:
+        warnings.warn(message, ConfigWarning, stacklevel=4)
+    except ConfigWarning:
+        if not quiet:
+            raise
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    """Unknown `HOLMES_*` variables warn, with the closest known name: a typo must not
+    take a server down."""
+    known = {option.env for option in OPTIONS}
+    for key in sorted(k for k in env if k.startswith("HOLMES_") and k not in known):
+        hint = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        tip = f"; did you mean {hint[0]}?" if hint else ""
+        _warn(f"unknown setting {key} is ignored{tip}")
 
 
 @dataclass(frozen=True)
@@ -323,6 +437,8 @@ class Option:
     show: Callable[[Any], str] = str
     # Checks a programmatic value; by default: it must print and re-parse to itself.
     validate: Callable[[str, Any], None] | None = None
+    # How a value the user wrote may appear in an error (the webhook's path may be a token).
+    display: Callable[[str], str] = str
 
     def check(self, value: Any) -> None:
         if self.validate is not None:
@@ -355,32 +471,45 @@ def _show_optional(value: object) -> str:
 
 
 def _check_rule(name: str, value: Any) -> None:
+    """A rule that can fire and that stops: the checks of both the variable and a `Rule`."""
     if value is None:
         return
     if not isinstance(value, Rule):
         raise ConfigError(name, value, "a holmespy.Rule or None (off)")
-    fields = (value.min, value.diff, value.abs, value.cooldown, value.limit.window)
+    fields = [value.min, value.diff, value.abs, value.cooldown, value.limit.window]
+    if value.max is not None:
+        fields.append(value.max)
     if any(not isinstance(x, int | float) or not 0 <= x < float("inf") for x in fields):
-        raise ConfigError(name, value, "non-negative, finite min, diff, abs and cooldown")
+        raise ConfigError(name, value, "non-negative, finite min, diff, abs, max and cooldown")
     if value.max is not None and not name.endswith(("THREAD", "TASK")):
         raise ConfigError(name, value, "no max= (only HOLMES_THREAD and HOLMES_TASK take one)")
-    if value.limit.count < 1:
+    if value.max is not None and value.max <= value.min:
+        # A sample fires only when min <= value < max: this rule never could.
+        raise ConfigError(name, value, f"max= greater than min= (min is {value.min:g})")
+    if not isinstance(value.limit.count, int) or value.limit.count < 1:
         raise ConfigError(name, value, "limit=N/DURATION with N >= 1")
+    if value.limit.window < MIN_LIMIT_WINDOW:
+        raise ConfigError(name, value, "limit=N/DURATION with a DURATION of at least 1s")
 
 
 def _check_number(
-    what: str, *, low: float = 0.0, high: float, optional: bool = False
+    what: str, *, low: float, high: float, optional: bool = False
 ) -> Callable[[str, Any], None]:
-    """A validator for a number above `low` (exclusive) up to `high`, or None if `optional`."""
+    """A validator for a number from `low` to `high`, both included, or None if `optional`."""
 
     def check(name: str, value: Any) -> None:
         if value is None and optional:
             return
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not low < value <= high:
+        if not number or not low <= value <= high:
             raise ConfigError(name, value, what)
 
     return check
+
+
+def _check_url(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or parse_url(name, value) != value):
+        raise ConfigError(name, public_url(str(value), path=False), URL_FORM)
 
 
 def _check_path(name: str, value: Any) -> None:
@@ -419,7 +548,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_duration,
         "how often the watcher samples, e.g. 500ms, 5s, 1m",
         show=_show_seconds,
-        validate=_check_number("a duration from 1ms to 1h", high=3600.0),
+        validate=_check_number("a duration from 1ms to 1h", low=0.001, high=3600.0),
     ),
     Option(
         "HOLMES_DUMP_PATH",
@@ -438,7 +567,7 @@ OPTIONS: tuple[Option, ...] = (
         "no dump of any kind while CPU % is above this (off by default)",
         show=_show_optional,
         validate=_check_number(
-            "a percentage from 0 to 100, or None (off)", low=-1.0, high=100.0, optional=True
+            "a percentage from 0 to 100, or None (off)", low=0.0, high=100.0, optional=True
         ),
     ),
     Option(
@@ -447,7 +576,7 @@ OPTIONS: tuple[Option, ...] = (
         lambda name, text: parse_duration(name, text, bare_seconds=True),
         "length of a triggered CPU profile, in seconds",
         show=_show_seconds,
-        validate=_check_number("a duration from 1ms to 10m", high=600.0),
+        validate=_check_number("a duration from 1ms to 10m", low=0.001, high=600.0),
     ),
     Option(
         "HOLMES_CPU_ENGINE",
@@ -461,7 +590,7 @@ OPTIONS: tuple[Option, ...] = (
         lambda name, text: parse_duration(name, text, bare_seconds=True),
         "length of the allocation-tracing window a heap dump opens, in seconds",
         show=_show_seconds,
-        validate=_check_number("a duration from 1ms to 10m", high=600.0),
+        validate=_check_number("a duration from 1ms to 10m", low=0.001, high=600.0),
     ),
     Option(
         "HOLMES_CPU_CORES",
@@ -472,7 +601,7 @@ OPTIONS: tuple[Option, ...] = (
         "usable CPU cores, overriding the cgroup quota / CPU affinity",
         show=_show_optional,
         validate=_check_number(
-            "a number of cores from 0.01 to 4096, or None", high=4096.0, optional=True
+            "a number of cores from 0.01 to 4096, or None", low=0.01, high=4096.0, optional=True
         ),
     ),
     Option(
@@ -482,7 +611,10 @@ OPTIONS: tuple[Option, ...] = (
         "memory limit, overriding the cgroup / host memory, e.g. 512MiB",
         show=_show_size,
         validate=_check_number(
-            "a size in bytes greater than zero, or None", high=float(1 << 62), optional=True
+            f"a size from 1MiB to 4096PiB ({SIZE_FORM}), or None",
+            low=MIN_SIZE,
+            high=MAX_SIZE,
+            optional=True,
         ),
     ),
     Option(
@@ -498,14 +630,19 @@ OPTIONS: tuple[Option, ...] = (
         parse_size,
         "size cap of the local dump folder / upload spool, e.g. 1GiB",
         show=_show_size,
-        validate=_check_number("a size in bytes greater than zero", high=float(1 << 62)),
+        validate=_check_number(
+            f"a size from 1MiB to 4096PiB ({SIZE_FORM})", low=MIN_SIZE, high=MAX_SIZE
+        ),
     ),
     Option(
         "HOLMES_WEBHOOK_URL",
         "webhook_url",
         parse_url,
-        "URL POSTed the event.json of each stored event",
-        show=_show_optional,
+        "URL POSTed the event.json of each stored event (user:password@ sends Basic auth)",
+        # Shown without user info, query or path: webhook tokens hide in all three.
+        show=lambda value: "" if value is None else public_url(value, path=False),
+        validate=_check_url,
+        display=hide_url_path,
     ),
     Option(
         "HOLMES_S3_SSE",
@@ -529,7 +666,7 @@ OPTIONS: tuple[Option, ...] = (
         show=lambda value: "" if value is None else _show_seconds(value),
         validate=_check_number(
             "a duration from 1s to 7 days, or None (off)",
-            low=0.999,
+            low=1.0,
             high=7 * 86400.0,
             optional=True,
         ),

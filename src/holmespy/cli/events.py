@@ -82,7 +82,7 @@ def id_stamp(when: dt.datetime) -> str:
 def parse_when(flag: str, text: str, now: dt.datetime) -> dt.datetime:
     """An age before `now` (`90s`, `2h`, `1d12h`), or a time (`2026-11-24`, `…T04:08`, UTC)."""
     # Days matter here as they do not in HOLMES_* durations: "what fired in the last 2d".
-    days = re.fullmatch(r"\s*(\d+)d(.*)", text)
+    days = re.fullmatch(r"\s*([0-9]{1,9})d(.*)", text)
     try:
         if days:
             rest = days.group(2).strip()
@@ -92,6 +92,8 @@ def parse_when(flag: str, text: str, now: dt.datetime) -> dt.datetime:
         return now - dt.timedelta(seconds=seconds)
     except ConfigError:
         pass
+    except (OverflowError, ValueError):  # an age older than any date
+        raise BadUsage(f"{flag} {text!r}: too long ago") from None
     try:
         when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -33,7 +33,7 @@ from holmespy.bundle import DAY_RE as DAY_RE
 from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
 from holmespy.bundle import open_dump_root
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
-from holmespy.config import default_dump_path
+from holmespy.config import default_dump_path, parse_storage
 from holmespy.manifest import MAX_EVENT_JSON
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import ObjectNotFound, S3Location, StorageError
@@ -97,7 +97,9 @@ class Source(Protocol):
 def resolve_source(given: str | None) -> Source:
     src = given or os.environ.get("HOLMES_STORAGE") or os.environ.get("HOLMES_DUMP_PATH")
     if src and src.startswith("s3://"):
-        return S3Source(src)
+        # The same checks as HOLMES_STORAGE gets in the library (a prefix is printed
+        # and becomes part of every key): a bad one is bad usage, said in one line.
+        return S3Source(parse_storage("--from" if given else "HOLMES_STORAGE", src) or src)
     if src and "://" in src:
         raise BadUsage(f"{src}: a source is a folder or an s3://bucket/prefix URL")
     if src:
