@@ -217,7 +217,6 @@ def test_the_configuration_docs_list_every_variable() -> None:
 # Values that used to be taken, each named after what it would have done.
 SLIPS: dict[str, tuple[str, str, str]] = {
     "one-byte-memory-limit": ("HOLMES_MEM_LIMIT", "1", "a size from 1MiB"),
-    "one-byte-spool": ("HOLMES_SPOOL_MAX", "1", "a size from 1MiB"),
     "unit-without-prefix": ("HOLMES_MEM_LIMIT", "1iB", "a size such as 512MiB"),
     "overflowing-memory-limit": ("HOLMES_MEM_LIMIT", "9" * 400, "of at most 4096PiB"),
     "overflowing-spool": ("HOLMES_SPOOL_MAX", "9" * 400 + "GiB", "of at most 4096PiB"),

@@ -56,8 +56,9 @@ STORAGE_FORM = (
 )
 URL_FORM = "an http:// or https:// URL with a host and a port from 1 to 65535 (printable ASCII)"
 MAX_SIZE = 1 << 62
-MIN_SIZE = 1 << 20
-"""The smallest memory limit or spool cap taken: `HOLMES_MEM_LIMIT=1` is one byte, surely a slip."""
+MIN_MEM_LIMIT = 1 << 20
+"""The smallest memory limit taken: `HOLMES_MEM_LIMIT=1` is one byte, surely a slip
+(no Python process runs in less than a few MiB)."""
 MIN_LIMIT_WINDOW = 1.0
 """A `limit=N/WINDOW` shorter than a second would never stop a rule that keeps firing."""
 # ASCII digits only: Python's \d and float() also take Arabic-Indic or fullwidth digits,
@@ -612,7 +613,7 @@ OPTIONS: tuple[Option, ...] = (
         show=_show_size,
         validate=_check_number(
             f"a size from 1MiB to 4096PiB ({SIZE_FORM}), or None",
-            low=MIN_SIZE,
+            low=MIN_MEM_LIMIT,
             high=MAX_SIZE,
             optional=True,
         ),
@@ -631,7 +632,7 @@ OPTIONS: tuple[Option, ...] = (
         "size cap of the local dump folder / upload spool, e.g. 1GiB",
         show=_show_size,
         validate=_check_number(
-            f"a size from 1MiB to 4096PiB ({SIZE_FORM})", low=MIN_SIZE, high=MAX_SIZE
+            f"a size from 1 byte to 4096PiB ({SIZE_FORM})", low=1, high=MAX_SIZE
         ),
     ),
     Option(

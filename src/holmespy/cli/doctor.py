@@ -24,7 +24,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from holmespy import __version__, safefs
 from holmespy.bundle import describe_os_error, open_dump_root
@@ -254,12 +253,9 @@ def _service(config: Config) -> str:
 
 
 def _public(name: str, value: str, given: str | None) -> str:
-    """A setting as it may be shown: URLs lose user info, path and query; a default
-    that depends on the program running says so rather than naming this one."""
+    """A setting as it may be shown (`describe()` already hides the webhook URL's user
+    info, path and query); a default that depends on the program running says so
+    rather than naming this one."""
     if name == "HOLMES_SERVICE" and given is None:
         return "(each program's script name)"
-    if name == "HOLMES_WEBHOOK_URL" and "://" in value:
-        parts = urlsplit(value)
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname or ''}{port}/…"
     return value

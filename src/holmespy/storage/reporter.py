@@ -1,10 +1,17 @@
 """The reporter: tells your code, and an optional webhook, about each stored event.
 
-holmes' Reporter, made safe to hand user code: each callback and the webhook
-run on a thread of their own that the uploader waits for at most `timeout`
-seconds. A callback that raises, or hangs, is logged and counted in
-`errors`; it never reaches the host, and a hung one only loses its own
-reports (it is not called again while it is still stuck).
+holmes' Reporter, made safe to hand user code and a remote server. The
+uploader only puts each stored event in a bounded queue and goes on
+shipping; a reporter thread of its own takes them from there, so a slow
+webhook or callback never delays an upload. When the queue is full (a
+hundred reports waiting), a report is dropped and counted.
+
+Each callback and the webhook run on a thread of their own that the reporter
+waits for at most `timeout` seconds. A callback that raises, or hangs, is
+logged and counted in `errors`; it never reaches the host, and a hung one only
+loses its own reports (it is not called again while it is still stuck). The
+webhook has a deadline for the whole call (`holmespy.storage.webhook`), so it
+cannot stay stuck.
 
 Each shipping of an event is reported once, right after it left the spool;
 a report that fails is not retried. A crash in the instant between the last
@@ -16,16 +23,25 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
-import urllib.request
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from holmespy.redact import public_url, redact
+from holmespy.storage.webhook import post_json
+
 log = logging.getLogger("holmespy")
 
 DEFAULT_TIMEOUT = 5.0
+QUEUE_SIZE = 100
+"""Reports waiting for the reporter thread; beyond this, new ones are dropped and counted."""
+GRACE = 1.0
+"""Seconds the reporter waits for the webhook's thread beyond its own deadline, for it to
+finish failing (the deadline cuts the connection; only a hung name lookup outlasts it)."""
 
 
 @dataclass(frozen=True)
@@ -70,24 +86,34 @@ class Reporter:
         webhook_url: str | None = None,
         presign: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.webhook_url = webhook_url
         self.presign = presign
         """Seconds the presigned links last; None: no presigned links."""
         self.timeout = timeout
         self.errors = 0
+        """Reports that failed, hung, were skipped or dropped."""
+        self.dropped = 0
+        """Reports dropped because the queue was full (also counted in `errors`)."""
         self.delivered = 0
         self.last_error: str | None = None
         self._callbacks: list[Callback] = []
         self._stuck: dict[str, threading.Thread] = {}
+        self._queue: queue.Queue[StoredEvent] = queue.Queue(queue_size)
+        self._idle = threading.Condition()
+        self._busy = 0
+        """Reports queued or being delivered."""
+        self._thread: threading.Thread | None = None
+        self._secrets = _url_secrets(webhook_url)
 
     def __repr__(self) -> str:
-        # The webhook URL may carry a token in its query or user part.
-        hook = _safe_url(self.webhook_url) if self.webhook_url else None
+        # The webhook URL may carry a token in its user info, path or query.
+        hook = public_url(self.webhook_url, path=False) if self.webhook_url else None
         return f"Reporter(callbacks={len(self._callbacks)}, webhook={hook!r})"
 
     def subscribe(self, callback: Callback) -> None:
-        """Call `callback(stored_event)` on the uploader's thread after each stored event."""
+        """Call `callback(stored_event)` on the reporter's thread after each stored event."""
         self._callbacks.append(callback)
 
     @property
@@ -99,14 +125,67 @@ class Reporter:
         return bool(self._callbacks) or self.webhook_url is not None
 
     def report(self, stored: StoredEvent) -> None:
-        """Tell every callback and the webhook; never raises, waits `timeout` at most for each."""
-        targets: list[tuple[str, Callback]] = [(_name(cb), cb) for cb in list(self._callbacks)]
-        if self.webhook_url is not None:
-            targets.append((f"webhook {_safe_url(self.webhook_url)}", self._post))
-        for name, target in targets:
-            self._call(name, target, stored)
+        """Queue `stored` for every callback and the webhook; returns at once, never raises."""
+        with self._idle:
+            self._busy += 1
+        try:
+            self._queue.put_nowait(stored)
+            self._ensure_thread()
+        except queue.Full:
+            self._done()
+            self.dropped += 1
+            self._fail("queue", f"is full ({self._queue.maxsize} reports wait): one dropped")
+        except RuntimeError as exc:  # no new thread: the interpreter is shutting down
+            self._done()
+            self._fail("thread", f"cannot start ({exc}): report dropped")
 
-    def _call(self, name: str, target: Callback, stored: StoredEvent) -> None:
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until every queued report was delivered (or failed)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._alive():
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _ensure_thread(self) -> None:
+        if self._alive():
+            return
+        # Daemon: reports left at exit are dropped rather than holding the host's exit.
+        thread = threading.Thread(target=self._run, name="holmespy-report", daemon=True)
+        thread.start()
+        self._thread = thread
+
+    def _run(self) -> None:
+        while True:
+            stored = self._queue.get()
+            try:
+                self._deliver(stored)
+            except Exception as exc:  # a bug here must not end the thread
+                self._fail("reporter", f"failed: {type(exc).__name__}: {exc}")
+            finally:
+                self._done()
+
+    def _done(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+    def _deliver(self, stored: StoredEvent) -> None:
+        targets: list[tuple[str, Callback, float]] = [
+            (_name(cb), cb, self.timeout) for cb in list(self._callbacks)
+        ]
+        if self.webhook_url is not None:
+            targets.append((self._hook_name(), self._post, self.timeout + GRACE))
+        for name, target, wait in targets:
+            self._call(name, target, stored, wait)
+
+    def _call(self, name: str, target: Callback, stored: StoredEvent, wait: float) -> None:
         stuck = self._stuck.get(name)
         if stuck is not None and stuck.is_alive():
             self._fail(name, f"skipped: still stuck in an earlier report of {self.timeout:g}s")
@@ -120,45 +199,53 @@ class Reporter:
             except BaseException as exc:
                 raised.append(exc)
 
-        thread = threading.Thread(target=run, name="holmespy-report", daemon=True)
+        thread = threading.Thread(target=run, name="holmespy-report-call", daemon=True)
         thread.start()
-        thread.join(self.timeout)
+        thread.join(wait)
         if thread.is_alive():
             self._stuck[name] = thread
             self._fail(name, f"did not return within {self.timeout:g}s")
         elif raised:
             exc = raised[0]
-            self._fail(name, f"raised {type(exc).__name__}: {exc}", exc)
+            if target == self._post:  # its message says it all; no traceback to show
+                self._fail(name, str(exc))
+            else:
+                self._fail(name, f"raised {type(exc).__name__}: {exc}", exc)
         else:
             self.delivered += 1
 
     def _fail(self, name: str, what: str, exc: BaseException | None = None) -> None:
         self.errors += 1
-        self.last_error = f"reporter {name} {what}"
+        self.last_error = redact(f"reporter {name} {what}", self._secrets)
         log.warning("holmespy %s (counted in status)", self.last_error, exc_info=exc)
+
+    def _hook_name(self) -> str:
+        if self.webhook_url is None:
+            return "none"
+        return f"webhook {public_url(self.webhook_url, path=False)}"
 
     def _post(self, stored: StoredEvent) -> None:
         from holmespy import __version__
 
         assert self.webhook_url is not None
         body = json.dumps(stored.as_dict(), default=str).encode()
-        request = urllib.request.Request(
-            self.webhook_url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"holmespy/{__version__}"},
+        post_json(
+            self.webhook_url, body, deadline=self.timeout, user_agent=f"holmespy/{__version__}"
         )
-        with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-            reply.read()
 
 
 def _name(callback: Callback) -> str:
     return f"callback {getattr(callback, '__qualname__', None) or type(callback).__name__}"
 
 
-def _safe_url(url: str) -> str:
-    """scheme://host/path: no user, password or query, where tokens hide."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+def _url_secrets(url: str | None) -> tuple[str, ...]:
+    """The password and query of the webhook URL, for `redact` to hide wherever they
+    show up (its path is kept out of messages by `public_url` instead: a short path
+    such as "hook" would otherwise be starred inside every other word)."""
+    if url is None:
+        return ()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return (url,)
+    return tuple(s for s in (parts.password, parts.query) if s)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from holmespy.bundle import TMP_PREFIX
 from holmespy.redact import public_url
@@ -306,16 +306,20 @@ class S3Store:
         return f"https://{self.location.bucket}.s3.{region}.amazonaws.com/{full}"
 
     def presign(self, key: str, expires: float) -> str | None:
+        """A link that downloads `key` until it expires: its query is the signature, so
+        it is kept; user info an endpoint URL may carry is not."""
         try:
-            return str(
-                self.client.generate_presigned_url(
-                    "get_object",
-                    Params={"Bucket": self.location.bucket, "Key": self._full(key)},
-                    ExpiresIn=int(expires),
-                )
+            url = self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.location.bucket, "Key": self._full(key)},
+                ExpiresIn=int(expires),
             )
         except Exception as exc:
             raise self.error(exc, key) from None
+        parts = urlsplit(str(url))
+        if "@" not in parts.netloc:
+            return str(url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
     # -- errors --
 

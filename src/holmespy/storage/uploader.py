@@ -177,10 +177,18 @@ class Uploader:
 
         Returns early (False) when an attempt made meanwhile failed for a reason
         that waiting cannot fix (a wrong setting): the events stay in the spool.
+        Within the same `timeout`, it then waits for their reports to be sent
+        (the reporter's thread sends them; uploads never wait for it).
         """
+        deadline = time.monotonic() + timeout
+        stored = self._flush_uploads(deadline)
+        if self.reporter.active:
+            self.reporter.drain(max(0.0, deadline - time.monotonic()))
+        return stored
+
+    def _flush_uploads(self, deadline: float) -> bool:
         if self.store is None:
             return True  # nothing is ever waiting to be shipped
-        deadline = time.monotonic() + timeout
         with self._cond:
             target, started = self._requested, self._passes
             self._flushers += 1
