@@ -122,14 +122,18 @@ def drip_server(data: bytes, every: float = 0.2) -> Iterator[Drip]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed at the end of the test
+                return
             drip.connections += 1
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=accept, daemon=True).start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
     try:
         yield drip
     finally:
         drip.stop.set()
+        acceptor.join(PATIENCE)
         listener.close()
 
 

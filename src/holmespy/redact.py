@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["SECRET_VARIABLES", "public_url", "redact"]
+__all__ = ["SECRET_VARIABLES", "address", "public_url", "redact"]
 
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 HIDDEN = "***"
@@ -31,17 +31,13 @@ _URL = re.compile(
 
 
 def public_url(url: str, *, path: bool = True) -> str:
-    """`url` without user info, and with `?***` for a query; without its path
+    """`url` with `***@` for its user info and `?***` for its query; without its path
     too (`https://host/…`) when `path` is False, for URLs whose path is a token."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        netloc = _host_port(parts.hostname, parts.port)
     except ValueError:
         return f"(a malformed URL, {len(url)} characters)"
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    netloc = host + (f":{port}" if port is not None else "")
     if parts.username is not None:
         netloc = f"{HIDDEN}@{netloc}"
     if not path:
@@ -49,6 +45,19 @@ def public_url(url: str, *, path: bool = True) -> str:
         return f"{parts.scheme}://{netloc}{rest}"
     query = f"?{HIDDEN}" if parts.query else ""
     return f"{parts.scheme}://{netloc}{parts.path}{query}"
+
+
+def address(url: str) -> str:
+    """`scheme://host:port/path` of `url`: where it points, and nothing that may be secret."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{_host_port(parts.hostname, parts.port)}{parts.path}"
+
+
+def _host_port(host: str | None, port: int | None) -> str:
+    host = host or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return host + (f":{port}" if port is not None else "")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

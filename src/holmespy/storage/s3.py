@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from holmespy.bundle import TMP_PREFIX
-from holmespy.redact import public_url
+from holmespy.redact import address, public_url
 from holmespy.storage.base import ObjectInfo, check_key, content_type
 from holmespy.storage.s3client import (
     Encryption,
@@ -300,8 +300,7 @@ class S3Store:
         full = quote(self._full(key))
         custom = endpoint_url()
         if custom:  # told to a webhook: never the endpoint's user info or query
-            base = public_url(custom).split("?", 1)[0]
-            return f"{base.rstrip('/')}/{self.location.bucket}/{full}"
+            return f"{address(custom).rstrip('/')}/{self.location.bucket}/{full}"
         region = self.client.meta.region_name or "us-east-1"
         return f"https://{self.location.bucket}.s3.{region}.amazonaws.com/{full}"
 
