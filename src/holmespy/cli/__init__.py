@@ -87,6 +87,9 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"{where}{exc.strerror or exc}", EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
+    except (MemoryError, RecursionError) as exc:  # the last net under the reading limits
+        what = "memory" if isinstance(exc, MemoryError) else "stack"
+        return _fail(f"ran out of {what} (a file too large or too deeply nested?)", EXIT_FAILED)
     return code
 
 

@@ -33,6 +33,7 @@ from holmespy.cli.dumps import Census, read_census
 from holmespy.cli.errors import BadUsage, CLIError
 from holmespy.cli.fetch import open_bundle
 from holmespy.cli.profiles import load
+from holmespy.cli.reading import add_max_size_arg, read_text
 from holmespy.cli.text import number, positive_int, quantity, signed, table
 from holmespy.formats.collapsed import frame_label
 from holmespy.formats.profile import Profile
@@ -61,6 +62,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("-i", "--sample-type", metavar="TYPE", help=f"default {DEFAULT_TYPE}")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_max_size_arg(p)
     p.set_defaults(run=run)
 
 
@@ -88,15 +90,17 @@ class Change:
 
 def run(args: argparse.Namespace) -> int:
     with sides(args.before, args.after, args.source) as (a, b):
-        profile_a, profile_b = load(a.profile), load(b.profile)
+        profile_a, profile_b = load(a.profile, args.max_size), load(b.profile, args.max_size)
         sample_type = args.sample_type or _common_type(profile_a, profile_b)
         unit = _unit(profile_a, sample_type)
         by_site = site_changes(profile_a, profile_b, sample_type)
         by_type = None
         if a.census and b.census and a.census != b.census:
-            by_type = type_changes(_census(a.census), _census(b.census))
+            by_type = type_changes(
+                _census(a.census, args.max_size), _census(b.census, args.max_size)
+            )
         elif a.census and a.census == b.census:
-            by_type = census_growth(_census(a.census))
+            by_type = census_growth(_census(a.census, args.max_size))
         if args.json:
             json.dump(as_json(a, b, sample_type, unit, by_site, by_type), sys.stdout, indent=2)
             sys.stdout.write("\n")
@@ -148,8 +152,8 @@ def _census_path(folder: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _census(path: Path) -> Census:
-    return read_census(path.read_text(errors="replace"), str(path))
+def _census(path: Path, max_size: int) -> Census:
+    return read_census(read_text(path, max_size), str(path))
 
 
 def _common_type(a: Profile, b: Profile) -> str:

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 
 from holmespy.cli.errors import CLIError
 
+# Counts are ASCII digits of bounded length: int() of a 5,000-digit number raises.
+_N = "[0-9,]{1,30}"
 _THREAD = re.compile(r'Thread "(.*)" ident=')
 _FRAME = re.compile(r"    (\S.*)")
-_TASK_GROUP = re.compile(r"\[(\d+)\] ([\d,]+) tasks? (.*)")
-_COUNT_ROW = re.compile(r"\s*([\d,]+)(?:\s+([+-][\d,]+|0))?\s{2}(\S.*)")
-_GROWER_ROW = re.compile(r"\s*([+-][\d,]+)\s+([\d,]+)\s{2}(\S.*)")
-_OBJECTS = re.compile(r"objects: ([\d,]+) in ([\d,]+) types")
+_TASK_GROUP = re.compile(rf"\[([0-9]{{1,9}})\] ({_N}) tasks? (.*)")
+_COUNT_ROW = re.compile(rf"\s*({_N})(?:\s+([+-]{_N}|0))?\s{{2}}(\S.*)")
+_GROWER_ROW = re.compile(rf"\s*([+-]{_N})\s+({_N})\s{{2}}(\S.*)")
+_OBJECTS = re.compile(rf"objects: ({_N}) in ({_N}) types")
 CENSUS_HEADER = "holmespy heap census"
 
 

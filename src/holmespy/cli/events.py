@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 
 from holmespy.bundle import EVENT_FILE
 from holmespy.cli.errors import BadUsage, NotFound
+from holmespy.cli.reading import EVENT_JSON_MAX, BadJSON, load_event_json
 from holmespy.cli.source import (
     EVENT_ID_RE,
     SERVICE_RE,
@@ -210,7 +210,8 @@ class Loaded:
 
 def read_event(source: Source, ref: EventRef) -> Loaded:
     try:
-        data = source.read(ref, EVENT_FILE)
+        # One byte past the limit is enough to know it is too large.
+        data = source.read(ref, EVENT_FILE, limit=EVENT_JSON_MAX + 1)
     except NotFound:
         return Loaded(ref, error=f"{ref.id}: the event has no {EVENT_FILE}")
     except FileNotFoundError:
@@ -221,10 +222,12 @@ def read_event(source: Source, ref: EventRef) -> Loaded:
 
 
 def parse_event(ref: EventRef, data: bytes) -> Loaded:
+    """`event.json` read within its limits (`holmespy.cli.reading`); an error, not an
+    exception, when it is refused: one bad event must not hide the others."""
     try:
-        event = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Loaded(ref, error=f"{ref.id}: corrupt {EVENT_FILE}: not JSON ({exc})")
+        event = load_event_json(data)
+    except BadJSON as exc:
+        return Loaded(ref, error=f"{ref.id}: corrupt {EVENT_FILE}: {exc}")
     if not isinstance(event, dict):
         return Loaded(ref, error=f"{ref.id}: corrupt {EVENT_FILE}: not a JSON object")
     return Loaded(ref, event)

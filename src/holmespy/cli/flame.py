@@ -23,6 +23,7 @@ from holmespy import safefs
 from holmespy.cli.errors import BadUsage
 from holmespy.cli.flamegraph import render_html, tree_from_collapsed
 from holmespy.cli.profiles import collector_paused, column, load
+from holmespy.cli.reading import add_max_size_arg
 from holmespy.cli.text import quantity, warn
 from holmespy.formats.collapsed import to_collapsed
 from holmespy.formats.profile import Frame, Profile, Sample
@@ -59,12 +60,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--lines", action="store_true", help="one frame per line (default: one per function)"
     )
+    add_max_size_arg(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.format or _format_of(args.output)
-    profile = load(args.file)
+    profile = load(args.file, args.max_size)
     if not args.lines:
         profile = by_function(profile)
     index = column(profile, args.sample_type)

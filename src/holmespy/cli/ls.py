@@ -26,7 +26,10 @@ from holmespy.cli.events import (
     select,
 )
 from holmespy.cli.source import EventRef, resolve_source
-from holmespy.cli.text import age, number, positive_int, table, warn
+from holmespy.cli.text import CELL_WIDTH, age, field, number, positive_int, table, warn
+
+MAX_FILES = 20
+"""File names listed in the FILES column of `ls -l` at most."""
 
 
 def add_parser(sub: Any) -> None:
@@ -106,5 +109,13 @@ def _long_columns(item: Loaded) -> list[str]:
         if value is not None
         else "?"
     )
-    files = ",".join(str(f.get("name", "?")) for f in e.get("files", []) if isinstance(f, dict))
+    listed = e.get("files")
+    names = (
+        [f.get("name", "?") for f in listed if isinstance(f, dict)]
+        if isinstance(listed, list)
+        else []
+    )
+    files = ",".join(field(name, CELL_WIDTH) for name in names[:MAX_FILES])
+    if len(names) > MAX_FILES:
+        files += f",… ({len(names)} files)"
     return [shown, str(e.get("host", "?")), str(e.get("pid", "?")), files or "-"]

@@ -9,19 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from holmespy.cli.errors import BadUsage, CLIError, NotFound
+from holmespy.cli.reading import DEFAULT_MAX_SIZE, TooLarge
 from holmespy.formats.collapsed import sample_index
-from holmespy.formats.pprof import ProfileFormatError, read_pprof
+from holmespy.formats.pprof import ProfileFormatError, ProfileTooLarge, read_pprof
 from holmespy.formats.profile import Profile, ValueType
 
 
-def load(path: Path) -> Profile:
-    """A pprof file, or a one-line error naming it: missing, unreadable, corrupt or foreign."""
+def load(path: Path, max_size: int = DEFAULT_MAX_SIZE) -> Profile:
+    """A pprof file, or a one-line error naming it: missing, unreadable, corrupt, foreign,
+    or larger than `max_size` once decompressed (a gzip bomb stops there)."""
     if not path.exists():
         raise NotFound(f"{path}: no such file")
     if path.is_dir():
         raise BadUsage(f"{path}: is a folder; give a profile file such as {path}/cpu.pb.gz")
     try:
-        return read_pprof(path)
+        return read_pprof(path, max_size=max_size)
+    except ProfileTooLarge as exc:
+        raise TooLarge(f"{exc}; raise the limit with --max-size if you trust the file") from None
     except ProfileFormatError as exc:
         raise CLIError(str(exc)) from None
 

@@ -17,18 +17,26 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from holmespy.bundle import EVENT_FILE
 from holmespy.cli.chart import bar_chart
 from holmespy.cli.diff import DEFAULT_TYPE, site_changes
 from holmespy.cli.dumps import StackGroup, read_census, task_groups, thread_groups
-from holmespy.cli.errors import BadUsage, CLIError
+from holmespy.cli.errors import BadUsage, CLIError, UnsafePath
 from holmespy.cli.events import Query, add_filter_args, parse_event
 from holmespy.cli.fetch import open_bundle
 from holmespy.cli.profiles import hottest, load
-from holmespy.cli.source import EventRef
+from holmespy.cli.reading import (
+    DEFAULT_MAX_SIZE,
+    EVENT_JSON_MAX,
+    add_max_size_arg,
+    read_bytes,
+    read_text,
+)
+from holmespy.cli.source import EventRef, member_path
 from holmespy.cli.text import (
+    CELL_WIDTH,
     field,
     number,
     percent,
@@ -50,8 +58,12 @@ RULE_VALUES = {
 FRAMES_SHOWN = 6
 NAMES_SHOWN = 10
 """Missing files or blocked loops named before the rest are only counted."""
-WIDE = 200
+WIDE = CELL_WIDTH
 """Characters of one field from the bundle (a reason, an error) shown at most."""
+MAX_BARS = 60
+"""Bars of the history chart at most (a real history has 11 samples)."""
+MAX_VALUE = 1e15
+"""The largest metric value charted: a percentage or a count beyond it is not a real one."""
 
 
 def add_parser(sub: Any) -> None:
@@ -68,6 +80,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "-n", "--top", type=positive_int, default=5, metavar="N", help="rows per part (default 5)"
     )
+    add_max_size_arg(p)
     p.set_defaults(run=run)
 
 
@@ -75,15 +88,17 @@ def run(args: argparse.Namespace) -> int:
     if (args.event_id is None) == (not args.latest):
         raise BadUsage("show takes an EVENT_ID (or a bundle folder) or --latest")
     with open_bundle(args.event_id, args.source, Query.from_args(args)) as (folder, where):
-        print(render(folder, where, args.top))
+        print(render(folder, where, args.top, args.max_size))
     return 0
 
 
-def render(folder: Path, where: str, top: int = 5) -> str:
+def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_SIZE) -> str:
+    """The whole page; each file read within `max_size` (see `holmespy.cli.reading`)."""
     event_file = folder / EVENT_FILE
     if not event_file.is_file():
         raise CLIError(f"{folder}: not an event bundle (it has no {EVENT_FILE})")
-    loaded = parse_event(EventRef("", "", folder.name), event_file.read_bytes())
+    data = read_bytes(event_file, EVENT_JSON_MAX)
+    loaded = parse_event(EventRef("", "", folder.name), data)
     if loaded.error:
         raise CLIError(f"{where}: {loaded.error}")
     event = loaded.event
@@ -93,7 +108,7 @@ def render(folder: Path, where: str, top: int = 5) -> str:
     for name, facts in (captures or {}).items():
         if isinstance(facts, dict) and facts.get("error"):
             out.append(f"!! {field(name)} capture failed: {field(facts['error'], 2 * WIDE)}")
-    parts: list[tuple[str, Callable[[Path, int], list[str]]]] = [
+    parts: list[tuple[str, Callable[[Path, int, int], list[str]]]] = [
         ("cpu.pb.gz", profile_part),
         ("heap.pb.gz", profile_part),
         ("heap-2.pb.gz", profile_part),
@@ -107,27 +122,33 @@ def render(folder: Path, where: str, top: int = 5) -> str:
             continue
         out.append("")
         try:
-            out += part(path, top)
+            out += part(path, top, max_size)
         except CLIError as exc:
             out.append(section(name, "cannot be read"))
-            out.append(f"!! {exc}")
+            out.append(f"!! {field(str(exc), 2 * WIDE)}")
         if name == "heap-2.pb.gz" and (folder / "heap.pb.gz").is_file():
             out.append("")
-            out += grew_part(folder, top)
+            out += grew_part(folder, top, max_size)
     listed = event.get("files") if isinstance(event.get("files"), list) else []
-    missing = [
-        f["name"]
-        for f in listed or []
-        if isinstance(f, dict)
-        and isinstance(f.get("name"), str)
-        and not (folder / f["name"]).exists()
-    ]
+    names = [f["name"] for f in listed or [] if isinstance(f, dict) and "name" in f]
+    missing = [name for name in names if not _present(folder, name)]
     if missing:
         out.append("")
         shown = ", ".join(field(name) for name in missing[:NAMES_SHOWN])
         more = f" and {len(missing) - NAMES_SHOWN} more" if len(missing) > NAMES_SHOWN else ""
         out.append(f"!! listed in {EVENT_FILE} but missing: {shown}{more}")
     return "\n".join(out)
+
+
+def _present(folder: Path, name: object) -> bool:
+    """Whether a file `event.json` lists is in the folder (a name that is not a plain
+    file name of the bundle, or not a string, never is)."""
+    if not isinstance(name, str):
+        return False
+    try:
+        return folder.joinpath(*member_path(name).parts).is_file()
+    except (UnsafePath, OSError, ValueError):
+        return False
 
 
 def header(event: dict[str, Any], where: str) -> list[str]:
@@ -174,26 +195,32 @@ def header(event: dict[str, Any], where: str) -> list[str]:
 
 
 def history(event: dict[str, Any]) -> list[str]:
+    """The metric history as a chart of at most MAX_BARS bars (the newest ones);
+    samples whose value is not a plottable number are left out."""
+    given = event.get("history")
     samples = [
         h
-        for h in event.get("history", []) or []
-        if isinstance(h, dict) and isinstance(h.get("value"), int | float)
+        for h in (given if isinstance(given, list) else [])
+        if isinstance(h, dict) and _plottable(h.get("value"))
     ]
     if len(samples) < 2:
         return []
+    total = len(samples)
+    samples = samples[-MAX_BARS:]
     values = [float(h["value"]) for h in samples]
     unit = str(event.get("unit", ""))
     th = event.get("thresholds") if isinstance(event.get("thresholds"), dict) else {}
     th = th or {}
     lines: list[tuple[str, float]] = []
     average, grow = th.get("average"), th.get("diff")
-    if isinstance(average, int | float) and isinstance(grow, int | float):
+    if _plottable(average) and _plottable(grow):
         level = average * (100 + grow) / 100
-        lines.append((f"average + {number(grow)}% = {number(round(level, 2))}", level))
+        if _plottable(level):
+            lines.append((f"average + {number(grow)}% = {number(round(level, 2))}", level))
     top = max(values)
     absolute = th.get("abs")
     # A line far above every sample would flatten the bars into the floor.
-    if isinstance(absolute, int | float) and absolute <= top * 2:
+    if _plottable(absolute) and absolute <= top * 2:
         lines.append((f"abs {number(absolute)}", float(absolute)))
     span = _span(samples)
     chart = bar_chart(
@@ -203,16 +230,28 @@ def history(event: dict[str, Any]) -> list[str]:
         x_labels=(f"-{span}", "fired"),
     )
     what = RULE_VALUES.get(str(event.get("rule")), "value")
-    return ["", f"history  {what}, {len(values)} samples, the firing one last", *chart]
+    shown = f", the last {MAX_BARS} shown" if total > MAX_BARS else ""
+    return ["", f"history  {what}, {total:,} samples{shown}, the firing one last", *chart]
+
+
+def _plottable(value: object) -> TypeGuard[float]:
+    """A number a chart can scale: finite, and not absurdly large (NaN, Infinity and
+    1e300 are invalid values of a percentage or a count)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= MAX_VALUE
+    )
 
 
 def _span(samples: list[dict[str, Any]]) -> str:
     try:
-        first = dt.datetime.fromisoformat(str(samples[0]["time"]).replace("Z", "+00:00"))
-        last = dt.datetime.fromisoformat(str(samples[-1]["time"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+        first = dt.datetime.fromisoformat(str(samples[0]["time"])[:40].replace("Z", "+00:00"))
+        last = dt.datetime.fromisoformat(str(samples[-1]["time"])[:40].replace("Z", "+00:00"))
+        seconds = (last - first).total_seconds()
+    except (KeyError, ValueError, TypeError):  # TypeError: one naive, one aware
         return "?"
-    seconds = (last - first).total_seconds()
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
@@ -237,8 +276,8 @@ def section(name: str, summary: str) -> str:
     return title + "─" * max(3, 72 - len(title))
 
 
-def profile_part(path: Path, top: int) -> list[str]:
-    profile = load(path)
+def profile_part(path: Path, top: int, max_size: int) -> list[str]:
+    profile = load(path, max_size)
     index = sample_index(profile)
     value_type = profile.sample_types[index]
     rows, total = hottest(profile, index)
@@ -261,12 +300,15 @@ def profile_part(path: Path, top: int) -> list[str]:
     return out
 
 
-def grew_part(folder: Path, top: int) -> list[str]:
+def grew_part(folder: Path, top: int, max_size: int) -> list[str]:
     try:
-        a, b = load(folder / "heap.pb.gz"), load(folder / "heap-2.pb.gz")
+        a, b = load(folder / "heap.pb.gz", max_size), load(folder / "heap-2.pb.gz", max_size)
         changes = site_changes(a, b, DEFAULT_TYPE)
     except (CLIError, BadUsage) as exc:
-        return [section("heap.pb.gz → heap-2.pb.gz", "cannot compare"), f"!! {exc}"]
+        return [
+            section("heap.pb.gz → heap-2.pb.gz", "cannot compare"),
+            f"!! {field(str(exc), 2 * WIDE)}",
+        ]
     grew = [c for c in changes if c.growth > 0][:top]
     summary = f"{plural(len(grew), 'site')} grew (holmespy diff for more)"
     out = [section("heap.pb.gz → heap-2.pb.gz", summary)]
@@ -276,8 +318,8 @@ def grew_part(folder: Path, top: int) -> list[str]:
     return out + (_indent(table(rows, right={"growth", "after"})) if grew else ["  nothing grew"])
 
 
-def threads_part(path: Path, top: int) -> list[str]:
-    groups = thread_groups(path.read_text(errors="replace"))
+def threads_part(path: Path, top: int, max_size: int) -> list[str]:
+    groups = thread_groups(read_text(path, max_size))
     total = sum(g.count for g in groups)
     summary = f"{plural(total, 'thread')} in {plural(len(groups), 'group')} of identical stacks"
     out = [section(path.name, summary)]
@@ -288,8 +330,8 @@ def threads_part(path: Path, top: int) -> list[str]:
     return out
 
 
-def tasks_part(path: Path, top: int) -> list[str]:
-    dump = task_groups(path.read_text(errors="replace"))
+def tasks_part(path: Path, top: int, max_size: int) -> list[str]:
+    dump = task_groups(read_text(path, max_size))
     total = sum(g.count for g in dump.groups)
     out = [
         section(path.name, f"{total} tasks in {len(dump.groups)} groups of identical await chains")
@@ -318,8 +360,8 @@ def _group(group: StackGroup, noun: str, *, innermost_first: bool) -> list[str]:
     return out
 
 
-def types_part(path: Path, top: int) -> list[str]:
-    census = read_census(path.read_text(errors="replace"), str(path))
+def types_part(path: Path, top: int, max_size: int) -> list[str]:
+    census = read_census(read_text(path, max_size), str(path))
     total = f"{census.objects:,} objects" if census.objects is not None else "objects"
     if census.growth:
         out = [section(path.name, f"{total}; fastest growing types")]

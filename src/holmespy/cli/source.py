@@ -34,7 +34,6 @@ from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
 from holmespy.bundle import open_dump_root
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
 from holmespy.config import default_dump_path, parse_storage
-from holmespy.manifest import MAX_EVENT_JSON
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import ObjectNotFound, S3Location, StorageError
 
@@ -83,7 +82,9 @@ class Source(Protocol):
 
     def files(self, ref: EventRef) -> list[RemoteFile]: ...
 
-    def read(self, ref: EventRef, name: str) -> bytes: ...
+    def read(self, ref: EventRef, name: str, *, limit: int) -> bytes:
+        """The file's first `limit` bytes at most."""
+        ...
 
     def copy(self, ref: EventRef, name: str, out: Any, progress: Progress) -> None:
         """Write the file's bytes to the binary file object `out`."""
@@ -181,10 +182,9 @@ class LocalSource:
             found = [RemoteFile(e.name, e.stat(follow_symlinks=False).st_size) for e in entries]
         return sorted(found, key=lambda f: f.name)
 
-    def read(self, ref: EventRef, name: str) -> bytes:
-        # One byte past the largest event.json: big enough for the reader to refuse it.
+    def read(self, ref: EventRef, name: str, *, limit: int) -> bytes:
         with self._open(ref, name) as f:
-            return f.read(MAX_EVENT_JSON + 1)
+            return f.read(limit)
 
     def copy(self, ref: EventRef, name: str, out: Any, progress: Progress) -> None:
         with self._open(ref, name) as f:
@@ -270,9 +270,9 @@ class S3Source:
             raise NotFound(f"{ref.id}: no such event in {self.url}")
         return found
 
-    def read(self, ref: EventRef, name: str) -> bytes:
+    def read(self, ref: EventRef, name: str, *, limit: int) -> bytes:
         try:
-            return self.store.get_bytes(self._key(ref, name))
+            return self.store.get_bytes(self._key(ref, name), limit=limit)
         except ObjectNotFound:
             raise NotFound(f"{self.url}: no {self._key(ref, name)}") from None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from holmespy.cli.profiles import FunctionCost, column, describe, hottest, load
+from holmespy.cli.reading import add_max_size_arg
 from holmespy.cli.text import field, percent, positive_int, quantity, table
 
 
@@ -32,11 +33,12 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--cum", action="store_true", help="sort by cumulative value")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_max_size_arg(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    profile = load(args.file)
+    profile = load(args.file, args.max_size)
     index = column(profile, args.sample_type)
     rows, total = hottest(profile, index)
     if args.cum:

@@ -13,6 +13,13 @@ deduplicated by (name, filename, start_line), and a string table that starts
 with "". The same `Profile` always gives the same bytes (gzip mtime 0), so
 bundles can be compared by digest.
 
+`decode` can be given a `max_size`: the most bytes the profile may have once
+decompressed (checked while decompressing, so a gzip bomb stops there), and a
+budget for what decoding builds in memory, four times that (each sample or
+other top-level message counted as 512 bytes, each byte of a packed list of
+ids as 32), since a small protobuf can stand for millions of Python objects.
+Past either, `ProfileTooLarge`.
+
 `decode` also reads profiles from other writers (Go's runtime/pprof, py-spy and
 friends): unknown fields are skipped, repeated scalars are accepted packed and
 unpacked, input may be gzipped or raw. A location with several lines (inlined
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import operator
+import os
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +43,14 @@ from holmespy.bundle import write_private
 from holmespy.errors import HolmesError
 from holmespy.formats.profile import Frame, Profile, Sample, ValueType
 
-__all__ = ["ProfileFormatError", "decode", "encode", "read_pprof", "write_pprof"]
+__all__ = [
+    "ProfileFormatError",
+    "ProfileTooLarge",
+    "decode",
+    "encode",
+    "read_pprof",
+    "write_pprof",
+]
 
 _MASK64 = (1 << 64) - 1
 _SIGN64 = 1 << 63
@@ -53,8 +68,29 @@ class ProfileFormatError(HolmesError):
     """The data is not a pprof profile, or a corrupt one; the message says what is wrong."""
 
 
+class ProfileTooLarge(ProfileFormatError):
+    """The profile is larger than the `max_size` it was read with (a gzip bomb, or a
+    profile far beyond any real one); the message names the limit."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class _Corrupt(Exception):
     """Internal: a structural problem, turned into one ProfileFormatError line by `decode`."""
+
+
+class _OverBudget(Exception):
+    """Internal: decoding would build more than the memory budget allows."""
+
+
+MESSAGE_COST = 512
+"""Bytes of memory one decoded top-level message (a sample, a location, a string) is counted as."""
+PACKED_BYTE_COST = 32
+"""Bytes one byte of a packed list of ids is counted as (a list slot, a tuple slot, an int)."""
+MEMORY_PER_BYTE = 4
+"""The memory budget of decoding, per byte of `max_size`."""
 
 
 # --------------------------------------------------------------------------- encoding
@@ -264,10 +300,12 @@ def _read_varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
             raise _Corrupt("a varint is longer than 10 bytes (overflow)")
 
 
-def _fields(buf: bytes, start: int, end: int) -> list[_Field]:
+def _fields(buf: bytes, start: int, end: int, limit: int | None = None) -> list[_Field]:
     fields: list[_Field] = []
     pos = start
     while pos < end:
+        if limit is not None and len(fields) >= limit:
+            raise _OverBudget(f"more than {limit:,} messages")
         key, pos = _read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
@@ -324,9 +362,18 @@ def _signed(value: int) -> int:
 
 
 class _Decoder:
-    def __init__(self, buf: bytes) -> None:
+    def __init__(self, buf: bytes, budget: int | None = None) -> None:
         self.buf = buf
         self.strings: list[str] = []
+        self.budget = budget
+        """Bytes of memory decoding may build, as counted by MESSAGE_COST and PACKED_BYTE_COST."""
+
+    def spend(self, cost: int) -> None:
+        if self.budget is None:
+            return
+        self.budget -= cost
+        if self.budget < 0:
+            raise _OverBudget("its samples' stacks")
 
     def string(self, index: int, what: str) -> str:
         if index >= len(self.strings):
@@ -347,7 +394,9 @@ class _Decoder:
 
     def decode(self) -> Profile:
         buf = self.buf
-        top = _fields(buf, 0, len(buf))
+        limit = None if self.budget is None else self.budget // MESSAGE_COST
+        top = _fields(buf, 0, len(buf), limit)
+        self.spend(len(top) * MESSAGE_COST)
 
         # The string table may come anywhere in the stream, so read it first.
         for field in top:
@@ -458,6 +507,7 @@ class _Decoder:
         loc_ids: list[int] = []
         values: list[int] = []
         labels: dict[str, str] = {}
+        self.spend((end - start) * PACKED_BYTE_COST)  # once per distinct sample encoding
         for field in _fields(self.buf, start, end):
             if field[0] == 1:
                 _repeated(self.buf, field, loc_ids)
@@ -553,28 +603,28 @@ class _Decoder:
         return name, f"{num} {unit_name}" if unit_name else str(num)
 
 
-def decode(data: bytes) -> Profile:
-    """Parse gzipped or raw profile.proto bytes; ProfileFormatError if they are not one."""
+def decode(data: bytes, *, max_size: int | None = None) -> Profile:
+    """Parse gzipped or raw profile.proto bytes; ProfileFormatError if they are not one,
+    ProfileTooLarge if they are beyond `max_size` (see the module's doc)."""
     if not data:
         raise ProfileFormatError("not a pprof profile: the data is empty")
     gzipped = data[:2] == _GZIP_MAGIC
     if gzipped:
-        try:
-            raw = gzip.decompress(data)
-        except EOFError:
-            raise ProfileFormatError(
-                "corrupt pprof profile: the gzip stream is truncated"
-            ) from None
-        except (OSError, zlib.error) as e:
-            raise ProfileFormatError(
-                f"corrupt pprof profile: the gzip stream is damaged ({e})"
-            ) from None
-        if not raw:
-            raise ProfileFormatError("corrupt pprof profile: the gzip stream is empty")
+        raw = _gunzip(data, max_size)
     else:
         raw = bytes(data)
+        if max_size is not None and len(raw) > max_size:
+            raise ProfileTooLarge(f"larger than {_mib(max_size)}", max_size)
+    budget = None if max_size is None else max_size * MEMORY_PER_BYTE
     try:
-        return _Decoder(raw).decode()
+        return _Decoder(raw, budget).decode()
+    except _OverBudget as e:
+        assert max_size is not None
+        raise ProfileTooLarge(
+            f"decoding {e} would take more than {_mib(budget or 0)} of memory"
+            f" ({MEMORY_PER_BYTE} x the {_mib(max_size)} limit)",
+            max_size,
+        ) from None
     except _Corrupt as e:
         if gzipped:
             raise ProfileFormatError(f"corrupt pprof profile: {e}") from None
@@ -586,10 +636,54 @@ def decode(data: bytes) -> Profile:
         raise ProfileFormatError(f"corrupt pprof profile: {type(e).__name__}: {e}") from None
 
 
-def read_pprof(path: Path | str) -> Profile:
-    """Read a pprof file; ProfileFormatError (naming the file) if it is not a valid one."""
-    data = Path(path).read_bytes()
+def _gunzip(data: bytes, max_size: int | None) -> bytes:
+    """Every gzip member of `data`, decompressed; stops as soon as `max_size` is passed."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+        room = -1 if max_size is None else max_size - total + 1
+        try:
+            chunk = inflater.decompress(rest, room) if room > 0 else inflater.decompress(rest)
+        except zlib.error as e:
+            raise ProfileFormatError(
+                f"corrupt pprof profile: the gzip stream is damaged ({e})"
+            ) from None
+        total += len(chunk)
+        out.append(chunk)
+        if max_size is not None and total > max_size:
+            raise ProfileTooLarge(f"larger than {_mib(max_size)} once decompressed", max_size)
+        if not inflater.eof:
+            raise ProfileFormatError("corrupt pprof profile: the gzip stream is truncated")
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):  # gzip allows trailing zeros after the last member
+            break
+        if rest[:2] != _GZIP_MAGIC:
+            raise ProfileFormatError(
+                "corrupt pprof profile: the gzip stream is damaged (data after its end)"
+            )
+    raw = b"".join(out)
+    if not raw:
+        raise ProfileFormatError("corrupt pprof profile: the gzip stream is empty")
+    return raw
+
+
+def _mib(size: int) -> str:
+    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
+
+
+def read_pprof(path: Path | str, *, max_size: int | None = None) -> Profile:
+    """Read a pprof file; ProfileFormatError (naming the file) if it is not a valid one,
+    ProfileTooLarge if it is larger than `max_size` bytes (compressed or not)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if max_size is not None and size > max_size:
+            raise ProfileTooLarge(f"{path}: larger than {_mib(max_size)}", max_size)
+        data = f.read() if max_size is None else f.read(max_size + 1)
     try:
-        return decode(data)
+        return decode(data, max_size=max_size)
+    except ProfileTooLarge as e:
+        raise ProfileTooLarge(f"{path}: {e}", e.limit) from None
     except ProfileFormatError as e:
         raise ProfileFormatError(f"{path}: {e}") from None

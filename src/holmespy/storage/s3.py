@@ -259,10 +259,15 @@ class S3Store:
         except Exception as exc:
             raise self.error(exc, prefix) from None
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, limit: int | None = None) -> bytes:
+        """The object's bytes; only its first `limit` bytes when given (the rest is not read)."""
         try:
             reply = self.client.get_object(Bucket=self.location.bucket, Key=self._full(key))
-            return bytes(reply["Body"].read())
+            body = reply["Body"]
+            try:
+                return bytes(body.read() if limit is None else body.read(limit))
+            finally:
+                body.close()
         except Exception as exc:
             raise self.error(exc, key) from None
 

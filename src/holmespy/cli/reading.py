@@ -1,0 +1,139 @@
+"""Reading files from elsewhere within bounds: sizes, nesting, numbers.
+
+A bundle can come from any machine that writes to the bucket, so the CLI
+reads each file as if it were hostile: a profile at most `--max-size` bytes
+once decompressed (256 MiB by default, far above any real one), a text dump
+at most as much, an `event.json` at most 4 MiB and 32 levels deep, whose
+NaN, Infinity and numbers beyond a float are invalid values (None). Every
+refusal is one line naming the file and the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from holmespy.cli.errors import CLIError
+from holmespy.config import parse_size
+from holmespy.errors import ConfigError
+from holmespy.manifest import MAX_DEPTH, MAX_EVENT_JSON
+
+DEFAULT_MAX_SIZE = 256 << 20
+"""The most bytes a profile or a text dump may have once decompressed, by default."""
+EVENT_JSON_MAX = MAX_EVENT_JSON
+"""The largest `event.json` read (4 MiB, as the uploader and `fetch` take): real ones
+are a few KiB (its history is 11 samples)."""
+EVENT_JSON_DEPTH = MAX_DEPTH
+"""The deepest nesting of an `event.json` (32): real ones nest 5 levels."""
+
+
+class TooLarge(CLIError):
+    """A file beyond a reading limit: the message names the file and the limit."""
+
+
+def add_max_size_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-size",
+        type=_size,
+        default=DEFAULT_MAX_SIZE,
+        metavar="SIZE",
+        help="refuse a profile or dump larger than SIZE once decompressed"
+        " (default 256MiB; raise it only for a file you trust)",
+    )
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size("--max-size", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {exc.expected}") from None
+
+
+def mib(size: int) -> str:
+    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size:,} bytes"
+
+
+def read_bytes(path: Path, limit: int, flag: str = "") -> bytes:
+    """The bytes of `path`, or TooLarge when there are more than `limit`.
+
+    Checked on the open file, then read at most one byte past the limit: a
+    file that grows meanwhile (or a FIFO) cannot make it read more.
+    """
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise TooLarge(_too_large(path, limit, flag))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(_too_large(path, limit, flag))
+    return data
+
+
+def read_head(path: Path, limit: int) -> bytes:
+    """The first `limit` bytes of `path` at most (enough to tell a file is too large)."""
+    with path.open("rb") as f:
+        return f.read(limit)
+
+
+def read_text(path: Path, limit: int) -> str:
+    """A text dump, bounded; undecodable bytes replaced, line endings kept as written."""
+    return read_bytes(path, limit, "--max-size").decode("utf-8", "replace")
+
+
+def _too_large(path: Path, limit: int, flag: str) -> str:
+    raise_it = f"; raise it with {flag} if you trust the file" if flag else ""
+    return f"{path}: larger than {mib(limit)}, the most holmespy reads{raise_it}"
+
+
+class BadJSON(ValueError):
+    """An `event.json` refused: not JSON, too large or too deeply nested."""
+
+
+def load_event_json(data: bytes) -> Any:
+    """`data` as JSON within the `event.json` limits; NaN, Infinity and numbers beyond
+    a float are read as None (an invalid value), never as numbers."""
+    if len(data) > EVENT_JSON_MAX:
+        raise BadJSON(f"larger than {mib(EVENT_JSON_MAX)}")
+    try:
+        value = json.loads(
+            data,
+            parse_constant=lambda name: None,
+            parse_float=_finite_float,
+            parse_int=_float_sized_int,
+        )
+    except RecursionError:
+        raise BadJSON(f"nested deeper than {EVENT_JSON_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadJSON(f"not JSON ({exc})") from None
+    if _depth(value) > EVENT_JSON_DEPTH:
+        raise BadJSON(f"nested deeper than {EVENT_JSON_DEPTH} levels")
+    return value
+
+
+def _finite_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _float_sized_int(text: str) -> int | None:
+    value = int(text)
+    return value if abs(value) < 2**1023 else None
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests, without recursion (its size is bounded already)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            if depth > EVENT_JSON_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
