@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from holmespy.cli.deadline import DEFAULT_TIMEOUT, add_timeout_arg
 from holmespy.cli.dumps import Census, read_census
 from holmespy.cli.errors import BadUsage, CLIError
 from holmespy.cli.fetch import open_bundle
@@ -52,6 +53,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("before", metavar="A", help="a .pb.gz, a bundle folder or an event id")
     p.add_argument("after", metavar="B", nargs="?", help="the later one (default: A's gcheap pair)")
     p.add_argument("--from", dest="source", metavar="SRC", help="where event ids are looked up")
+    add_timeout_arg(p)
     p.add_argument(
         "-n",
         "--count",
@@ -89,7 +91,7 @@ class Change:
 
 
 def run(args: argparse.Namespace) -> int:
-    with sides(args.before, args.after, args.source) as (a, b):
+    with sides(args.before, args.after, args.source, args.timeout) as (a, b):
         profile_a, profile_b = load(a.profile, args.max_size), load(b.profile, args.max_size)
         sample_type = args.sample_type or _common_type(profile_a, profile_b)
         unit = _unit(profile_a, sample_type)
@@ -114,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def sides(before: str, after: str | None, source: str | None) -> Iterator[tuple[Side, Side]]:
+def sides(
+    before: str, after: str | None, source: str | None, timeout: float = DEFAULT_TIMEOUT
+) -> Iterator[tuple[Side, Side]]:
     with contextlib.ExitStack() as stack:
         if after is None:
-            folder, _ = stack.enter_context(open_bundle(before, source))
+            folder, _ = stack.enter_context(open_bundle(before, source, timeout=timeout))
             present = [name for name in HEAP_FILES if (folder / name).is_file()]
             if len(present) < 2:
                 raise BadUsage(
@@ -130,16 +134,16 @@ def sides(before: str, after: str | None, source: str | None) -> Iterator[tuple[
                 Side(f"{before}/{HEAP_FILES[1]}", folder / HEAP_FILES[1], census),
             )
             return
-        a = _side(before, source, stack)
-        b = _side(after, source, stack)
+        a = _side(before, source, stack, timeout)
+        b = _side(after, source, stack, timeout)
         yield a, b
 
 
-def _side(text: str, source: str | None, stack: contextlib.ExitStack) -> Side:
+def _side(text: str, source: str | None, stack: contextlib.ExitStack, timeout: float) -> Side:
     path = Path(text)
     if path.is_file():
         return Side(text, path)
-    folder, _ = stack.enter_context(open_bundle(text, source))
+    folder, _ = stack.enter_context(open_bundle(text, source, timeout=timeout))
     present = [name for name in HEAP_FILES if (folder / name).is_file()]
     if not present:
         raise CLIError(f"{text}: the event has no heap profile ({' or '.join(HEAP_FILES)})")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from holmespy import __version__, safefs
 from holmespy.bundle import describe_os_error, open_dump_root
+from holmespy.cli.deadline import DEFAULT_TIMEOUT, Deadline, TimedOut
 from holmespy.cli.run import PACKAGE_ROOT
 from holmespy.cli.text import size
 from holmespy.config import Config, default_dump_path
@@ -219,10 +220,20 @@ def check_storage(config: Config | None) -> Finding:
         return Finding("storage", "fail", str(exc), "set HOLMES_STORAGE=s3://bucket/prefix")
     creds = _credential_source()
     location = store.location
+    deadline = Deadline(DEFAULT_TIMEOUT, store.endpoint)
     try:
         # A listing under the prefix, not HeadBucket: it is what `ls` needs, and its
         # errors name the problem (HeadBucket answers a bare 404 or 403).
-        client.list_objects_v2(Bucket=location.bucket, Prefix=location.key(), MaxKeys=1)
+        deadline.run(
+            f"a listing of {location.url()}",
+            lambda: client.list_objects_v2(
+                Bucket=location.bucket, Prefix=location.key(), MaxKeys=1
+            ),
+        )
+    except TimedOut as exc:
+        return Finding(
+            "storage", "fail", str(exc), "check that the store is up, and AWS_ENDPOINT_URL_S3"
+        )
     except Exception as exc:
         error = store.error(exc)
         todo = _storage_todo(error)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from holmespy.bundle import EVENT_FILE
+from holmespy.cli.deadline import add_timeout_arg
 from holmespy.cli.errors import BadUsage, NotFound
 from holmespy.cli.reading import EVENT_JSON_MAX, BadJSON, load_event_json
 from holmespy.cli.source import (
@@ -39,6 +40,7 @@ def add_filter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from", dest="source", metavar="SRC", help="a dump folder or s3://bucket/prefix"
     )
+    add_timeout_arg(parser)
     parser.add_argument("--service", help="only this service")
     parser.add_argument(
         "--rule", action="append", choices=RULE_NAMES, help="only this rule (repeatable)"

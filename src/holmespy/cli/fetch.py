@@ -32,6 +32,7 @@ from typing import Any
 
 from holmespy import safefs
 from holmespy.bundle import EVENT_FILE
+from holmespy.cli.deadline import DEFAULT_TIMEOUT
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
 from holmespy.cli.events import Query, add_filter_args, find_event, latest_event
 from holmespy.cli.progress import progress_for
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.event_id is None) == (not args.latest):
         raise BadUsage("fetch takes an EVENT_ID or --latest (one of the two)")
     query = Query.from_args(args)
-    source = resolve_source(args.source)
+    source = resolve_source(args.source, args.timeout)
     ref = latest_event(source, query) if args.latest else find_event(source, args.event_id, query)
     fetched = download(source, ref, args.output, force=args.force)
     for message in fetched.warnings + fetched.refused:
@@ -185,7 +186,11 @@ def _fetch_listed(
 
 @contextlib.contextmanager
 def open_bundle(
-    text: str | None, source_arg: str | None, query: Query | None = None
+    text: str | None,
+    source_arg: str | None,
+    query: Query | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Iterator[tuple[Path, str]]:
     """A local folder with the bundle `text` names, and where it came from.
 
@@ -196,7 +201,7 @@ def open_bundle(
     if text is not None and Path(text).is_dir():
         yield Path(text), text
         return
-    source = resolve_source(source_arg)
+    source = resolve_source(source_arg, timeout)
     query = query or Query()
     ref = latest_event(source, query) if text is None else find_event(source, text, query)
     where = f"{source.url} ({ref.service}/{ref.day}/{ref.id})"

@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     query = Query.from_args(args, now)
-    source = resolve_source(args.source)
+    source = resolve_source(args.source, args.timeout)
     refs = select(source, query, limit=args.limit)
     loaded: list[Loaded] | None = None
     if args.json or args.long or query.host:

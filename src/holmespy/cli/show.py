@@ -87,7 +87,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.event_id is None) == (not args.latest):
         raise BadUsage("show takes an EVENT_ID (or a bundle folder) or --latest")
-    with open_bundle(args.event_id, args.source, Query.from_args(args)) as (folder, where):
+    query = Query.from_args(args)
+    with open_bundle(args.event_id, args.source, query, timeout=args.timeout) as (folder, where):
         print(render(folder, where, args.top, args.max_size))
     return 0
 

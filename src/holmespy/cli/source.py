@@ -32,6 +32,7 @@ from holmespy import safefs
 from holmespy.bundle import DAY_RE as DAY_RE
 from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
 from holmespy.bundle import open_dump_root
+from holmespy.cli.deadline import DEFAULT_TIMEOUT, Deadline
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
 from holmespy.config import default_dump_path, parse_storage
 from holmespy.storage.s3 import S3Store
@@ -95,12 +96,15 @@ class Source(Protocol):
         ...
 
 
-def resolve_source(given: str | None) -> Source:
+def resolve_source(given: str | None, timeout: float = DEFAULT_TIMEOUT) -> Source:
+    """The source `--from` names, else HOLMES_STORAGE, else HOLMES_DUMP_PATH; an S3 one
+    gives up after `timeout` seconds without an answer (`holmespy.cli.deadline`)."""
     src = given or os.environ.get("HOLMES_STORAGE") or os.environ.get("HOLMES_DUMP_PATH")
     if src and src.startswith("s3://"):
         # The same checks as HOLMES_STORAGE gets in the library (a prefix is printed
         # and becomes part of every key): a bad one is bad usage, said in one line.
-        return S3Source(parse_storage("--from" if given else "HOLMES_STORAGE", src) or src)
+        url = parse_storage("--from" if given else "HOLMES_STORAGE", src) or src
+        return S3Source(url, timeout)
     if src and "://" in src:
         raise BadUsage(f"{src}: a source is a folder or an s3://bucket/prefix URL")
     if src:
@@ -240,13 +244,14 @@ class S3Source:
     page_size = 1000
     """Names per listing request (S3's maximum)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         try:
             location = S3Location.parse(url)
         except StorageError as exc:
             raise BadUsage(str(exc)) from None
         self.store = S3Store(location)
         self.url = location.url()
+        self.deadline = Deadline(timeout, self.store.endpoint)
 
     def services(self) -> list[str]:
         return [p for p in self._prefixes("") if SERVICE_RE.fullmatch(p)]
@@ -265,26 +270,37 @@ class S3Source:
 
     def files(self, ref: EventRef) -> list[RemoteFile]:
         base = f"{ref.service}/{ref.day}/{ref.id}/"
-        found = [RemoteFile(o.key[len(base) :], o.size) for o in self.store.list(base)]
+        listing = self.deadline.run(
+            f"the files of {self.url}/{base}", lambda: list(self.store.list(base))
+        )
+        found = [RemoteFile(o.key[len(base) :], o.size) for o in listing]
         if not found:
             raise NotFound(f"{ref.id}: no such event in {self.url}")
         return found
 
     def read(self, ref: EventRef, name: str, *, limit: int) -> bytes:
+        key = self._key(ref, name)
         try:
-            return self.store.get_bytes(self._key(ref, name), limit=limit)
+            return self.deadline.run(
+                f"{self.url}/{key}", lambda: self.store.get_bytes(key, limit=limit)
+            )
         except ObjectNotFound:
             raise NotFound(f"{self.url}: no {self._key(ref, name)}") from None
 
     def copy(self, ref: EventRef, name: str, out: Any, progress: Progress) -> None:
         key = self._key(ref, name)
         store = self.store
+        what = f"{self.url}/{key}"
         try:
-            reply = store.client.get_object(Bucket=store.location.bucket, Key=self._full(key))
-            for block in reply["Body"].iter_chunks(CHUNK):
+            reply = self.deadline.run(
+                what,
+                lambda: store.client.get_object(Bucket=store.location.bucket, Key=self._full(key)),
+            )
+            blocks = reply["Body"].iter_chunks(CHUNK)
+            while block := self.deadline.run_step(what, lambda: next(blocks, b"")):
                 out.write(block)
                 progress(len(block))
-        except OSError:
+        except (OSError, CLIError):
             raise
         except Exception as exc:
             raise store.error(exc, key) from None
@@ -308,9 +324,12 @@ class S3Source:
         if start_after:
             options["StartAfter"] = full + start_after
         names: list[str] = []
+        what = f"a listing of {self.url}/{base}"
         while True:
             try:
-                page = self.store.client.list_objects_v2(**options)
+                page = self.deadline.run(what, lambda: self.store.client.list_objects_v2(**options))
+            except CLIError:
+                raise
             except Exception as exc:
                 raise self.store.error(exc, base) from None
             names += [p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
