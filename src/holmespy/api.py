@@ -81,7 +81,7 @@ def reconfigure(config: Config | None = None, **changes: Any) -> Config:
 
 
 def on_stored(callback: Callable[[StoredEvent], None]) -> None:
-    """Call `callback` after each event is stored (holmes' Reporter), on the uploader's thread.
+    """Call `callback` after each event is stored (holmes' Reporter), on the reporter's thread.
 
     It gets the event's `event.json` and where its files are; a callback that
     raises or hangs is logged and counted in `status().storage`, never felt

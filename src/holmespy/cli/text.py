@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import re
 import sys
 from collections.abc import Collection, Sequence
 from typing import TextIO
 
 from holmespy.printable import printable, printable_lines
 
+_PLAIN = re.compile(r"[\n\x20-\x7e]*")
 CELL_WIDTH = 200
 """The widest a table cell or a field from a bundle is printed; longer ones end with "…"."""
 
@@ -42,7 +44,8 @@ class SafeStream:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        self.stream.write(printable_lines(text))
+        # Most writes are plain ASCII (json.dump writes token by token): checked in C.
+        self.stream.write(text if _PLAIN.fullmatch(text) else printable_lines(text))
         return len(text)
 
     def flush(self) -> None:
