@@ -38,8 +38,11 @@ def test_no_answer_by_the_deadline_fails_saying_what_was_awaited() -> None:
     never = threading.Event()
     deadline = Deadline(0.5, "http://127.0.0.1:9000", say=said.append, say_after=0.1)
 
-    with pytest.raises(TimedOut) as info:
-        deadline.run("a listing of s3://dumps/prod/", lambda: never.wait(NEVER))
+    try:
+        with pytest.raises(TimedOut) as info:
+            deadline.run("a listing of s3://dumps/prod/", lambda: never.wait(NEVER))
+    finally:
+        never.set()  # the abandoned request ends with the test
 
     assert str(info.value) == (
         "http://127.0.0.1:9000 did not answer within 0.5s (waiting for a listing of"
@@ -52,12 +55,15 @@ def test_no_answer_by_the_deadline_fails_saying_what_was_awaited() -> None:
 def test_the_deadline_is_one_for_the_whole_command() -> None:
     never = threading.Event()
     deadline = Deadline(0.5, "http://store", say=lambda _: None)
-    with pytest.raises(TimedOut):
-        deadline.run("first", lambda: never.wait(NEVER))
-    # Nothing is left for a second request: it fails without waiting another 0.5 s.
-    assert deadline.remaining() == 0
-    with pytest.raises(TimedOut, match="waiting for second"):
-        deadline.run("second", lambda: never.wait(NEVER))
+    try:
+        with pytest.raises(TimedOut):
+            deadline.run("first", lambda: never.wait(NEVER))
+        # Nothing is left for a second request: it fails without waiting another 0.5 s.
+        assert deadline.remaining() == 0
+        with pytest.raises(TimedOut, match="waiting for second"):
+            deadline.run("second", lambda: never.wait(NEVER))
+    finally:
+        never.set()
 
 
 def test_a_download_may_take_long_but_not_stall() -> None:
@@ -77,8 +83,11 @@ def test_a_download_may_take_long_but_not_stall() -> None:
         while block := deadline.run_step("k", lambda: next(chunks, b"")):
             given.append(len(block))
 
-    with pytest.raises(TimedOut, match=r"within 0.5s for the next block \(waiting for k\)"):
-        download()
+    try:
+        with pytest.raises(TimedOut, match=r"within 0.5s for the next block \(waiting for k\)"):
+            download()
+    finally:
+        stall.set()
     assert given == [1, 1]
 
 

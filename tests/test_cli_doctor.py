@@ -164,3 +164,17 @@ def test_the_console_script_exits_1_on_a_failure(tmp_path):
 
     assert result.code == 1
     assert "fail  config   HOLMES_MEM='x' is invalid" in result.out
+
+
+def test_the_kill_switch_with_a_malformed_variable_is_a_warning_not_a_failure(capsys, env):
+    env.setenv("HOLMES_ENABLE", "0")
+    env.setenv("HOLMES_INTERVAL", "soon")
+
+    result = cli(capsys, "doctor", "--json")
+
+    config = [f for f in json.loads(result.out) if f["check"] == "config"]
+    assert result.code == 0
+    assert {f["status"] for f in config} == {"warn"}
+    [ignored] = [f for f in config if "HOLMES_INTERVAL='soon'" in f["detail"]]
+    assert ignored["detail"].startswith("HOLMES_ENABLE=0, so this is ignored: ")
+    assert ignored["todo"] == "fix it before holmespy is turned back on"

@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 from test_cli_support import clean_env, cli, script, write_bundle
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
 
 @pytest.fixture
 def dumps(tmp_path: Path) -> Path:
-    """Five events of two services over three days, on two hosts."""
+    """Five events of two services over three days, on two hosts, aged from now
+    (not from when the module was imported: the ages are asserted)."""
     root = tmp_path / "dumps"
-    write_bundle(root, service="checkout", rule="thread", when=NOW - dt.timedelta(days=2))
-    write_bundle(root, service="checkout", rule="cpu", when=NOW - dt.timedelta(hours=5))
-    write_bundle(root, service="search", rule="mem", when=NOW - dt.timedelta(hours=3))
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    write_bundle(root, service="checkout", rule="thread", when=now - dt.timedelta(days=2))
+    write_bundle(root, service="checkout", rule="cpu", when=now - dt.timedelta(hours=5))
+    write_bundle(root, service="search", rule="mem", when=now - dt.timedelta(hours=3))
     write_bundle(
-        root, service="search", rule="thread", when=NOW - dt.timedelta(minutes=20), host="db-7"
+        root, service="search", rule="thread", when=now - dt.timedelta(minutes=20), host="db-7"
     )
-    write_bundle(root, service="checkout", rule="task", when=NOW - dt.timedelta(minutes=2))
+    write_bundle(root, service="checkout", rule="task", when=now - dt.timedelta(minutes=2))
     return root
 
 
@@ -65,7 +65,7 @@ def test_filters_by_service_rule_and_time(capsys, dumps):
     window = cli(capsys, "ls", "--from", str(dumps), "--since", "1d", "--until", "1h").out
     assert rules(window) == ["mem", "cpu"]
     # A UTC date means its midnight: the event of two days ago is the one left out.
-    since_day = (NOW - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    since_day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
     by_day = cli(capsys, "ls", "--from", str(dumps), "--since", since_day).out
     assert rules(by_day) == ["task", "thread", "mem", "cpu"]
 

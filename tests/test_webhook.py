@@ -255,9 +255,10 @@ def test_reports_never_make_the_caller_wait(caplog: pytest.LogCaptureFixture) ->
         assert "reporter queue is full (2 reports wait): one dropped" in caplog.text
     finally:
         release.set()
-    assert reporter.drain(PATIENCE)
+    assert reporter.close(PATIENCE)
     assert seen == ["event-1", "event-2", "event-3"]
     assert reporter.errors == 2
+    assert "holmespy-report" not in {t.name for t in threading.enumerate()}
 
 
 def test_uploads_go_on_while_the_webhook_drips(tmp_path: Path, uploaders: list[Uploader]) -> None:
@@ -289,7 +290,7 @@ def test_a_webhook_password_and_token_never_reach_the_log_or_status(
         url = hook.url("/T0/B0/xoxb-s3cr3t?token=t0k3n-value", userinfo="bot:hunter22@")
         reporter = Reporter(webhook_url=url, timeout=5)
         reporter.report(stored_event())
-        assert reporter.drain(PATIENCE)
+        assert reporter.close(PATIENCE)
     assert reporter.errors == 1
     assert reporter.delivered == 0
     shown = caplog.text + str(reporter.last_error) + repr(reporter)

@@ -101,7 +101,7 @@ def check_config() -> tuple[Config | None, list[Finding]]:
         except ConfigError as exc:
             return None, [Finding("config", "fail", str(exc), f"fix {exc.name}: {exc.expected}")]
     findings = [
-        Finding("config", "warn", str(w.message), "remove or rename the variable") for w in caught
+        Finding("config", "warn", str(w.message), _config_todo(str(w.message))) for w in caught
     ]
     if not config.enable:
         findings.append(
@@ -119,6 +119,12 @@ def check_config() -> tuple[Config | None, list[Finding]]:
             )
         )
     return config, findings
+
+
+def _config_todo(message: str) -> str:
+    if message.startswith("HOLMES_ENABLE=0"):  # a malformed value, ignored by the kill switch
+        return "fix it before holmespy is turned back on"
+    return "remove or rename the variable"
 
 
 def check_pyspy(config: Config | None) -> Finding:

@@ -100,8 +100,13 @@ class Reporter:
         self.last_error: str | None = None
         self._callbacks: list[Callback] = []
         self._stuck: dict[str, threading.Thread] = {}
-        self._queue: queue.Queue[StoredEvent] = queue.Queue(queue_size)
+        self.queue_size = queue_size
+        # Unbounded underneath so that `close` can always add its end mark; the
+        # bound is kept by `report`, which counts what waits.
+        self._queue: queue.SimpleQueue[StoredEvent | None] = queue.SimpleQueue()
         self._idle = threading.Condition()
+        self._waiting = 0
+        """Reports in the queue."""
         self._busy = 0
         """Reports queued or being delivered."""
         self._thread: threading.Thread | None = None
@@ -127,17 +132,31 @@ class Reporter:
     def report(self, stored: StoredEvent) -> None:
         """Queue `stored` for every callback and the webhook; returns at once, never raises."""
         with self._idle:
-            self._busy += 1
-        try:
-            self._queue.put_nowait(stored)
-            self._ensure_thread()
-        except queue.Full:
-            self._done()
+            full = self._waiting >= self.queue_size
+            if not full:
+                self._waiting += 1
+                self._busy += 1
+        if full:
             self.dropped += 1
-            self._fail("queue", f"is full ({self._queue.maxsize} reports wait): one dropped")
+            self._fail("queue", f"is full ({self.queue_size} reports wait): one dropped")
+            return
+        self._queue.put(stored)
+        try:
+            self._ensure_thread()
         except RuntimeError as exc:  # no new thread: the interpreter is shutting down
-            self._done()
-            self._fail("thread", f"cannot start ({exc}): report dropped")
+            self._fail("thread", f"cannot start ({exc}): reports wait unsent")
+
+    def close(self, timeout: float) -> bool:
+        """Send what is queued and end the reporter's thread, waiting `timeout` s at most;
+        True if nothing was left unsent. A thread still busy past it ends by itself
+        after what is queued (a daemon: it never holds the host's exit)."""
+        deadline = time.monotonic() + timeout
+        drained = self.drain(timeout)
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return drained
 
     def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` s until every queued report was delivered (or failed)."""
@@ -164,6 +183,10 @@ class Reporter:
     def _run(self) -> None:
         while True:
             stored = self._queue.get()
+            if stored is None:  # from `close`
+                return
+            with self._idle:
+                self._waiting -= 1
             try:
                 self._deliver(stored)
             except Exception as exc:  # a bug here must not end the thread

@@ -219,6 +219,7 @@ class Uploader:
             self._cond.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.reporter.close(max(0.0, deadline - time.monotonic()))
         return delivered
 
     def abandon_after_fork(self) -> None:
