@@ -218,6 +218,7 @@ def test_the_configuration_docs_list_every_variable() -> None:
 SLIPS: dict[str, tuple[str, str, str]] = {
     "one-byte-memory-limit": ("HOLMES_MEM_LIMIT", "1", "a size from 1MiB"),
     "unit-without-prefix": ("HOLMES_MEM_LIMIT", "1iB", "a size such as 512MiB"),
+    "kelvin-sign-for-k": ("HOLMES_MEM_LIMIT", "1\u212aiB", "a size such as 512MiB"),
     "overflowing-memory-limit": ("HOLMES_MEM_LIMIT", "9" * 400, "of at most 4096PiB"),
     "overflowing-spool": ("HOLMES_SPOOL_MAX", "9" * 400 + "GiB", "of at most 4096PiB"),
     "unclosed-ipv6-webhook": ("HOLMES_WEBHOOK_URL", "http://[::1", "a port from 1 to 65535"),

@@ -70,7 +70,7 @@ _DURATION_RE = re.compile(
     rf"(?:({_NUMBER})h)?(?:({_NUMBER})m(?!s))?(?:({_NUMBER})s)?(?:({_NUMBER})ms)?"
 )
 _DURATION_UNITS = (3600.0, 60.0, 1.0, 0.001)
-_SIZE_RE = re.compile(rf"({_NUMBER})\s*(?:([KMGT])(I?B)?|B)?", re.IGNORECASE)
+_SIZE_RE = re.compile(rf"({_NUMBER})\s*(?:([KMGT])(I?B)?|B)?", re.IGNORECASE | re.ASCII)
 _SIZE_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_PART_RE = re.compile(r"[A-Za-z0-9!_.*'()-]+")
