@@ -359,3 +359,15 @@ def test_a_count_of_five_thousand_digits_in_a_dump_is_skipped(
 
     assert result.code == 0, result.err
     assert "0 tasks in 0 groups" in result.out
+
+
+def test_a_profile_exactly_at_the_cap_is_read_and_one_byte_more_is_not(tmp_path: Path) -> None:
+    from holmespy.formats.pprof import ProfileTooLarge, decode
+
+    # A long name makes bytes, not messages, the measure (the memory budget stays clear).
+    raw = gzip.decompress(pprof(cpu_profile({("main", "w" * 4000): 10**9})))
+    two_members = gzip.compress(raw[:100]) + gzip.compress(raw[100:])
+
+    assert decode(two_members, max_size=len(raw)).samples
+    with pytest.raises(ProfileTooLarge, match=f"larger than {len(raw) - 1:,} bytes"):
+        decode(two_members, max_size=len(raw) - 1)

@@ -636,24 +636,33 @@ def decode(data: bytes, *, max_size: int | None = None) -> Profile:
         raise ProfileFormatError(f"corrupt pprof profile: {type(e).__name__}: {e}") from None
 
 
+_INFLATE_STEP = 16 << 20
+"""Bytes decompressed per step: the cap is checked between steps, so a bomb costs at most
+the cap plus one step (zlib's own output buffer, grown in one go, would double it)."""
+
+
 def _gunzip(data: bytes, max_size: int | None) -> bytes:
     """Every gzip member of `data`, decompressed; stops as soon as `max_size` is passed."""
     out: list[bytes] = []
     total = 0
     rest = data
-    while True:
+    while True:  # one gzip member per turn
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
-        room = -1 if max_size is None else max_size - total + 1
-        try:
-            chunk = inflater.decompress(rest, room) if room > 0 else inflater.decompress(rest)
-        except zlib.error as e:
-            raise ProfileFormatError(
-                f"corrupt pprof profile: the gzip stream is damaged ({e})"
-            ) from None
-        total += len(chunk)
-        out.append(chunk)
-        if max_size is not None and total > max_size:
-            raise ProfileTooLarge(f"larger than {_mib(max_size)} once decompressed", max_size)
+        pending = rest
+        while not inflater.eof:
+            try:
+                chunk = inflater.decompress(pending, _INFLATE_STEP)
+            except zlib.error as e:
+                raise ProfileFormatError(
+                    f"corrupt pprof profile: the gzip stream is damaged ({e})"
+                ) from None
+            total += len(chunk)
+            out.append(chunk)
+            if max_size is not None and total > max_size:
+                raise ProfileTooLarge(f"larger than {_mib(max_size)} once decompressed", max_size)
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:  # input used up before the member's end
+                break
         if not inflater.eof:
             raise ProfileFormatError("corrupt pprof profile: the gzip stream is truncated")
         rest = inflater.unused_data
