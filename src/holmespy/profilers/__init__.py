@@ -27,7 +27,7 @@ class CaptureContext:
     exclude_threads: frozenset[int] = frozenset()
     """holmespy's own thread idents: never dumped, never profiled."""
     memory: dict[str, Any] = field(default_factory=dict)
-    """What captures keep between events of this process (the last type census)."""
+    """What captures keep between events of this process (the last census, the last holders)."""
 
 
 Capture = Callable[[CaptureContext], dict[str, Any]]
@@ -97,19 +97,32 @@ def capture_type_census(ctx: CaptureContext) -> dict[str, Any]:
     return {"file": "heap-types.txt", **result.facts}
 
 
+def capture_heap_holders(ctx: CaptureContext) -> dict[str, Any]:
+    from holmespy.limits import detect_limits
+    from holmespy.profilers.holders import holders_file
+
+    limit = detect_limits(mem_limit=ctx.config.mem_limit).mem_bytes
+    text, facts, baseline = holders_file(ctx.memory.get("holders"), limit, ctx.exclude_threads)
+    if baseline is not None:
+        ctx.memory["holders"] = baseline
+    write_private(ctx.directory / "heap-holders.txt", text.encode())
+    return {"file": "heap-holders.txt", **facts}
+
+
 THREADS = ("threads", capture_threads)
 TASKS = ("tasks", capture_tasks)
 CPU = ("cpu", capture_cpu_profile)
 HEAP = ("heap", capture_heap_profile)
 HEAP_2 = ("heap-2", capture_second_heap_profile)
 TYPES = ("heap-types", capture_type_census)
+HOLDERS = ("heap-holders", capture_heap_holders)
 
 # Thread stacks are cheap (~1 ms) and say what every thread was doing, so every
 # event carries them; the task dump goes where asyncio is the likely culprit.
 CAPTURES: dict[str, tuple[tuple[str, Capture], ...]] = {
     "cpu": (THREADS, TASKS, CPU),
-    "mem": (THREADS, HEAP, TYPES),
+    "mem": (THREADS, HEAP, TYPES, HOLDERS),
     "thread": (THREADS,),
     "task": (TASKS, THREADS),
-    "gcheap": (THREADS, HEAP, HEAP_2, TYPES),
+    "gcheap": (THREADS, HEAP, HEAP_2, TYPES, HOLDERS),
 }

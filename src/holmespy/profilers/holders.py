@@ -1,0 +1,1163 @@
+"""Who holds the memory (`heap-holders.txt`): one walk of the live heap from its roots.
+
+The census (`heap-types.txt`) counts gc-tracked objects, so a leak of plain
+dicts, strings, bytes or a few huge bytearrays hardly shows there, and it
+cannot say what keeps anything alive. This walk starts at the roots a person
+can name: module globals (`app.sessions.REGISTRY`), class attributes
+(`app.models.Session.cache`), the locals of every running thread's frames,
+and, last, gc-tracked objects that nothing reachable from those holds (cycles
+waiting for a collection, objects held by C code). It follows
+`gc.get_referents()` breadth-first from all roots at once, so each object is
+counted once, under the *nearest* root that reaches it (ties: module globals,
+then class attributes, then thread stacks), with its `sys.getsizeof()` shallow
+size. That approximates a dominator tree: a holder's figures are what it
+reaches first, not exactly what would be freed without it.
+
+It runs on holmespy's capture thread inside the host, so it:
+- never calls host code: types, sizes and referents are read through C-level
+  functions only (a class whose `__sizeof__` is written in Python is sized by
+  its nearest built-in base instead);
+- lets host threads run: the walk is a Python loop that the interpreter
+  interrupts every switch interval (5 ms), and the C calls inside it are kept
+  short (objects are expanded in small batches, big containers alone); the
+  longest uninterruptible steps are `gc.get_objects()` and expanding the
+  largest container, both timed and reported;
+- tolerates a heap that changes under it: referents are copied by C code
+  holding the GIL, never iterated live, so nothing raises "changed size
+  during iteration"; objects the host adds or moves meanwhile may be missed
+  or, rarely, counted twice: a best-effort snapshot;
+- costs little memory: visited objects are marked in a bitmap of their
+  addresses (a bit per 16 bytes of address space touched, about 1 % of RSS)
+  rather than a set of ids (about 70 bytes per object, as much as the heap).
+
+objgraph answers "what refers to this object" with `gc.get_referrers()`, a
+scan of every tracked object per step of a chain, and counts no bytes and no
+untracked objects; one forward walk attributes every object at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import FrameType, ModuleType
+from typing import Any
+
+from holmespy.profilers.threads import header_time
+
+__all__ = [
+    "METHOD",
+    "Baseline",
+    "HeapHolders",
+    "Holder",
+    "Share",
+    "TypeTotal",
+    "holders_snapshot",
+    "render",
+]
+
+METHOD = "in-process walk in short steps"
+WHY = (
+    "the walk marks visited objects in a bitmap (about 1 % of RSS) and lets host threads"
+    " run between its steps; a forked child would instead copy every memory page whose"
+    " objects it visits (their reference counts change), about the whole Python heap,"
+    " at the moment a memory rule fires"
+)
+
+NAMESPACES = "interpreter"
+MODULE_GLOBAL = "module global"
+CLASS_ATTRIBUTE = "class attribute"
+THREAD_STACK = "thread stack"
+GC_ONLY = "gc only"
+OTHERS = "others"
+
+_CHUNK = 512
+"""Objects expanded per `gc.get_referents()` call: a few thousand referents, microseconds."""
+_BIG = 64 * 1024
+"""Containers of at least this many bytes (~4,000 entries) are expanded one per call."""
+_YIELD_EVERY = 8192
+"""Objects claimed between two `time.sleep(0)`: lets a waiting host thread in right away."""
+_MAX_FRAMES = 200
+_MAX_ALIASES = 3
+_SMALL_HOLDER = 64 * 1024
+"""Holders under this many bytes are folded into one line per kind ("others")."""
+_LABEL_MAX = 200
+_CO_OPTIMIZED = 0x1
+
+_LEAVES = frozenset(
+    {str, bytes, bytearray, int, float, complex, bool, type(None), range, type(Ellipsis)}
+)
+"""Types with no referents worth asking for (none, or only other leaves)."""
+
+_module_dict_of = vars(ModuleType)["__dict__"]
+_type_dict_of = vars(type)["__dict__"]
+_type_module_of = vars(type)["__module__"]
+_type_qualname_of = vars(type)["__qualname__"]
+_type_mro_of = vars(type)["__mro__"]
+_BUILTIN_METHODS = (type(object.__sizeof__), type(object.__init__), type(len))
+
+
+# -- memory headroom ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Whether the walk fits in the memory left under the limit, and why it is done in-process."""
+
+    walk: bool
+    rss: int
+    limit: int | None
+    estimate: int
+    """What the walk may add at most: its bitmap, one level's list of objects, its tables."""
+    why: str
+
+
+def plan_memory(rss: int, limit: int | None) -> MemoryPlan:
+    """Decide from RSS and the memory limit (None: unknown) before walking.
+
+    The walk adds a bitmap of visited addresses (RSS / 128) and lists of the
+    objects of one breadth-first level (8 bytes each; objects take 16 bytes or
+    more, so at most about RSS / 16), plus a few MiB of tables. It runs only
+    when twice that fits under the limit. A forked child would add about the
+    whole Python heap instead: each object it visits has its reference count
+    changed, which copies that object's memory page into the child.
+    """
+    estimate = rss // 128 + rss // 16 + (8 << 20)
+    fork_cost = f"a forked child would copy up to {_size(rss)} (every page whose objects it visits)"
+    if limit is None or limit <= 0:
+        return MemoryPlan(True, rss, None, estimate, f"no memory limit known; {fork_cost}")
+    headroom = limit - rss
+    about = (
+        f"{_size(max(headroom, 0))} left under the {_size(limit)} limit; the walk needs at most"
+        f" {_size(estimate)}, {fork_cost}"
+    )
+    if headroom < 2 * estimate:
+        return MemoryPlan(False, rss, limit, estimate, f"not walked: {about}")
+    return MemoryPlan(True, rss, limit, estimate, about)
+
+
+# -- the result -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TypeTotal:
+    name: str
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one holder holds of one type."""
+
+    holder: str
+    type: str
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Holder:
+    label: str
+    """`module.NAME`, `module.Class.attr`, `thread "name" module.function local 'x'`, ..."""
+    kind: str
+    """MODULE_GLOBAL, CLASS_ATTRIBUTE, THREAD_STACK, GC_ONLY, NAMESPACES or OTHERS."""
+    type: str
+    """Type of the root object itself ('dict'); '' for a line that sums several roots."""
+    objects: int
+    bytes: int
+    types: tuple[TypeTotal, ...]
+    """What it holds, by bytes, largest first (the top few)."""
+    aliases: tuple[str, ...] = ()
+    """Other roots that name the same object (`from app.sessions import REGISTRY`)."""
+    roots: int = 1
+    """Roots summed into this line (more than one for OTHERS and GC_ONLY lines)."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the next snapshot of this process compares itself with (kept between events)."""
+
+    time: float
+    types: Mapping[str, tuple[int, int]]
+    """Type -> (objects, bytes), every type."""
+    holders: Mapping[str, tuple[int, int]]
+    """Holder label -> (objects, bytes), the largest holders only."""
+    holder_floor: int
+    """Bytes of the smallest holder in `holders`: one not listed held at most this much."""
+
+
+@dataclass(frozen=True)
+class HeapHolders:
+    pid: int
+    time: float
+    """When the walk started, Unix epoch seconds."""
+    seconds: float
+    objects: int
+    bytes: int
+    roots: int
+    types: tuple[TypeTotal, ...]
+    """Every type reached, by bytes, largest first."""
+    holders: tuple[Holder, ...]
+    """Every holder of at least `_SMALL_HOLDER` bytes, by bytes, then one OTHERS line per kind."""
+    shares: Mapping[str, tuple[Share, ...]]
+    """For the types that hold most bytes or grew most: their holders, by bytes."""
+    method: str = METHOD
+    why: str = WHY
+    longest_step_seconds: float = 0.0
+    """The longest single C call (listing the gc's objects, expanding the biggest container)."""
+    gc_only_candidates: int = 0
+    own_objects: int = 0
+    """Objects only holmespy's own threads and this walk hold: walked, not counted."""
+    partial: str | None = None
+    """Why the walk stopped before reaching everything, when it did."""
+    error: str | None = None
+    previous: Baseline | None = None
+
+    def baseline(self, keep: int = 500) -> Baseline:
+        named = [h for h in self.holders if h.kind != OTHERS]
+        kept = sorted(named, key=lambda h: -h.bytes)[:keep]
+        return Baseline(
+            time=self.time,
+            types={t.name: (t.objects, t.bytes) for t in self.types},
+            holders={h.label: (h.objects, h.bytes) for h in kept},
+            holder_floor=kept[-1].bytes if len(named) > keep else 0,
+        )
+
+    def type_growth(self, name: str) -> tuple[int, int] | None:
+        """(objects, bytes) gained since the previous snapshot; None without one."""
+        if self.previous is None:
+            return None
+        mine = next((t for t in self.types if t.name == name), None)
+        before = self.previous.types.get(name, (0, 0))
+        now = (mine.objects, mine.bytes) if mine else (0, 0)
+        return now[0] - before[0], now[1] - before[1]
+
+    def holder_growth(self, holder: Holder) -> tuple[int, int, bool] | None:
+        """(objects, bytes, bound) gained; `bound` when the previous figure is only a ceiling."""
+        previous = self.previous
+        if previous is None or holder.kind == OTHERS:
+            return None
+        before = previous.holders.get(holder.label)
+        if before is not None:
+            return holder.objects - before[0], holder.bytes - before[1], False
+        return holder.objects, holder.bytes - previous.holder_floor, previous.holder_floor > 0
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """A summary for `event.json`."""
+        facts: dict[str, Any] = {
+            "method": self.method,
+            "why": self.why,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "roots": self.roots,
+            "seconds": round(self.seconds, 4),
+            "longest_step_seconds": round(self.longest_step_seconds, 4),
+            "top_holders": [
+                {"holder": h.label, "objects": h.objects, "bytes": h.bytes}
+                for h in self.holders[:5]
+                if h.kind != OTHERS
+            ],
+        }
+        if self.partial:
+            facts["partial"] = self.partial
+        if self.error:
+            facts["error"] = f"holder walk failed: {self.error}"
+        return facts
+
+
+# -- names ----------------------------------------------------------------------------------
+
+
+def _module_dict(module: object) -> dict[str, Any] | None:
+    # Through the descriptor, not getattr: a module's __getattr__ or a proxy in sys.modules
+    # must not run host code on this thread.
+    if not issubclass(type(module), ModuleType):
+        return None
+    namespace = _module_dict_of.__get__(module, ModuleType)
+    return namespace if type(namespace) is dict else None
+
+
+def _is_class(obj: object) -> bool:
+    return issubclass(type(obj), type)
+
+
+def type_label(kind: type) -> str:
+    """`module.Qualname` (builtins bare), read without running a metaclass's code."""
+    try:
+        module = _type_module_of.__get__(kind, type)
+        qualname = _type_qualname_of.__get__(kind, type)
+    except Exception:
+        return object.__repr__(kind)
+    qualname = qualname if isinstance(qualname, str) else "?"
+    if not isinstance(module, str) or module == "builtins":
+        return _one_line(qualname)
+    return _one_line(f"{module}.{qualname}")
+
+
+def _one_line(text: str) -> str:
+    """A name from the host on one bounded line: control characters escaped."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= _LABEL_MAX else text[: _LABEL_MAX - 1] + "…"
+
+
+def _thread_names() -> dict[int, str]:
+    try:
+        return {t.ident: t.name for t in threading.enumerate() if t.ident is not None}
+    except Exception:
+        return {}
+
+
+def _frame_locals(frame: FrameType) -> list[tuple[str, object]]:
+    """The local variables of a running frame (module-level frames have none of their own).
+
+    On 3.11 and 3.12 reading `f_locals` leaves a snapshot dict on the frame (as
+    any debugger does) until its function returns or its locals are read again;
+    3.13 made it a view with no such side effect.
+    """
+    if not frame.f_code.co_flags & _CO_OPTIMIZED and frame.f_locals is frame.f_globals:
+        return []
+    return [(name, value) for name, value in list(frame.f_locals.items()) if type(name) is str]
+
+
+# -- sizes ------------------------------------------------------------------------------------
+
+_Sizer = Callable[[object], int]
+
+
+def _sizer(kind: type) -> _Sizer:
+    """`sys.getsizeof`, unless `kind` defines `__sizeof__` in Python (host code): then its
+    nearest built-in `__sizeof__` plus the collector's header, as getsizeof would add."""
+    try:
+        for base in _type_mro_of.__get__(kind, type):
+            method = _type_dict_of.__get__(base, type).get("__sizeof__")
+            if method is None:
+                continue
+            if type(method) in _BUILTIN_METHODS:
+                if base is kind or _builtin_up_to(kind, base):
+                    return sys.getsizeof
+                return _fallback_sizer(kind, method)
+    except Exception:
+        pass
+    return _fallback_sizer(kind, object.__sizeof__)
+
+
+def _builtin_up_to(kind: type, found: type) -> bool:
+    """True when no class between `kind` and `found` in the MRO defines `__sizeof__`."""
+    for base in _type_mro_of.__get__(kind, type):
+        if base is found:
+            return True
+        if "__sizeof__" in _type_dict_of.__get__(base, type):
+            return False
+    return False
+
+
+def _fallback_sizer(kind: type, method: Any) -> _Sizer:
+    header = 16 if kind.__flags__ & (1 << 14) else 0  # Py_TPFLAGS_HAVE_GC: PyGC_Head
+
+    def size(obj: object) -> int:
+        try:
+            return int(method(obj)) + header
+        except Exception:
+            return 0
+
+    return size
+
+
+# -- the walk ---------------------------------------------------------------------------------
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+class _Root:
+    """One root while the walk runs: what it claimed, by type."""
+
+    __slots__ = ("aliases", "kind", "label", "roots", "stats", "type")
+
+    def __init__(self, kind: str, label: str, type_name: str = "") -> None:
+        self.kind = kind
+        self.label = label
+        self.type = type_name
+        self.aliases: list[str] = []
+        self.stats: dict[type, list[Any]] = {}
+        """type -> [objects, bytes, sizer, expand]."""
+        self.roots = 1
+
+    def totals(self) -> tuple[int, int]:
+        objects = total = 0
+        for entry in self.stats.values():
+            objects += entry[0]
+            total += entry[1]
+        return objects, total
+
+
+class _Marks:
+    """Visited objects: one bit per 16 bytes of address space, 8 KiB per MiB touched.
+
+    Objects are 16-byte aligned on 64-bit CPython (8 on 32-bit, where two objects
+    cannot share 16 bytes anyway), so an address has one bit to itself.
+    """
+
+    __slots__ = ("pages",)
+
+    def __init__(self) -> None:
+        self.pages: dict[int, bytearray] = {}
+
+    def mark(self, obj: object) -> bool:
+        """Mark `obj`; False when it already was."""
+        i = id(obj) >> 4
+        page = self.pages.get(i >> 16)
+        if page is None:
+            page = self.pages[i >> 16] = bytearray(8192)
+        byte = (i >> 3) & 8191
+        bit = 1 << (i & 7)
+        if page[byte] & bit:
+            return False
+        page[byte] |= bit
+        return True
+
+    def marked(self, obj: object) -> bool:
+        i = id(obj) >> 4
+        page = self.pages.get(i >> 16)
+        return page is not None and bool(page[(i >> 3) & 8191] & (1 << (i & 7)))
+
+    def nbytes(self) -> int:
+        return len(self.pages) * 8192
+
+
+class _Walk:
+    """The walk's state; after the walk it is itself walked as holmespy's own."""
+
+    def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
+        self.marks = _Marks()
+        self.roots: list[_Root] = []
+        self.level: list[tuple[_Root, list[object]]] = []
+        """(root, objects) to expand at the next level."""
+        self.direct: dict[int, _Root] = {}
+        """id -> root, for objects a root names directly: a second name is an alias."""
+        self.sizers: dict[type, _Sizer] = {}
+        self.claimed = 0
+        self.since_yield = 0
+        self.longest = 0.0
+        self.deadline = deadline
+        self.clock = clock
+
+    def root(self, kind: str, label: str, obj: object) -> None:
+        """A root that names `obj`: it claims `obj`, or `obj` was claimed and this is an alias."""
+        if not self.marks.mark(obj):
+            owner = self.direct.get(id(obj))
+            if owner is not None and len(owner.aliases) < _MAX_ALIASES:
+                owner.aliases.append(label)
+            return
+        root = _Root(kind, label, type_label(type(obj)))
+        self.roots.append(root)
+        if type(obj) not in _LEAVES:
+            self.direct[id(obj)] = root
+        self.count(root, (obj,))
+
+    def entry(self, root: _Root, kind: type) -> list[Any]:
+        sizer = self.sizers.get(kind)
+        if sizer is None:
+            sizer = self.sizers[kind] = _sizer(kind)
+        entry = root.stats[kind] = [0, 0, sizer, kind not in _LEAVES]
+        return entry
+
+    def count(self, root: _Root, objs: Iterable[object]) -> None:
+        """Count objects already marked for `root`; queue those worth expanding."""
+        nxt: list[object] = []
+        stats = root.stats
+        for obj in objs:
+            kind = type(obj)
+            entry = stats.get(kind)
+            if entry is None:
+                entry = self.entry(root, kind)
+            entry[0] += 1
+            size = entry[2](obj)
+            entry[1] += size
+            if entry[3]:
+                if size < _BIG:
+                    nxt.append(obj)
+                else:
+                    self.level.append((root, [obj]))
+        if nxt:
+            self.level.append((root, nxt))
+
+    def expand(self, root: _Root, objs: list[object]) -> None:
+        """Claim for `root` the referents of `objs` that nothing claimed yet."""
+        stats = root.stats
+        pages = self.marks.pages
+        level = self.level
+        nxt: list[object] = []
+        for start in range(0, len(objs), _CHUNK):
+            began = self.clock()
+            refs = gc.get_referents(*objs[start : start + _CHUNK])
+            took = self.clock() - began
+            if took > self.longest:
+                self.longest = took
+            claimed = 0
+            for obj in refs:
+                # _Marks.mark inlined: this loop runs once per reference in the heap.
+                i = id(obj) >> 4
+                page = pages.get(i >> 16)
+                if page is None:
+                    page = pages[i >> 16] = bytearray(8192)
+                byte = (i >> 3) & 8191
+                bit = 1 << (i & 7)
+                if page[byte] & bit:
+                    continue
+                page[byte] |= bit
+                claimed += 1
+                kind = type(obj)
+                entry = stats.get(kind)
+                if entry is None:
+                    entry = self.entry(root, kind)
+                entry[0] += 1
+                size = entry[2](obj)
+                entry[1] += size
+                if entry[3]:
+                    if size < _BIG:
+                        nxt.append(obj)
+                    else:
+                        level.append((root, [obj]))  # expanded alone: one long C call at most
+            del refs
+            self.claimed += claimed
+            self.since_yield += claimed
+            if self.since_yield >= _YIELD_EVERY:
+                self.since_yield = 0
+                time.sleep(0)  # a host thread waiting for the GIL gets it now
+                if self.clock() > self.deadline:
+                    raise _OutOfTime
+        if nxt:
+            level.append((root, nxt))
+
+    def run(self) -> None:
+        """Breadth-first, one level for every root at a time: the nearest root claims."""
+        while self.level:
+            level, self.level = self.level, []
+            for root, objs in level:
+                self.expand(root, objs)
+            del level
+
+
+# -- roots ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Found:
+    """What the interpreter names: modules, classes, running frames, and the roots in them."""
+
+    pinned: list[object] = field(default_factory=list)
+    """Modules, their dicts, classes, their dicts, running frames: namespaces, not holders."""
+    module_globals: list[tuple[str, object]] = field(default_factory=list)
+    class_attributes: list[tuple[str, object]] = field(default_factory=list)
+    thread_locals: list[tuple[str, object]] = field(default_factory=list)
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
+    found = _Found()
+    pin = found.pinned
+
+    def pinned(obj: object) -> None:
+        if marks.mark(obj):
+            pin.append(obj)
+
+    modules: list[tuple[str, dict[str, Any]]] = []
+    for modname, module in list(sys.modules.items()):
+        namespace = _module_dict(module)
+        if namespace is None or type(modname) is not str:
+            continue
+        pinned(module)
+        pinned(namespace)
+        modules.append((modname, namespace))
+
+    stacks: list[tuple[int, list[FrameType]]] = []
+    current = threading.get_ident()
+    for ident, frame in list(sys._current_frames().items()):
+        chain: list[FrameType] = []
+        walked: FrameType | None = frame
+        while walked is not None and len(chain) < _MAX_FRAMES:
+            chain.append(walked)
+            walked = walked.f_back
+        if ident in exclude or ident == current:
+            continue  # holmespy's threads: what only they hold is its own
+        for f in chain:
+            pinned(f)
+        stacks.append((ident, chain))
+
+    classes: list[type] = []
+    for modname, namespace in modules:
+        for name, value in list(namespace.items()):
+            if type(name) is not str or _dunder(name):
+                continue  # __spec__, __builtins__, __doc__...: the interpreter's bookkeeping
+            if _is_class(value):
+                classes.append(value)
+            elif not (_module_dict(value) is not None and marks.marked(value)):
+                found.module_globals.append((_one_line(f"{modname}.{name}"), value))
+
+    while classes:
+        cls = classes.pop()
+        if not marks.mark(cls):
+            continue  # already registered under its own name
+        pin.append(cls)
+        members = _type_dict_of.__get__(cls, type)
+        for inner in gc.get_referents(members):  # the class's real dict, behind the proxy
+            if type(inner) is dict:
+                pinned(inner)
+        label = type_label(cls)
+        for name, value in list(members.items()):
+            if type(name) is not str or _dunder(name):
+                continue
+            if _is_class(value):
+                classes.append(value)
+            else:
+                found.class_attributes.append((_one_line(f"{label}.{name}"), value))
+
+    names = _thread_names()
+    for ident, chain in stacks:
+        thread = _one_line(names.get(ident, f"<unknown {ident}>")).replace('"', "'")
+        for f in chain:
+            where = _frame_name(f)
+            try:
+                local_vars = _frame_locals(f)
+            except Exception:
+                continue
+            for name, value in local_vars:
+                label = _one_line(f'thread "{thread}" {where} local {name!r}')
+                found.thread_locals.append((label, value))
+    return found
+
+
+def _frame_name(frame: FrameType) -> str:
+    code = frame.f_code
+    module = frame.f_globals.get("__name__") if type(frame.f_globals) is dict else None
+    qualname = getattr(code, "co_qualname", code.co_name)
+    return f"{module}.{qualname}" if isinstance(module, str) else str(qualname)
+
+
+# -- the snapshot -----------------------------------------------------------------------------
+
+
+def holders_snapshot(
+    previous: Baseline | None = None,
+    *,
+    exclude_threads: Iterable[int] = (),
+    max_seconds: float = 120.0,
+    top_types: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> HeapHolders:
+    """Walk the live heap from its roots and say who holds what; `previous` gives growth.
+
+    `exclude_threads` are holmespy's own threads: their frames are not roots,
+    and what only they hold is walked but not counted. The walk stops after
+    `max_seconds` (`partial` says so). Never raises: `error` says what failed.
+    """
+    started = time.time()
+    begun = clock()
+    walk = _Walk(begun + max_seconds, clock)
+    partial = error = None
+    candidates = own_objects = 0
+    try:
+        try:
+            _walk_roots(walk, frozenset(exclude_threads))
+        except _OutOfTime:
+            partial = (
+                f"stopped after {max_seconds:g} s: objects beyond the levels walked by then"
+                " are not counted, and the gc-only pass did not run"
+            )
+        if partial is None:
+            own_objects = _walk_own(walk)
+            candidates = _walk_gc_only(walk)
+    except _OutOfTime:
+        partial = f"stopped after {max_seconds:g} s, during the gc-only pass"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    walk.level = []
+    walk.direct = {}
+    return _summarise(
+        walk,
+        previous,
+        top_types=top_types,
+        pid=os.getpid(),
+        started=started,
+        seconds=clock() - begun,
+        candidates=candidates,
+        own_objects=own_objects,
+        partial=partial,
+        error=error,
+    )
+
+
+def _walk_roots(walk: _Walk, exclude: frozenset[int]) -> None:
+    found = _find_roots(walk.marks, exclude)
+    for kind, pairs in (
+        (MODULE_GLOBAL, found.module_globals),
+        (CLASS_ATTRIBUTE, found.class_attributes),
+        (THREAD_STACK, found.thread_locals),
+    ):
+        for label, value in pairs:
+            walk.root(kind, label, value)
+        pairs.clear()
+    # Counted last, so at each level the named roots claim first.
+    namespaces = _Root(NAMESPACES, "(interpreter: module and class namespaces, running frames)")
+    walk.roots.append(namespaces)
+    walk.count(namespaces, found.pinned)
+    found.pinned.clear()
+    walk.direct = {}
+    walk.run()
+
+
+def _walk_own(walk: _Walk) -> int:
+    """Mark what this walk itself holds, so the gc-only pass does not report it."""
+    own = _Root("own", "holmespy")
+    objs = [obj for obj in (walk, walk.roots, walk.marks, walk.sizers) if walk.marks.mark(obj)]
+    walk.count(own, objs)
+    walk.run()
+    return own.totals()[0]
+
+
+def _walk_gc_only(walk: _Walk) -> int:
+    """Walk the old generation's objects that no root reached; return how many there were.
+
+    Only the oldest generation: what the host made while the walk ran is young,
+    and would otherwise show up here. Each group is rooted at an object that no
+    other such object refers to (or, for a pure cycle, at its first member seen),
+    and summed by that object's type.
+    """
+    marks = walk.marks
+    began = walk.clock()
+    objs = gc.get_objects(generation=2)
+    walk.longest = max(walk.longest, walk.clock() - began)
+    candidates: list[object] = []
+    while objs:
+        # From the end, truncating: an object the host dropped meanwhile is freed a chunk at a time.
+        candidates += [obj for obj in objs[-_GC_CHUNK:] if not marks.marked(obj)]
+        del objs[-_GC_CHUNK:]
+        _breathe(walk)
+    del objs
+    children = _Marks()
+    for start in range(0, len(candidates), _CHUNK):
+        for obj in gc.get_referents(*candidates[start : start + _CHUNK]):
+            children.mark(obj)
+        if start % _GC_CHUNK == 0:
+            _breathe(walk)
+    by_type: dict[type, _Root] = {}
+    interpreter = _Root(NAMESPACES, "(interpreter: the classes' subclass registries)")
+    walk.roots.append(interpreter)
+
+    def start_at(obj: object) -> None:
+        kind = type(obj)
+        if kind is dict and _subclass_registry(obj):
+            if marks.mark(obj):
+                walk.count(interpreter, (obj,))
+            return
+        root = by_type.get(kind)
+        if root is None:
+            root = by_type[kind] = _Root(GC_ONLY, f"<gc only> {type_label(kind)}", type_label(kind))
+            root.roots = 0
+            walk.roots.append(root)
+        if marks.mark(obj):
+            root.roots += 1
+            walk.count(root, (obj,))
+
+    for obj in candidates:
+        if not children.marked(obj):
+            start_at(obj)
+    walk.run()
+    for obj in candidates:
+        if not marks.marked(obj):  # a cycle nothing outside it refers to
+            start_at(obj)
+            walk.run()
+    return len(candidates)
+
+
+def _subclass_registry(obj: object) -> bool:
+    """A class's `__subclasses__` dict ({id: weakref}): no traverse function visits it."""
+    refs = gc.get_referents(obj)
+    return bool(refs) and all(type(r) is int or type(r) is weakref.ReferenceType for r in refs)
+
+
+def _breathe(walk: _Walk) -> None:
+    time.sleep(0)
+    if walk.clock() > walk.deadline:
+        raise _OutOfTime
+
+
+_GC_CHUNK = 32768
+
+
+# -- the summary ------------------------------------------------------------------------------
+
+_TYPES_PER_HOLDER = 5
+_HOLDERS_PER_TYPE = 8
+
+
+def _summarise(
+    walk: _Walk,
+    previous: Baseline | None,
+    *,
+    top_types: int,
+    pid: int,
+    started: float,
+    seconds: float,
+    candidates: int,
+    own_objects: int,
+    partial: str | None,
+    error: str | None,
+) -> HeapHolders:
+    names: dict[type, str] = {}
+
+    def name(kind: type) -> str:
+        found = names.get(kind)
+        if found is None:
+            found = names[kind] = type_label(kind)
+        return found
+
+    # Named by label: two classes can share a name (a reloaded module); their figures add up.
+    by_root: list[tuple[_Root, dict[str, list[int]]]] = []
+    for root in walk.roots:
+        merged: dict[str, list[int]] = {}
+        for kind, entry in root.stats.items():
+            pair = merged.setdefault(name(kind), [0, 0])
+            pair[0] += entry[0]
+            pair[1] += entry[1]
+        if merged:
+            by_root.append((root, merged))
+    walk.roots = []
+
+    type_totals: dict[str, list[int]] = {}
+    for _, merged in by_root:
+        for type_name, (objects, size) in merged.items():
+            pair = type_totals.setdefault(type_name, [0, 0])
+            pair[0] += objects
+            pair[1] += size
+    types = tuple(
+        TypeTotal(n, o, b) for n, (o, b) in sorted(type_totals.items(), key=lambda i: -i[1][1])
+    )
+
+    lines: list[tuple[Holder, dict[str, list[int]]]] = []
+    others: dict[str, tuple[list[int], dict[str, list[int]]]] = {}
+    for root, merged in by_root:
+        objects = sum(p[0] for p in merged.values())
+        size = sum(p[1] for p in merged.values())
+        if size < _SMALL_HOLDER and root.kind != NAMESPACES:
+            count, folded = others.setdefault(root.kind, ([0], {}))
+            count[0] += root.roots
+            for type_name, (o, b) in merged.items():
+                pair = folded.setdefault(type_name, [0, 0])
+                pair[0] += o
+                pair[1] += b
+            continue
+        lines.append(
+            (_holder(root.label, root.kind, root.type, merged, root.aliases, root.roots), merged)
+        )
+    lines.sort(key=lambda line: -line[0].bytes)
+    folded_lines = [
+        (
+            _holder(
+                f"(other {_plural_kind(kind)}, each under {_SMALL_HOLDER // 1024} KiB)",
+                OTHERS,
+                "",
+                merged,
+                [],
+                count[0],
+            ),
+            merged,
+        )
+        for kind, (count, merged) in others.items()
+    ]
+    folded_lines.sort(key=lambda line: -line[0].bytes)
+    lines += folded_lines
+
+    snapshot = HeapHolders(
+        pid=pid,
+        time=started,
+        seconds=seconds,
+        objects=sum(t.objects for t in types),
+        bytes=sum(t.bytes for t in types),
+        roots=sum(root.roots for root, _ in by_root),
+        types=types,
+        holders=tuple(h for h, _ in lines),
+        shares={},
+        longest_step_seconds=walk.longest,
+        gc_only_candidates=candidates,
+        own_objects=own_objects,
+        partial=partial,
+        error=error,
+        previous=previous,
+    )
+    chosen = [t.name for t in types[:top_types]]
+    if previous is not None:
+        growers = sorted(types, key=lambda t: -(snapshot.type_growth(t.name) or (0, 0))[1])
+        chosen += [
+            t.name for t in growers[:top_types] if (snapshot.type_growth(t.name) or (0, 0))[1] > 0
+        ]
+    shares: dict[str, tuple[Share, ...]] = {}
+    for type_name in dict.fromkeys(chosen):
+        held = [
+            Share(holder.label, type_name, *merged[type_name])
+            for holder, merged in lines
+            if type_name in merged
+        ]
+        held.sort(key=lambda s: -s.bytes)
+        shares[type_name] = tuple(held[:_HOLDERS_PER_TYPE])
+    return replace(snapshot, shares=shares)
+
+
+def _holder(
+    label: str,
+    kind: str,
+    type_name: str,
+    merged: dict[str, list[int]],
+    aliases: list[str],
+    roots: int,
+) -> Holder:
+    ranked = sorted(merged.items(), key=lambda i: -i[1][1])
+    return Holder(
+        label=label,
+        kind=kind,
+        type=type_name,
+        objects=sum(p[0] for p in merged.values()),
+        bytes=sum(p[1] for p in merged.values()),
+        types=tuple(TypeTotal(n, o, b) for n, (o, b) in ranked[:_TYPES_PER_HOLDER]),
+        aliases=tuple(aliases),
+        roots=roots,
+    )
+
+
+def _plural_kind(kind: str) -> str:
+    return {
+        MODULE_GLOBAL: "module globals",
+        CLASS_ATTRIBUTE: "class attributes",
+        THREAD_STACK: "thread-stack locals",
+        GC_ONLY: "gc-only groups",
+    }.get(kind, kind)
+
+
+# -- heap-holders.txt -------------------------------------------------------------------------
+
+HEADER = "holmespy heap holders"
+TOP_TYPES_SHOWN = 30
+TOP_HOLDERS_SHOWN = 20
+TOP_GROWERS_SHOWN = 10
+IN_SHORT = 5
+
+
+def render(snapshot: HeapHolders) -> str:
+    """`heap-holders.txt`: a summary in sentences, then tables with exact figures.
+
+    `holmespy show` and `holmespy diff` read it back (`holmespy.cli.holders`):
+    the `[n] label` blocks with their `holds ...` line, and the type rows.
+    """
+    s = snapshot
+    out = _preamble(s)
+    out += ["", "in short:"]
+    named = [h for h in s.holders if h.kind not in (OTHERS, NAMESPACES)][:IN_SHORT]
+    out += ["  " + _sentence(s, h) for h in named] or ["  no holder"]
+    out += ["", *_types_table(s)]
+    listed = _listed_holders(s)
+    grown = s.previous is not None
+    out += [
+        "",
+        f"holders by bytes (the top {TOP_HOLDERS_SHOWN}"
+        + (f", then up to {TOP_GROWERS_SHOWN} more that grew most" if grown else "")
+        + ", then the small ones summed by kind):",
+    ]
+    for rank, holder in enumerate(listed, 1):
+        out += _holder_block(s, rank, holder)
+    if s.shares:
+        out += ["", "who holds the types with the most bytes" + (" or growth:" if grown else ":")]
+        for type_name, shares in s.shares.items():
+            out += _share_block(s, type_name, shares)
+    return "\n".join(out) + "\n"
+
+
+def _preamble(s: HeapHolders) -> list[str]:
+    out = [
+        f"{HEADER}: pid {s.pid}, at {_iso(s.time)}, took {s.seconds:.2f} s",
+        f"walk: {s.method}, longest uninterruptible step {s.longest_step_seconds * 1000:.0f} ms",
+        f"why: {s.why}",
+        f"reached: {s.objects:,} objects, {s.bytes:,} bytes ({_size(s.bytes)})"
+        f" from {s.roots:,} roots; {s.own_objects:,} objects only holmespy holds are not counted",
+    ]
+    if s.previous is not None:
+        earlier = s.time - s.previous.time
+        out.append(f"previous snapshot: {_iso(s.previous.time)}, {earlier:,.0f} s earlier")
+    else:
+        out.append("previous snapshot: none in this process, so no growth is shown")
+    out.append(
+        "How to read it: each object counts once, under the nearest root that reaches it"
+        " (breadth-first from every root at once; ties go to module globals, then class"
+        " attributes, then thread stacks). This approximates a dominator tree: a holder's"
+        " figures are what it reaches first, not exactly what would be freed without it."
+        " Sizes are sys.getsizeof(): each object's own bytes. Objects the collector does not"
+        " track (str, bytes, dicts of plain values...) are counted through their containers."
+    )
+    if s.partial:
+        out.append(f"!! partial: {s.partial}")
+    if s.error:
+        out.append(f"!! failed: {s.error}")
+    return out
+
+
+def _types_table(s: HeapHolders) -> list[str]:
+    grown = s.previous is not None
+    out = [f"types by bytes (top {TOP_TYPES_SHOWN} of {len(s.types):,}):"]
+    header = f"{'bytes':>16} {'objects':>12}"
+    header += f" {'growth bytes':>16} {'growth objects':>14}" if grown else ""
+    out.append(header + "  type")
+    for t in s.types[:TOP_TYPES_SHOWN]:
+        row = f"{t.bytes:>16,} {t.objects:>12,}"
+        change = s.type_growth(t.name)
+        if change is not None:
+            row += f" {_signed(change[1]):>16} {_signed(change[0]):>14}"
+        out.append(f"{row}  {t.name}")
+    return out
+
+
+def _listed_holders(s: HeapHolders) -> list[Holder]:
+    """The largest holders, those that grew most, then the summed small ones."""
+    named = [h for h in s.holders if h.kind != OTHERS]
+    listed = named[:TOP_HOLDERS_SHOWN]
+    if s.previous is not None:
+
+        def grew(holder: Holder) -> int:
+            change = s.holder_growth(holder)
+            return change[1] if change is not None else 0
+
+        rest = sorted(named[TOP_HOLDERS_SHOWN:], key=lambda h: -grew(h))
+        listed += [h for h in rest[:TOP_GROWERS_SHOWN] if grew(h) > 0]
+    return listed + [h for h in s.holders if h.kind == OTHERS]
+
+
+def _share_block(s: HeapHolders, type_name: str, shares: tuple[Share, ...]) -> list[str]:
+    total = next((t for t in s.types if t.name == type_name), TypeTotal(type_name, 0, 0))
+    line = (
+        f"type {type_name}: {total.objects:,} objects, {total.bytes:,} bytes ({_size(total.bytes)})"
+    )
+    change = s.type_growth(type_name)
+    if change is not None:
+        line += f"; growth {_signed(change[0])} objects, {_signed(change[1])} bytes"
+    out = [line, f"{'bytes':>16} {'objects':>12}  holder"]
+    return out + [f"{share.bytes:>16,} {share.objects:>12,}  {share.holder}" for share in shares]
+
+
+def _sentence(s: HeapHolders, holder: Holder) -> str:
+    text = (
+        f"{holder.label} ({_a(holder.type)}, {holder.kind}) holds"
+        f" {holder.objects:,} objects, {_size(holder.bytes)}"
+    )
+    if holder.types:
+        text += ": " + ", ".join(
+            f"{t.objects:,} {t.name} {_size(t.bytes)}" for t in holder.types[:3]
+        )
+    change = s.holder_growth(holder)
+    if change is not None and (change[0] or change[1]):
+        mark = ">=" if change[2] else ""
+        text += f"; grew {mark}{_signed(change[0])} objects, {mark}{_signed_size(change[1])}"
+    elif change is not None:
+        text += "; unchanged"
+    return text
+
+
+def _holder_block(s: HeapHolders, rank: int, holder: Holder) -> list[str]:
+    about = f"{holder.type}, {holder.kind}" if holder.type else holder.kind
+    if holder.roots != 1:
+        about += f", {holder.roots:,} roots"
+    if holder.aliases:
+        about += "; also " + ", ".join(holder.aliases)
+    holds = f"holds {holder.objects:,} objects, {holder.bytes:,} bytes ({_size(holder.bytes)})"
+    change = s.holder_growth(holder)
+    if change is not None:
+        mark = ">=" if change[2] else ""
+        holds += f"; growth {mark}{_signed(change[0])} objects, {mark}{_signed(change[1])} bytes"
+    lines = [f"[{rank}] {holder.label}", f"    {about}", f"    {holds}"]
+    lines += [f"{t.bytes:>16,} {t.objects:>12,}  {t.name}" for t in holder.types]
+    return lines
+
+
+def _a(type_name: str) -> str:
+    return f"a {type_name}" if type_name else "several"
+
+
+def _signed(value: int) -> str:
+    return f"{value:+,}" if value else "0"
+
+
+def _signed_size(value: int) -> str:
+    return ("+" if value > 0 else "-" if value < 0 else "") + _size(abs(value))
+
+
+def _size(value: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _iso(epoch: float) -> str:
+    return header_time(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+
+# -- the capture ------------------------------------------------------------------------------
+
+
+def read_rss(path: str = "/proc/self/statm") -> int:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def holders_file(
+    previous: Baseline | None,
+    limit: int | None,
+    exclude_threads: Iterable[int] = (),
+    *,
+    rss: Callable[[], int] = read_rss,
+) -> tuple[str, dict[str, Any], Baseline | None]:
+    """`heap-holders.txt`, its facts for `event.json`, and the baseline for the next one.
+
+    Checks the memory headroom first: with too little, the file says why no
+    walk was made (and the previous baseline is kept).
+    """
+    before = rss()
+    plan = plan_memory(before, limit)
+    memory: dict[str, Any] = {"rss_bytes": before, "limit_bytes": limit}
+    memory["estimated_extra_bytes"] = plan.estimate
+    if not plan.walk:
+        snapshot = HeapHolders(
+            pid=os.getpid(),
+            time=time.time(),
+            seconds=0.0,
+            objects=0,
+            bytes=0,
+            roots=0,
+            types=(),
+            holders=(),
+            shares={},
+            why=plan.why,
+            error=plan.why,
+            previous=previous,
+        )
+        return render(snapshot), {**snapshot.facts, "memory": memory}, None
+    snapshot = holders_snapshot(previous, exclude_threads=exclude_threads)
+    snapshot = replace(snapshot, why=f"{plan.why}")
+    memory["rss_growth_bytes"] = rss() - before
+    facts = {**snapshot.facts, "memory": memory}
+    keep = snapshot.baseline() if snapshot.error is None and snapshot.partial is None else None
+    return render(snapshot), facts, keep
