@@ -262,8 +262,7 @@ class HeapHolders:
             "longest_step_seconds": round(self.longest_step_seconds, 4),
             "top_holders": [
                 {"holder": h.label, "objects": h.objects, "bytes": h.bytes}
-                for h in self.holders[:5]
-                if h.kind != OTHERS
+                for h in [h for h in self.holders if h.kind not in (OTHERS, NAMESPACES)][:5]
             ],
         }
         if self.partial:
@@ -379,6 +378,13 @@ class _OutOfTime(Exception):
     pass
 
 
+_COUNT_BITS = 40
+"""Stats pack objects and bytes in one int (bytes << 40 | objects): no list per entry, so
+the walk allocates few objects the collector tracks (a full collection it would trigger
+on a big heap stalls the host 100+ ms)."""
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
+
+
 class _Root:
     """One root while the walk runs: what it claimed, by type."""
 
@@ -388,17 +394,14 @@ class _Root:
         self.kind = kind
         self.label = label
         self.type = type_name
-        self.aliases: list[str] = []
-        self.stats: dict[type, list[Any]] = {}
-        """type -> [objects, bytes, sizer, expand]."""
+        self.aliases: list[str] | None = None
+        self.stats: dict[type, int] = {}
+        """type -> bytes << _COUNT_BITS | objects."""
         self.roots = 1
 
     def totals(self) -> tuple[int, int]:
-        objects = total = 0
-        for entry in self.stats.values():
-            objects += entry[0]
-            total += entry[1]
-        return objects, total
+        packed = sum(self.stats.values())
+        return packed & _COUNT_MASK, packed >> _COUNT_BITS
 
 
 class _Marks:
@@ -441,12 +444,15 @@ class _Walk:
     def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
         self.marks = _Marks()
         self.roots: list[_Root] = []
-        self.level: list[tuple[_Root, list[object]]] = []
-        """(root, objects) to expand at the next level."""
+        # The next level: every object in one flat list, cut into groups of one root each
+        # (`ends`): three lists per level rather than one per root and level.
+        self.objs: list[object] = []
+        self.group_roots: list[_Root] = []
+        self.group_ends: list[int] = []
         self.direct: dict[int, _Root] = {}
         """id -> root, for objects a root names directly: a second name is an alias."""
-        self.sizers: dict[type, _Sizer] = {}
-        self.claimed = 0
+        self.types: dict[type, tuple[_Sizer, int]] = {}
+        """type -> (sizer, expand: 0 no, 1 yes, 2 a list expanded by slices)."""
         self.since_yield = 0
         self.longest = 0.0
         self.deadline = deadline
@@ -456,8 +462,11 @@ class _Walk:
         """A root that names `obj`: it claims `obj`, or `obj` was claimed and this is an alias."""
         if not self.marks.mark(obj):
             owner = self.direct.get(id(obj))
-            if owner is not None and len(owner.aliases) < _MAX_ALIASES:
-                owner.aliases.append(label)
+            if owner is not None:
+                if owner.aliases is None:
+                    owner.aliases = []
+                if len(owner.aliases) < _MAX_ALIASES:
+                    owner.aliases.append(label)
             return
         root = _Root(kind, label, type_label(type(obj)))
         self.roots.append(root)
@@ -465,88 +474,106 @@ class _Walk:
             self.direct[id(obj)] = root
         self.count(root, (obj,))
 
-    def entry(self, root: _Root, kind: type) -> list[Any]:
-        sizer = self.sizers.get(kind)
-        if sizer is None:
-            sizer = self.sizers[kind] = _sizer(kind)
-        entry = root.stats[kind] = [0, 0, sizer, kind not in _LEAVES]
-        return entry
+    def type_info(self, kind: type) -> tuple[_Sizer, int]:
+        info = self.types.get(kind)
+        if info is None:
+            expand = 0 if kind in _LEAVES else 2 if kind is list else 1
+            info = self.types[kind] = (_sizer(kind), expand)
+        return info
 
     def count(self, root: _Root, objs: Iterable[object]) -> None:
         """Count objects already marked for `root`; queue those worth expanding."""
-        nxt: list[object] = []
         stats = root.stats
         for obj in objs:
             kind = type(obj)
-            entry = stats.get(kind)
-            if entry is None:
-                entry = self.entry(root, kind)
-            entry[0] += 1
-            size = entry[2](obj)
-            entry[1] += size
-            if entry[3]:
-                if size < _BIG:
-                    nxt.append(obj)
-                else:
-                    self.level.append((root, [obj]))
-        if nxt:
-            self.level.append((root, nxt))
+            sizer, expand = self.type_info(kind)
+            size = sizer(obj)
+            stats[kind] = stats.get(kind, 0) + (size << _COUNT_BITS) + 1
+            if expand:
+                self._queue(root, obj, size)
+        self._close(root)
+
+    def _queue(self, root: _Root, obj: object, size: int) -> None:
+        if size < _BIG:
+            self.objs.append(obj)
+        else:  # a group of its own: expanded alone, or by slices for a list
+            self._close(root)
+            self.objs.append(obj)
+            self._close(root)
+
+    def _close(self, root: _Root) -> None:
+        ends = self.group_ends
+        if len(self.objs) > (ends[-1] if ends else 0):
+            self.group_roots.append(root)
+            ends.append(len(self.objs))
+
+    def _referents(self, objs: list[object]) -> list[object]:
+        began = self.clock()
+        refs = gc.get_referents(*objs)
+        took = self.clock() - began
+        if took > self.longest:
+            self.longest = took
+        return refs
 
     def expand(self, root: _Root, objs: list[object]) -> None:
         """Claim for `root` the referents of `objs` that nothing claimed yet."""
+        if len(objs) == 1 and type(objs[0]) is list:
+            # A long list is read a slice at a time: one call over millions of items would
+            # hold the GIL for tens of ms. The host may change it meanwhile: best effort.
+            whole = objs[0]
+            for start in range(0, len(whole), _BIG // 8):
+                self._claim(root, list.__getitem__(whole, slice(start, start + _BIG // 8)))
+        else:
+            for start in range(0, len(objs), _CHUNK):
+                self._claim(root, self._referents(objs[start : start + _CHUNK]))
+        self._close(root)
+
+    def _claim(self, root: _Root, refs: list[object]) -> None:
         stats = root.stats
         pages = self.marks.pages
-        level = self.level
-        nxt: list[object] = []
-        for start in range(0, len(objs), _CHUNK):
-            began = self.clock()
-            refs = gc.get_referents(*objs[start : start + _CHUNK])
-            took = self.clock() - began
-            if took > self.longest:
-                self.longest = took
-            claimed = 0
-            for obj in refs:
-                # _Marks.mark inlined: this loop runs once per reference in the heap.
-                i = id(obj) >> 4
-                page = pages.get(i >> 16)
-                if page is None:
-                    page = pages[i >> 16] = bytearray(8192)
-                byte = (i >> 3) & 8191
-                bit = 1 << (i & 7)
-                if page[byte] & bit:
-                    continue
-                page[byte] |= bit
-                claimed += 1
-                kind = type(obj)
-                entry = stats.get(kind)
-                if entry is None:
-                    entry = self.entry(root, kind)
-                entry[0] += 1
-                size = entry[2](obj)
-                entry[1] += size
-                if entry[3]:
-                    if size < _BIG:
-                        nxt.append(obj)
-                    else:
-                        level.append((root, [obj]))  # expanded alone: one long C call at most
-            del refs
-            self.claimed += claimed
-            self.since_yield += claimed
-            if self.since_yield >= _YIELD_EVERY:
-                self.since_yield = 0
-                time.sleep(0)  # a host thread waiting for the GIL gets it now
-                if self.clock() > self.deadline:
-                    raise _OutOfTime
-        if nxt:
-            level.append((root, nxt))
+        types = self.types
+        queue = self.objs
+        claimed = 0
+        for obj in refs:
+            # _Marks.mark inlined: this loop runs once per reference in the heap.
+            i = id(obj) >> 4
+            page = pages.get(i >> 16)
+            if page is None:
+                page = pages[i >> 16] = bytearray(8192)
+            byte = (i >> 3) & 8191
+            bit = 1 << (i & 7)
+            if page[byte] & bit:
+                continue
+            page[byte] |= bit
+            claimed += 1
+            kind = type(obj)
+            info = types.get(kind)
+            if info is None:
+                info = self.type_info(kind)
+            size = info[0](obj)
+            stats[kind] = stats.get(kind, 0) + (size << _COUNT_BITS) + 1
+            if info[1]:
+                if size < _BIG:
+                    queue.append(obj)
+                else:
+                    self._queue(root, obj, size)
+        self.since_yield += claimed
+        if self.since_yield >= _YIELD_EVERY:
+            self.since_yield = 0
+            time.sleep(0)  # a host thread waiting for the GIL gets it now
+            if self.clock() > self.deadline:
+                raise _OutOfTime
 
     def run(self) -> None:
         """Breadth-first, one level for every root at a time: the nearest root claims."""
-        while self.level:
-            level, self.level = self.level, []
-            for root, objs in level:
-                self.expand(root, objs)
-            del level
+        while self.objs:
+            objs, roots, ends = self.objs, self.group_roots, self.group_ends
+            self.objs, self.group_roots, self.group_ends = [], [], []
+            start = 0
+            for root, end in zip(roots, ends, strict=True):
+                self.expand(root, objs[start:end])
+                start = end
+            del objs, roots, ends
 
 
 # -- roots ------------------------------------------------------------------------------------
@@ -685,7 +712,7 @@ def holders_snapshot(
         partial = f"stopped after {max_seconds:g} s, during the gc-only pass"
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-    walk.level = []
+    walk.objs, walk.group_roots, walk.group_ends = [], [], []
     walk.direct = {}
     return _summarise(
         walk,
@@ -723,7 +750,7 @@ def _walk_roots(walk: _Walk, exclude: frozenset[int]) -> None:
 def _walk_own(walk: _Walk) -> int:
     """Mark what this walk itself holds, so the gc-only pass does not report it."""
     own = _Root("own", "holmespy")
-    objs = [obj for obj in (walk, walk.roots, walk.marks, walk.sizers) if walk.marks.mark(obj)]
+    objs = [obj for obj in (walk, walk.roots, walk.marks, walk.types) if walk.marks.mark(obj)]
     walk.count(own, objs)
     walk.run()
     return own.totals()[0]
@@ -738,6 +765,20 @@ def _walk_gc_only(walk: _Walk) -> int:
     and summed by that object's type.
     """
     marks = walk.marks
+    interpreter = _Root(NAMESPACES, "(interpreter: type internals reachable only from the gc)")
+    walk.roots.append(interpreter)
+    # A built-in type is not traversed, so its dict (and its __subclasses__ registry, for
+    # every class) is reachable only from the gc's lists: the interpreter's, not a leak.
+    pinned: list[object] = []
+    for kind in list(walk.types):
+        if marks.mark(kind):
+            pinned.append(kind)
+        for inner in gc.get_referents(_type_dict_of.__get__(kind, type)):
+            if type(inner) is dict and marks.mark(inner):
+                pinned.append(inner)
+    walk.count(interpreter, pinned)
+    del pinned
+    walk.run()
     began = walk.clock()
     objs = gc.get_objects(generation=2)
     walk.longest = max(walk.longest, walk.clock() - began)
@@ -755,8 +796,6 @@ def _walk_gc_only(walk: _Walk) -> int:
         if start % _GC_CHUNK == 0:
             _breathe(walk)
     by_type: dict[type, _Root] = {}
-    interpreter = _Root(NAMESPACES, "(interpreter: the classes' subclass registries)")
-    walk.roots.append(interpreter)
 
     def start_at(obj: object) -> None:
         kind = type(obj)
@@ -830,10 +869,10 @@ def _summarise(
     by_root: list[tuple[_Root, dict[str, list[int]]]] = []
     for root in walk.roots:
         merged: dict[str, list[int]] = {}
-        for kind, entry in root.stats.items():
+        for kind, packed in root.stats.items():
             pair = merged.setdefault(name(kind), [0, 0])
-            pair[0] += entry[0]
-            pair[1] += entry[1]
+            pair[0] += packed & _COUNT_MASK
+            pair[1] += packed >> _COUNT_BITS
         if merged:
             by_root.append((root, merged))
     walk.roots = []
@@ -862,7 +901,10 @@ def _summarise(
                 pair[1] += b
             continue
         lines.append(
-            (_holder(root.label, root.kind, root.type, merged, root.aliases, root.roots), merged)
+            (
+                _holder(root.label, root.kind, root.type, merged, root.aliases or [], root.roots),
+                merged,
+            )
         )
     lines.sort(key=lambda line: -line[0].bytes)
     folded_lines = [
@@ -1157,7 +1199,7 @@ def holders_file(
         return render(snapshot), {**snapshot.facts, "memory": memory}, None
     snapshot = holders_snapshot(previous, exclude_threads=exclude_threads)
     snapshot = replace(snapshot, why=f"{plan.why}")
-    memory["rss_growth_bytes"] = rss() - before
+    memory["rss_change_bytes"] = rss() - before  # the host's allocations meanwhile included
     facts = {**snapshot.facts, "memory": memory}
     keep = snapshot.baseline() if snapshot.error is None and snapshot.partial is None else None
     return render(snapshot), facts, keep
