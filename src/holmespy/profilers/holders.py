@@ -85,10 +85,11 @@ _YIELD_EVERY = 8192
 """Objects claimed between two `time.sleep(0)`: lets a waiting host thread in right away."""
 _MAX_FRAMES = 200
 _MAX_ALIASES = 3
-_SMALL_HOLDER = 64 * 1024
+SMALL_HOLDER = 64 * 1024
 """Holders under this many bytes are folded into one line per kind ("others")."""
 _LABEL_MAX = 200
 _CO_OPTIMIZED = 0x1
+_THIS_FILE = __file__
 
 _LEAVES = frozenset(
     {str, bytes, bytearray, int, float, complex, bool, type(None), range, type(Ellipsis)}
@@ -205,7 +206,7 @@ class HeapHolders:
     types: tuple[TypeTotal, ...]
     """Every type reached, by bytes, largest first."""
     holders: tuple[Holder, ...]
-    """Every holder of at least `_SMALL_HOLDER` bytes, by bytes, then one OTHERS line per kind."""
+    """Every holder of at least `SMALL_HOLDER` bytes, by bytes, then one OTHERS line per kind."""
     shares: Mapping[str, tuple[Share, ...]]
     """For the types that hold most bytes or grew most: their holders, by bytes."""
     method: str = METHOD
@@ -612,15 +613,15 @@ def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
         modules.append((modname, namespace))
 
     stacks: list[tuple[int, list[FrameType]]] = []
-    current = threading.get_ident()
     for ident, frame in list(sys._current_frames().items()):
+        if ident in exclude:
+            continue  # holmespy's threads: what only they hold is its own
         chain: list[FrameType] = []
         walked: FrameType | None = frame
         while walked is not None and len(chain) < _MAX_FRAMES:
-            chain.append(walked)
+            if walked.f_code.co_filename != _THIS_FILE:  # the walk's own frames: its state
+                chain.append(walked)
             walked = walked.f_back
-        if ident in exclude or ident == current:
-            continue  # holmespy's threads: what only they hold is its own
         for f in chain:
             pinned(f)
         stacks.append((ident, chain))
@@ -684,13 +685,16 @@ def holders_snapshot(
     exclude_threads: Iterable[int] = (),
     max_seconds: float = 120.0,
     top_types: int = 5,
+    small_holder: int = SMALL_HOLDER,
     clock: Callable[[], float] = time.perf_counter,
 ) -> HeapHolders:
     """Walk the live heap from its roots and say who holds what; `previous` gives growth.
 
     `exclude_threads` are holmespy's own threads: their frames are not roots,
     and what only they hold is walked but not counted. The walk stops after
-    `max_seconds` (`partial` says so). Never raises: `error` says what failed.
+    `max_seconds` (`partial` says so). Holders of fewer than `small_holder`
+    bytes are summed into one line per kind. Never raises: `error` says what
+    failed.
     """
     started = time.time()
     begun = clock()
@@ -718,6 +722,7 @@ def holders_snapshot(
         walk,
         previous,
         top_types=top_types,
+        small_holder=small_holder,
         pid=os.getpid(),
         started=started,
         seconds=clock() - begun,
@@ -849,6 +854,7 @@ def _summarise(
     previous: Baseline | None,
     *,
     top_types: int,
+    small_holder: int,
     pid: int,
     started: float,
     seconds: float,
@@ -892,7 +898,7 @@ def _summarise(
     for root, merged in by_root:
         objects = sum(p[0] for p in merged.values())
         size = sum(p[1] for p in merged.values())
-        if size < _SMALL_HOLDER and root.kind != NAMESPACES:
+        if size < small_holder and root.kind != NAMESPACES:
             count, folded = others.setdefault(root.kind, ([0], {}))
             count[0] += root.roots
             for type_name, (o, b) in merged.items():
@@ -910,7 +916,7 @@ def _summarise(
     folded_lines = [
         (
             _holder(
-                f"(other {_plural_kind(kind)}, each under {_SMALL_HOLDER // 1024} KiB)",
+                f"(other {_plural_kind(kind)}, each under {_size(small_holder)})",
                 OTHERS,
                 "",
                 merged,
