@@ -218,7 +218,7 @@ def test_a_few_large_bytearrays_rank_by_bytes_not_by_count(make_module: MakeModu
 
     assert result.types[0].name == "bytearray"
     assert result.types[0].bytes >= 6_000_000
-    top = [h for h in result.holders if h.kind == MODULE_GLOBAL][0]
+    top = next(h for h in result.holders if h.kind == MODULE_GLOBAL)
     assert top.label == "holmes_app.buffers.BUFFERS"
 
 
@@ -318,10 +318,12 @@ def test_growth_against_the_previous_snapshot(make_module: MakeModule) -> None:
 
     session = f"{__name__}.Session"
     change = second.type_growth(session)
-    assert change is not None and change[0] >= 1000
+    assert change is not None
+    assert change[0] >= 1000
     growth = second.holder_growth(holder(second, "holmes_app.grow.REGISTRY"))
     assert growth is not None
-    assert growth[0] >= 1000 and not growth[2]
+    assert growth[0] >= 1000
+    assert not growth[2]
     assert session in second.shares
     assert second.shares[session][0].holder == "holmes_app.grow.REGISTRY"
 
@@ -334,7 +336,8 @@ def test_the_text_names_the_holder_the_type_and_the_bytes(make_module: MakeModul
     assert text.startswith("holmespy heap holders: pid ")
     line = next(x for x in text.splitlines() if "holmes_app.text.REGISTRY (a dict" in x)
     assert f"5,000 {__name__}.Session" in line
-    assert "[1] " in text and "holds " in text
+    assert "[1] " in text
+    assert "holds " in text
 
 
 def test_small_holders_are_summed_per_kind(make_module: MakeModule) -> None:
@@ -364,7 +367,8 @@ def test_a_hostile_thread_name_stays_on_one_escaped_line() -> None:
     finally:
         done.set()
         thread.join()
-    assert "\x1b" not in text and "\x07" not in text
+    assert "\x1b" not in text
+    assert "\x07" not in text
     assert not [line for line in text.splitlines() if line.startswith("[1] fake.HOLDER")]
     assert "evil\\n[1] fake.HOLDER\\x1b]0;title\\x07'" in text
 
@@ -375,7 +379,8 @@ def test_out_of_time_gives_a_partial_result_not_an_exception() -> None:
     result = holders_snapshot(max_seconds=5, clock=lambda: float(next(ticks)))
 
     assert result.error is None
-    assert result.partial is not None and "stopped after 5 s" in result.partial
+    assert result.partial is not None
+    assert "stopped after 5 s" in result.partial
 
 
 def test_too_little_memory_headroom_means_no_walk() -> None:
