@@ -1,10 +1,13 @@
-"""`holmespy diff A [B]`: what grew between two heap profiles, by allocation site and by type.
+"""`holmespy diff A [B]`: what grew between two heap profiles, by allocation site, type and holder.
 
 A and B are `.pb.gz` files, bundle folders or event ids. With one event
 (or folder) that holds the `gcheap` rule's pair, `heap.pb.gz` is compared
 with `heap-2.pb.gz`, taken one window apart. With two events, the last heap
-profile of each is compared, and their `heap-types.txt` censuses give the
-by-type view.
+profile of each is compared, their `heap-types.txt` censuses give the
+by-type view, and their `heap-holders.txt` the by-holder view: which roots
+(module globals, class attributes, thread stacks) reach more memory. For a
+gcheap pair, by type and by holder show the growth the bundle's own files
+recorded against the snapshot before them in the same process.
 
 By site is the allocation site, the innermost frame with its line, summed
 over the stacks that end there; the value is `inuse_space` unless `-i`
@@ -33,6 +36,7 @@ from holmespy.cli.deadline import DEFAULT_TIMEOUT, add_timeout_arg
 from holmespy.cli.dumps import Census, read_census
 from holmespy.cli.errors import BadUsage, CLIError
 from holmespy.cli.fetch import open_bundle
+from holmespy.cli.holders import beside, changes_json, holders_between, render_holder_changes
 from holmespy.cli.profiles import load
 from holmespy.cli.reading import add_max_size_arg, read_text
 from holmespy.cli.text import number, positive_int, quantity, signed, table
@@ -48,7 +52,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "diff",
         help="what grew between two heap profiles",
-        description="What grew between two heap profiles, by allocation site and by type.",
+        description="What grew between two heap profiles, by allocation site, type and holder.",
     )
     p.add_argument("before", metavar="A", help="a .pb.gz, a bundle folder or an event id")
     p.add_argument("after", metavar="B", nargs="?", help="the later one (default: A's gcheap pair)")
@@ -103,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
             )
         elif a.census and a.census == b.census:
             by_type = census_growth(_census(a.census, args.max_size))
+        has_holders, by_holder = holders_between(beside(a.profile), beside(b.profile))
         if args.json:
-            json.dump(as_json(a, b, sample_type, unit, by_site, by_type), sys.stdout, indent=2)
+            data = as_json(a, b, sample_type, unit, by_site, by_type)
+            data["by_holder"] = changes_json(by_holder)
+            json.dump(data, sys.stdout, indent=2)
             sys.stdout.write("\n")
             return 0
         print(f"before  {a.label}\nafter   {b.label}\n")
@@ -112,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         if a.census and b.census:
             print()
             print(render_types(by_type, args.count))
+        if has_holders:
+            print()
+            print(render_holder_changes(by_holder, args.count))
     return 0
 
 

@@ -3,8 +3,9 @@
 One screen for the on-call engineer: the rule and its numbers, the metric
 history as a chart with the line it crossed, the hottest functions of each
 profile (and, for the gcheap pair, the sites that grew between the two),
-the biggest groups of threads and tasks stopped in the same place, and the
-types with the most live objects or the fastest growth. Each part reads one
+the biggest groups of threads and tasks stopped in the same place, the
+types with the most live objects or the fastest growth, and the roots that
+hold the most memory. Each part reads one
 file; a missing or corrupt file is reported in its place and the rest is
 still shown.
 """
@@ -26,6 +27,8 @@ from holmespy.cli.dumps import StackGroup, read_census, task_groups, thread_grou
 from holmespy.cli.errors import BadUsage, CLIError, UnsafePath
 from holmespy.cli.events import Query, add_filter_args, parse_event
 from holmespy.cli.fetch import open_bundle
+from holmespy.cli.holders import FILE as HOLDERS_FILE
+from holmespy.cli.holders import holders_part
 from holmespy.cli.profiles import hottest, load
 from holmespy.cli.reading import (
     DEFAULT_MAX_SIZE,
@@ -116,6 +119,7 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
         ("threads.txt", threads_part),
         ("tasks.txt", tasks_part),
         ("heap-types.txt", types_part),
+        (HOLDERS_FILE, lambda path, top: holders_part(path, top, section)),
     ]
     for name, part in parts:
         path = folder / name
