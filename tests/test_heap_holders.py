@@ -200,7 +200,8 @@ def test_untracked_dicts_strings_and_bytes_count_through_their_container(
     rows = [
         {"id": n, "name": f"user-{n}", "blob": b"x" * 100 + bytes([n % 256])} for n in range(3000)
     ]
-    assert not gc.is_tracked(rows[0])  # the census cannot see these dicts
+    # Up to 3.13 the collector does not track such dicts: the census cannot see them.
+    assert sys.version_info >= (3, 14) or not gc.is_tracked(rows[0])
     make_module("holmes_app.rows", ROWS=rows)
 
     result = snapshot()
