@@ -58,7 +58,10 @@ __all__ = [
     "Holder",
     "Share",
     "TypeTotal",
+    "clean_name",
+    "holders_file",
     "holders_snapshot",
+    "plan_memory",
     "render",
 ]
 
@@ -298,11 +301,11 @@ def type_label(kind: type) -> str:
         return object.__repr__(kind)
     qualname = qualname if isinstance(qualname, str) else "?"
     if not isinstance(module, str) or module == "builtins":
-        return _one_line(qualname)
-    return _one_line(f"{module}.{qualname}")
+        return clean_name(qualname)
+    return clean_name(f"{module}.{qualname}")
 
 
-def _one_line(text: str) -> str:
+def clean_name(text: str) -> str:
     """A name from the host on one bounded line: control characters escaped."""
     if not text.isprintable():
         text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
@@ -634,7 +637,7 @@ def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
             if _is_class(value):
                 classes.append(value)
             elif not (_module_dict(value) is not None and marks.marked(value)):
-                found.module_globals.append((_one_line(f"{modname}.{name}"), value))
+                found.module_globals.append((clean_name(f"{modname}.{name}"), value))
 
     while classes:
         cls = classes.pop()
@@ -652,11 +655,11 @@ def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
             if _is_class(value):
                 classes.append(value)
             else:
-                found.class_attributes.append((_one_line(f"{label}.{name}"), value))
+                found.class_attributes.append((clean_name(f"{label}.{name}"), value))
 
     names = _thread_names()
     for ident, chain in stacks:
-        thread = _one_line(names.get(ident, f"<unknown {ident}>")).replace('"', "'")
+        thread = clean_name(names.get(ident, f"<unknown {ident}>")).replace('"', "'")
         for f in chain:
             where = _frame_name(f)
             try:
@@ -664,7 +667,7 @@ def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
             except Exception:
                 continue
             for name, value in local_vars:
-                label = _one_line(f'thread "{thread}" {where} local {name!r}')
+                label = clean_name(f'thread "{thread}" {where} local {name!r}')
                 found.thread_locals.append((label, value))
     return found
 
