@@ -133,7 +133,7 @@ def test_diff_of_two_events_shows_what_grew_by_holder(capsys, tmp_path: Path) ->
     assert registry["bound"] is False
     # Not listed in A: it held at most A's smallest listed holder.
     assert rows[BATCH.label]["bound"] is True
-    assert [row["holder"] for row in data["by_holder"]][0] == "app.sessions.REGISTRY"
+    assert data["by_holder"][0]["holder"] == "app.sessions.REGISTRY"
     table = cli(capsys, "diff", str(a), str(b)).out
     section = table[table.index("by holder") :]
     assert "+3.8 MiB" in section
