@@ -639,23 +639,7 @@ def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
             elif not (_module_dict(value) is not None and marks.marked(value)):
                 found.module_globals.append((clean_name(f"{modname}.{name}"), value))
 
-    while classes:
-        cls = classes.pop()
-        if not marks.mark(cls):
-            continue  # already registered under its own name
-        pin.append(cls)
-        members = _type_dict_of.__get__(cls, type)
-        for inner in gc.get_referents(members):  # the class's real dict, behind the proxy
-            if type(inner) is dict:
-                pinned(inner)
-        label = type_label(cls)
-        for name, value in list(members.items()):
-            if type(name) is not str or _dunder(name):
-                continue
-            if _is_class(value):
-                classes.append(value)
-            else:
-                found.class_attributes.append((clean_name(f"{label}.{name}"), value))
+    _register_classes(classes, marks, pin, found.class_attributes)
 
     names = _thread_names()
     for ident, chain in stacks:
@@ -669,6 +653,47 @@ def _find_roots(marks: _Marks, exclude: frozenset[int]) -> _Found:
             for name, value in local_vars:
                 label = clean_name(f'thread "{thread}" {where} local {name!r}')
                 found.thread_locals.append((label, value))
+    return found
+
+
+def _register_classes(
+    classes: list[type], marks: _Marks, pin: list[object], attributes: list[tuple[str, object]]
+) -> None:
+    """Mark classes and their dicts as namespaces (`pin`); their attributes become roots."""
+    while classes:
+        cls = classes.pop()
+        if not marks.mark(cls):
+            continue  # already registered under its own name
+        pin.append(cls)
+        members = _type_dict_of.__get__(cls, type)
+        for inner in gc.get_referents(members):  # the class's real dict, behind the proxy
+            if type(inner) is dict and marks.mark(inner):
+                pin.append(inner)
+        label = type_label(cls)
+        for name, value in list(members.items()):
+            if type(name) is not str or _dunder(name):
+                continue
+            if _is_class(value):
+                classes.append(value)
+            else:
+                attributes.append((clean_name(f"{label}.{name}"), value))
+
+
+_type_subclasses = vars(type)["__subclasses__"]
+
+
+def _all_classes() -> list[type]:
+    """Every class alive, from `object` down its subclass registries (built-in types too)."""
+    found: list[type] = []
+    seen: set[int] = set()
+    pending: list[type] = [object]
+    while pending:
+        cls = pending.pop()
+        if id(cls) in seen:
+            continue
+        seen.add(id(cls))
+        found.append(cls)
+        pending += _type_subclasses(cls)  # the C method: a metaclass cannot override it
     return found
 
 
@@ -773,17 +798,17 @@ def _walk_gc_only(walk: _Walk) -> int:
     and summed by that object's type.
     """
     marks = walk.marks
-    interpreter = _Root(NAMESPACES, "(interpreter: type internals reachable only from the gc)")
+    # Classes no module names (made at run time, or held by C code) and built-in types
+    # (which are never traversed, so their dicts are reachable only from the gc's lists):
+    # found through the subclass registries, their attributes roots like any others.
+    interpreter = _Root(NAMESPACES, "(interpreter: classes no module names, built-in types)")
     walk.roots.append(interpreter)
-    # A built-in type is not traversed, so its dict (and its __subclasses__ registry, for
-    # every class) is reachable only from the gc's lists: the interpreter's, not a leak.
     pinned: list[object] = []
-    for kind in list(walk.types):
-        if marks.mark(kind):
-            pinned.append(kind)
-        for inner in gc.get_referents(_type_dict_of.__get__(kind, type)):
-            if type(inner) is dict and marks.mark(inner):
-                pinned.append(inner)
+    attributes: list[tuple[str, object]] = []
+    _register_classes(_all_classes(), marks, pinned, attributes)
+    for label, value in attributes:
+        walk.root(CLASS_ATTRIBUTE, label, value)
+    del attributes
     walk.count(interpreter, pinned)
     del pinned
     walk.run()
