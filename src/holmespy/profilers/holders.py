@@ -84,6 +84,9 @@ _CHUNK = 512
 """Objects expanded per `gc.get_referents()` call: a few thousand referents, microseconds."""
 _BIG = 64 * 1024
 """Containers of at least this many bytes (~4,000 entries) are expanded one per call."""
+_REVISIT = 1024
+"""Containers of at least this many bytes (~30 dict entries, ~120 list items) are expanded
+again after the walk: what the host added to them meanwhile is claimed by the same root."""
 _YIELD_EVERY = 8192
 """Objects claimed between two `time.sleep(0)`: lets a waiting host thread in right away."""
 _MAX_FRAMES = 200
@@ -455,6 +458,9 @@ class _Walk:
         self.group_ends: list[int] = []
         self.direct: dict[int, _Root] = {}
         """id -> root, for objects a root names directly: a second name is an alias."""
+        self.big: list[tuple[_Root, object]] = []
+        """Containers of `_REVISIT` bytes or more, with their roots: where a leak that grows
+        while the walk runs adds its objects."""
         self.types: dict[type, tuple[_Sizer, int]] = {}
         """type -> (sizer, expand: 0 no, 1 yes, 2 a list expanded by slices)."""
         self.since_yield = 0
@@ -498,6 +504,8 @@ class _Walk:
         self._close(root)
 
     def _queue(self, root: _Root, obj: object, size: int) -> None:
+        if size >= _REVISIT:
+            self.big.append((root, obj))
         if size < _BIG:
             self.objs.append(obj)
         else:  # a group of its own: expanded alone, or by slices for a list
@@ -557,7 +565,7 @@ class _Walk:
             size = info[0](obj)
             stats[kind] = stats.get(kind, 0) + (size << _COUNT_BITS) + 1
             if info[1]:
-                if size < _BIG:
+                if size < _REVISIT:
                     queue.append(obj)
                 else:
                     self._queue(root, obj, size)
@@ -567,6 +575,13 @@ class _Walk:
             time.sleep(0)  # a host thread waiting for the GIL gets it now
             if self.clock() > self.deadline:
                 raise _OutOfTime
+
+    def revisit(self) -> None:
+        """Expand the larger containers again, so what the host added to them while the
+        walk ran is claimed by the same root (else it would look reachable from nothing)."""
+        for root, obj in list(self.big):
+            self.expand(root, [obj])
+        self.run()
 
     def run(self) -> None:
         """Breadth-first, one level for every root at a time: the nearest root claims."""
@@ -745,7 +760,7 @@ def holders_snapshot(
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     walk.objs, walk.group_roots, walk.group_ends = [], [], []
-    walk.direct = {}
+    walk.direct, walk.big = {}, []
     return _summarise(
         walk,
         previous,
@@ -778,6 +793,7 @@ def _walk_roots(walk: _Walk, exclude: frozenset[int]) -> None:
     found.pinned.clear()
     walk.direct = {}
     walk.run()
+    walk.revisit()
 
 
 def _walk_own(walk: _Walk) -> int:
@@ -822,6 +838,10 @@ def _walk_gc_only(walk: _Walk) -> int:
         del objs[-_GC_CHUNK:]
         _breathe(walk)
     del objs
+    # Once more now that the candidates are listed: what the host added to a container
+    # meanwhile (a full collection may already have made it old) gets its real holder.
+    walk.revisit()
+    candidates = [obj for obj in candidates if not marks.marked(obj)]
     children = _Marks()
     for start in range(0, len(candidates), _CHUNK):
         for obj in gc.get_referents(*candidates[start : start + _CHUNK]):
