@@ -30,12 +30,14 @@ BENCHMARKS = (
     "proxy_capture",
     "capture_cost",
     "heap_pause",
+    "heap_holders",
 )
 # Shorter runs for a smoke test; the figures are then rougher.
 QUICK_ARGS = {
     "tick_cost": ["--blocks", "10"],
     "capture_cost": ["--reps", "2"],
     "heap_pause": ["--objects", "300000"],
+    "heap_holders": ["--quick"],
 }
 TICK_GOAL = 5.0
 FAILED = "(failed)"

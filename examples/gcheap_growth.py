@@ -6,7 +6,8 @@ Expect a `gcheap` event: memory measured right after a generation-2 GC rose
 more than `diff` % over its recent average (garbage would have been freed; what
 is left is live). The bundle holds two heap profiles taken one after the other,
 `heap.pb.gz` and `heap-2.pb.gz`, both naming `open_session` as the allocation
-site, and `heap-types.txt` with `dict` growing.
+site, `heap-types.txt` with `dict` growing, and `heap-holders.txt` naming
+`__main__.sessions` as the dict that holds them.
 """
 
 import gc

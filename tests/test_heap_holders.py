@@ -6,6 +6,7 @@ import ctypes
 import gc
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -307,6 +308,41 @@ def test_a_heap_changing_during_the_walk_never_raises(make_module: MakeModule) -
         stop.set()
         thread.join()
     assert [r.error for r in results] == [None, None, None]
+
+
+def test_what_a_leak_adds_while_the_walk_runs_keeps_its_holder(make_module: MakeModule) -> None:
+    class Leaf:
+        pass
+
+    registry: dict[int, list[Leaf]] = {n: [Leaf()] for n in range(1000)}
+    make_module("holmes_app.growing", REGISTRY=registry)
+    added = 0
+
+    def between_walk_and_gc_pass() -> bool:
+        frame = sys._getframe()
+        while frame is not None and frame.f_code.co_name != "_walk_own":
+            frame = frame.f_back  # type: ignore[assignment]
+        return frame is not None
+
+    def clock_that_leaks() -> float:
+        # The walk reads its clock between its steps. Once the roots are walked (while the
+        # walk marks its own state), the host adds to the registry, and a full collection
+        # makes what it added old: where the gc-only pass looks.
+        nonlocal added
+        if added == 0 and between_walk_and_gc_pass():
+            for n in range(100):
+                registry[10_000 + n] = [Leaf() for _ in range(10)]
+            added = 100
+            gc.collect()
+        return time.perf_counter()
+
+    result = snapshot(clock=clock_that_leaks)
+
+    assert added == 100
+    leaf = f"{__name__}.{Leaf.__qualname__}"
+    assert held(holder(result, "holmes_app.growing.REGISTRY"), leaf)[0] == 2000
+    gc_only = [h for h in result.holders if h.kind == GC_ONLY]
+    assert not [h for h in gc_only if leaf in {t.name for t in h.types}]
 
 
 def test_growth_against_the_previous_snapshot(make_module: MakeModule) -> None:
