@@ -89,6 +89,8 @@ _REVISIT = 1024
 again after the walk: what the host added to them meanwhile is claimed by the same root."""
 _YIELD_EVERY = 8192
 """Objects claimed between two `time.sleep(0)`: lets a waiting host thread in right away."""
+_GC_CHUNK = 32768
+"""Old-generation objects checked between two pauses of the gc-only pass."""
 _MAX_FRAMES = 200
 _MAX_ALIASES = 3
 SMALL_HOLDER = 64 * 1024
@@ -107,6 +109,7 @@ _type_dict_of = vars(type)["__dict__"]
 _type_module_of = vars(type)["__module__"]
 _type_qualname_of = vars(type)["__qualname__"]
 _type_mro_of = vars(type)["__mro__"]
+_type_flags_of = vars(type)["__flags__"]
 _BUILTIN_METHODS = (type(object.__sizeof__), type(object.__init__), type(len))
 
 
@@ -340,34 +343,25 @@ _Sizer = Callable[[object], int]
 
 
 def _sizer(kind: type) -> _Sizer:
-    """`sys.getsizeof`, unless `kind` defines `__sizeof__` in Python (host code): then its
-    nearest built-in `__sizeof__` plus the collector's header, as getsizeof would add."""
+    """`sys.getsizeof`, unless `kind` defines `__sizeof__` in Python (host code): then the
+    nearest built-in `__sizeof__` of its bases, plus the collector's header as getsizeof adds."""
     try:
+        overridden = False
         for base in _type_mro_of.__get__(kind, type):
             method = _type_dict_of.__get__(base, type).get("__sizeof__")
             if method is None:
                 continue
             if type(method) in _BUILTIN_METHODS:
-                if base is kind or _builtin_up_to(kind, base):
-                    return sys.getsizeof
-                return _fallback_sizer(kind, method)
+                return _fallback_sizer(kind, method) if overridden else sys.getsizeof
+            overridden = True
     except Exception:
         pass
     return _fallback_sizer(kind, object.__sizeof__)
 
 
-def _builtin_up_to(kind: type, found: type) -> bool:
-    """True when no class between `kind` and `found` in the MRO defines `__sizeof__`."""
-    for base in _type_mro_of.__get__(kind, type):
-        if base is found:
-            return True
-        if "__sizeof__" in _type_dict_of.__get__(base, type):
-            return False
-    return False
-
-
 def _fallback_sizer(kind: type, method: Any) -> _Sizer:
-    header = 16 if kind.__flags__ & (1 << 14) else 0  # Py_TPFLAGS_HAVE_GC: PyGC_Head
+    flags = _type_flags_of.__get__(kind, type)
+    header = 16 if flags & (1 << 14) else 0  # Py_TPFLAGS_HAVE_GC: a PyGC_Head before it
 
     def size(obj: object) -> int:
         try:
@@ -886,9 +880,6 @@ def _breathe(walk: _Walk) -> None:
     time.sleep(0)
     if walk.clock() > walk.deadline:
         raise _OutOfTime
-
-
-_GC_CHUNK = 32768
 
 
 # -- the summary ------------------------------------------------------------------------------
