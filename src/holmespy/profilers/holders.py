@@ -19,13 +19,17 @@ It runs on holmespy's capture thread inside the host, so it:
   its nearest built-in base instead);
 - lets host threads run: the walk is a Python loop that the interpreter
   interrupts every switch interval (5 ms), and the C calls inside it are kept
-  short (objects are expanded in small batches, big containers alone); the
+  short (objects are expanded in batches of 512, big containers alone, long
+  lists by slices), and it allocates few objects the collector tracks, so it
+  does not bring on a full collection (100+ ms on a million objects); the
   longest uninterruptible steps are `gc.get_objects()` and expanding the
   largest container, both timed and reported;
 - tolerates a heap that changes under it: referents are copied by C code
   holding the GIL, never iterated live, so nothing raises "changed size
-  during iteration"; objects the host adds or moves meanwhile may be missed
-  or, rarely, counted twice: a best-effort snapshot;
+  during iteration"; containers of 1 KiB or more are expanded again at the
+  end, so what a growing leak added meanwhile keeps its holder; objects the
+  host moves may still be missed or, rarely, counted twice: a best-effort
+  snapshot;
 - costs little memory: visited objects are marked in a bitmap of their
   addresses (a bit per 16 bytes of address space touched, about 1 % of RSS)
   rather than a set of ids (about 70 bytes per object, as much as the heap).
