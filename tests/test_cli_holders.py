@@ -25,7 +25,7 @@ from holmespy.profilers.holders import (
     render,
 )
 
-SITES = {("app.sessions.open",): 1_000}
+SITES: dict[tuple[str, ...], int] = {("app.sessions.open",): 1_000}
 
 
 def holder(label: str, kind: str, objects: int, size: int, held: str = "app.Session") -> Holder:
@@ -72,7 +72,9 @@ def test_the_writers_blocks_read_back_exactly() -> None:
     assert rows[BATCH.label].types[0] == ("app.Session", 2_000, 299_000)
 
 
-def test_show_lists_the_top_holders_with_what_they_mostly_hold(capsys, tmp_path: Path) -> None:
+def test_show_lists_the_top_holders_with_what_they_mostly_hold(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     bundle = write_bundle(
         tmp_path,
         rule="mem",
@@ -92,7 +94,9 @@ def test_show_lists_the_top_holders_with_what_they_mostly_hold(capsys, tmp_path:
     assert "(interpreter" not in part
 
 
-def test_show_reports_a_damaged_holders_file_and_shows_the_rest(capsys, tmp_path: Path) -> None:
+def test_show_reports_a_damaged_holders_file_and_shows_the_rest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     bundle = write_bundle(
         tmp_path,
         rule="mem",
@@ -106,7 +110,9 @@ def test_show_reports_a_damaged_holders_file_and_shows_the_rest(capsys, tmp_path
     assert "heap-types.txt" in out
 
 
-def test_diff_of_two_events_shows_what_grew_by_holder(capsys, tmp_path: Path) -> None:
+def test_diff_of_two_events_shows_what_grew_by_holder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     a = write_bundle(
         tmp_path,
         rule="mem",
@@ -141,7 +147,7 @@ def test_diff_of_two_events_shows_what_grew_by_holder(capsys, tmp_path: Path) ->
 
 
 def test_diff_of_one_gcheap_event_shows_the_growth_its_file_recorded(
-    capsys, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     previous = Baseline(
         time=1_799_999_700.0,
@@ -175,7 +181,9 @@ def test_diff_of_one_gcheap_event_shows_the_growth_its_file_recorded(
     ]
 
 
-def test_a_holders_file_without_a_previous_snapshot_is_said(capsys, tmp_path: Path) -> None:
+def test_a_holders_file_without_a_previous_snapshot_is_said(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     bundle = write_bundle(
         tmp_path,
         rule="gcheap",
