@@ -132,17 +132,22 @@ class MemoryPlan:
     why: str
 
 
-def plan_memory(rss: int, limit: int | None) -> MemoryPlan:
-    """Decide from RSS and the memory limit (None: unknown) before walking.
+_PER_ROOT = 600
+"""Bytes of bookkeeping per root (its record and its table of types), measured ~400."""
 
-    The walk adds a bitmap of visited addresses (RSS / 128) and lists of the
+
+def plan_memory(rss: int, limit: int | None, roots: int = 0) -> MemoryPlan:
+    """Decide from RSS, the memory limit (None: unknown) and about how many roots there are.
+
+    The walk adds a bitmap of visited addresses (RSS / 128), lists of the
     objects of one breadth-first level (8 bytes each; objects take 16 bytes or
-    more, so at most about RSS / 16), plus a few MiB of tables. It runs only
-    when twice that fits under the limit. A forked child would add about the
-    whole Python heap instead: each object it visits has its reference count
-    changed, which copies that object's memory page into the child.
+    more, so at most about RSS / 16), a record per root, and a few MiB of
+    tables. It runs only when twice that fits under the limit. A forked child
+    would add about the whole Python heap instead: each object it visits has
+    its reference count changed, which copies that object's memory page into
+    the child.
     """
-    estimate = rss // 128 + rss // 16 + (8 << 20)
+    estimate = rss // 128 + rss // 16 + roots * _PER_ROOT + (8 << 20)
     fork_cost = f"a forked child would copy up to {_size(rss)} (every page whose objects it visits)"
     if limit is None or limit <= 0:
         return MemoryPlan(True, rss, None, estimate, f"no memory limit known; {fork_cost}")
@@ -906,70 +911,59 @@ def _summarise(
     partial: str | None,
     error: str | None,
 ) -> HeapHolders:
-    names: dict[type, str] = {}
-
-    def name(kind: type) -> str:
-        found = names.get(kind)
-        if found is None:
-            found = names[kind] = type_label(kind)
-        return found
-
-    # Named by label: two classes can share a name (a reloaded module); their figures add up.
-    by_root: list[tuple[_Root, dict[str, list[int]]]] = []
+    # Packed sums add up field by field (fewer than 2**40 objects): most roots are summed
+    # without building anything, and only the holders listed get a table by type name.
+    type_totals: dict[type, int] = {}
+    others: dict[str, tuple[list[int], dict[type, int]]] = {}
+    listed: list[_Root] = []
+    roots = 0
     for root in walk.roots:
-        merged: dict[str, list[int]] = {}
-        for kind, packed in root.stats.items():
-            pair = merged.setdefault(name(kind), [0, 0])
-            pair[0] += packed & _COUNT_MASK
-            pair[1] += packed >> _COUNT_BITS
-        if merged:
-            by_root.append((root, merged))
+        stats = root.stats
+        if not stats:
+            continue
+        roots += root.roots
+        total = 0
+        for kind, packed in stats.items():
+            type_totals[kind] = type_totals.get(kind, 0) + packed
+            total += packed
+        if (total >> _COUNT_BITS) >= small_holder or root.kind == NAMESPACES:
+            listed.append(root)
+            continue
+        count, folded = others.setdefault(root.kind, ([0], {}))
+        count[0] += root.roots
+        for kind, packed in stats.items():
+            folded[kind] = folded.get(kind, 0) + packed
     walk.roots = []
 
-    type_totals: dict[str, list[int]] = {}
-    for _, merged in by_root:
-        for type_name, (objects, size) in merged.items():
-            pair = type_totals.setdefault(type_name, [0, 0])
-            pair[0] += objects
-            pair[1] += size
-    types = tuple(
-        TypeTotal(n, o, b) for n, (o, b) in sorted(type_totals.items(), key=lambda i: -i[1][1])
-    )
+    names: dict[type, str] = {}
 
+    def by_name(stats: dict[type, int]) -> dict[str, list[int]]:
+        # Two classes can share a name (a reloaded module): their figures add up.
+        merged: dict[str, list[int]] = {}
+        for kind, packed in stats.items():
+            label = names.get(kind)
+            if label is None:
+                label = names[kind] = type_label(kind)
+            pair = merged.setdefault(label, [0, 0])
+            pair[0] += packed & _COUNT_MASK
+            pair[1] += packed >> _COUNT_BITS
+        return merged
+
+    types = tuple(
+        TypeTotal(n, o, b)
+        for n, (o, b) in sorted(by_name(type_totals).items(), key=lambda i: -i[1][1])
+    )
     lines: list[tuple[Holder, dict[str, list[int]]]] = []
-    others: dict[str, tuple[list[int], dict[str, list[int]]]] = {}
-    for root, merged in by_root:
-        objects = sum(p[0] for p in merged.values())
-        size = sum(p[1] for p in merged.values())
-        if size < small_holder and root.kind != NAMESPACES:
-            count, folded = others.setdefault(root.kind, ([0], {}))
-            count[0] += root.roots
-            for type_name, (o, b) in merged.items():
-                pair = folded.setdefault(type_name, [0, 0])
-                pair[0] += o
-                pair[1] += b
-            continue
-        lines.append(
-            (
-                _holder(root.label, root.kind, root.type, merged, root.aliases or [], root.roots),
-                merged,
-            )
-        )
+    for root in listed:
+        merged = by_name(root.stats)
+        holder = _holder(root.label, root.kind, root.type, merged, root.aliases or [], root.roots)
+        lines.append((holder, merged))
     lines.sort(key=lambda line: -line[0].bytes)
-    folded_lines = [
-        (
-            _holder(
-                f"(other {_plural_kind(kind)}, each under {_size(small_holder)})",
-                OTHERS,
-                "",
-                merged,
-                [],
-                count[0],
-            ),
-            merged,
-        )
-        for kind, (count, merged) in others.items()
-    ]
+    folded_lines = []
+    for root_kind, (count, folded) in others.items():
+        merged = by_name(folded)
+        label = f"(other {_plural_kind(root_kind)}, each under {_size(small_holder)})"
+        folded_lines.append((_holder(label, OTHERS, "", merged, [], count[0]), merged))
     folded_lines.sort(key=lambda line: -line[0].bytes)
     lines += folded_lines
 
@@ -979,7 +973,7 @@ def _summarise(
         seconds=seconds,
         objects=sum(t.objects for t in types),
         bytes=sum(t.bytes for t in types),
-        roots=sum(root.roots for root, _ in by_root),
+        roots=roots,
         types=types,
         holders=tuple(h for h, _ in lines),
         shares={},
@@ -992,10 +986,9 @@ def _summarise(
     )
     chosen = [t.name for t in types[:top_types]]
     if previous is not None:
-        growers = sorted(types, key=lambda t: -(snapshot.type_growth(t.name) or (0, 0))[1])
-        chosen += [
-            t.name for t in growers[:top_types] if (snapshot.type_growth(t.name) or (0, 0))[1] > 0
-        ]
+        grew = {t.name: t.bytes - previous.types.get(t.name, (0, 0))[1] for t in types}
+        growers = sorted(grew, key=lambda n: -grew[n])
+        chosen += [n for n in growers[:top_types] if grew[n] > 0]
     shares: dict[str, tuple[Share, ...]] = {}
     for type_name in dict.fromkeys(chosen):
         held = [
@@ -1206,6 +1199,16 @@ def _iso(epoch: float) -> str:
 # -- the capture ------------------------------------------------------------------------------
 
 
+def _count_globals() -> int:
+    """About how many roots the walk will have: the modules' globals (C-level len calls)."""
+    total = 0
+    for module in list(sys.modules.values()):
+        namespace = _module_dict(module)
+        if namespace is not None:
+            total += len(namespace)
+    return total
+
+
 def read_rss(path: str = "/proc/self/statm") -> int:
     try:
         with open(path, "rb") as f:
@@ -1227,7 +1230,7 @@ def holders_file(
     walk was made (and the previous baseline is kept).
     """
     before = rss()
-    plan = plan_memory(before, limit)
+    plan = plan_memory(before, limit, _count_globals())
     memory: dict[str, Any] = {"rss_bytes": before, "limit_bytes": limit}
     memory["estimated_extra_bytes"] = plan.estimate
     if not plan.walk:
