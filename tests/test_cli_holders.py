@@ -211,3 +211,20 @@ def test_a_hostile_label_cannot_forge_a_holder(label: str) -> None:
     labels = [h.label for h in read_holders(text, "x").holders]
     assert labels == [clean_name(label)]
     assert "forged.HOLDER" not in {line[4:] for line in text.splitlines()}
+
+
+def test_show_escapes_a_hand_made_file_with_raw_control_characters(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = holders_text(holder("app.X", MODULE_GLOBAL, 5, 100_000)).decode()
+    text = text.replace("app.X", "app.\x1b]0;owned\x07X").replace(
+        "How to read it", "!! partial: \x1b[2J\nHow to read it"
+    )
+    bundle = write_bundle(tmp_path, rule="mem", files={"heap-holders.txt": text.encode()})
+
+    out = cli(capsys, "show", str(bundle)).out
+
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "app.\\x1b]0;owned\\x07X" in out
+    assert "!! partial: \\x1b[2J" in out

@@ -107,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
             )
         elif a.census and a.census == b.census:
             by_type = census_growth(_census(a.census, args.max_size))
-        has_holders, by_holder = holders_between(beside(a.profile), beside(b.profile))
+        has_holders, by_holder = holders_between(
+            beside(a.profile), beside(b.profile), args.max_size
+        )
         if args.json:
             data = as_json(a, b, sample_type, unit, by_site, by_type)
             data["by_holder"] = changes_json(by_holder)

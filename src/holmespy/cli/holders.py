@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from holmespy.cli.errors import CLIError
+from holmespy.cli.reading import read_text
+from holmespy.cli.text import field as printable_field
 from holmespy.cli.text import number, signed, size, table
 
 FILE = "heap-holders.txt"
@@ -98,16 +100,18 @@ def read_holders(text: str, what: str) -> HoldersFile:
     return HoldersFile(holders, objects, total, problems)
 
 
-def load_holders(path: Path) -> HoldersFile:
-    return read_holders(path.read_text(errors="replace"), str(path))
+def load_holders(path: Path, max_size: int) -> HoldersFile:
+    return read_holders(read_text(path, max_size), str(path))
 
 
 # -- show -------------------------------------------------------------------------------------
 
 
-def holders_part(path: Path, top: int, section: Callable[[str, str], str]) -> list[str]:
+def holders_part(
+    path: Path, top: int, max_size: int, section: Callable[[str, str], str]
+) -> list[str]:
     """The top holders of one bundle, one line each with what they mostly hold."""
-    found = load_holders(path)
+    found = load_holders(path, max_size)
     reached = (
         f"{found.objects:,} objects, {size(found.bytes)} reached"
         if found.objects is not None and found.bytes is not None
@@ -116,7 +120,7 @@ def holders_part(path: Path, top: int, section: Callable[[str, str], str]) -> li
     named = [h for h in found.holders if h.named]
     grown = any(h.growth is not None for h in named)
     out = [section(path.name, f"{reached}; who holds them")]
-    out += [f"!! {problem}" for problem in found.problems]
+    out += [f"!! {printable_field(problem)}" for problem in found.problems]
     if not named:
         return [*out, "  no holders"]
     header = ["bytes", "objects", *(["growth"] if grown else []), "holder", "mostly"]
@@ -250,11 +254,13 @@ def beside(profile: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def holders_between(a: Path | None, b: Path | None) -> tuple[bool, list[HolderChange] | None]:
+def holders_between(
+    a: Path | None, b: Path | None, max_size: int
+) -> tuple[bool, list[HolderChange] | None]:
     """(whether there is a by-holder view, its changes): two files are compared; one file
     (a gcheap bundle against itself) gives the growth it recorded."""
     if a is None or b is None:
         return False, None
     if a == b:
-        return True, holder_growth(load_holders(a))
-    return True, holder_changes(load_holders(a), load_holders(b))
+        return True, holder_growth(load_holders(a, max_size))
+    return True, holder_changes(load_holders(a, max_size), load_holders(b, max_size))

@@ -119,7 +119,7 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
         ("threads.txt", threads_part),
         ("tasks.txt", tasks_part),
         ("heap-types.txt", types_part),
-        (HOLDERS_FILE, lambda path, top: holders_part(path, top, section)),
+        (HOLDERS_FILE, lambda path, top, size: holders_part(path, top, size, section)),
     ]
     for name, part in parts:
         path = folder / name

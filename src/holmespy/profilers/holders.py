@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType, ModuleType
 from typing import Any
 
+from holmespy.printable import printable
 from holmespy.profilers.threads import header_time
 
 __all__ = [
@@ -322,9 +323,7 @@ def type_label(kind: type) -> str:
 
 def clean_name(text: str) -> str:
     """A name from the host on one bounded line: control characters escaped."""
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return text if len(text) <= _LABEL_MAX else text[: _LABEL_MAX - 1] + "…"
+    return printable(text, _LABEL_MAX)
 
 
 def _thread_names() -> dict[int, str]:
