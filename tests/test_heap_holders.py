@@ -350,6 +350,43 @@ def test_what_a_leak_adds_while_the_walk_runs_keeps_its_holder(make_module: Make
     assert not [h for h in gc_only if leaf in {t.name for t in h.types}]
 
 
+def test_what_a_list_leak_appends_while_the_walk_runs_keeps_its_holder(
+    make_module: MakeModule,
+) -> None:
+    class Leaf:
+        pass
+
+    registry: list[list[Leaf]] = [[Leaf()] for _ in range(20_000)]  # read by slices
+    make_module("holmes_app.appending", REGISTRY=registry)
+    added = 0
+
+    def between_walk_and_gc_pass() -> bool:
+        frame = sys._getframe()
+        while frame is not None and frame.f_code.co_name != "_walk_own":
+            frame = frame.f_back  # type: ignore[assignment]
+        return frame is not None
+
+    def clock_that_leaks() -> float:
+        # The walk reads its clock between its steps. Once the roots are walked (while the
+        # walk marks its own state), the host adds to the registry, and a full collection
+        # makes what it added old: where the gc-only pass looks.
+        nonlocal added
+        if added == 0 and between_walk_and_gc_pass():
+            for _ in range(100):
+                registry.append([Leaf() for _ in range(10)])
+            added = 100
+            gc.collect()
+        return time.perf_counter()
+
+    result = snapshot(clock=clock_that_leaks)
+
+    assert added == 100
+    leaf = f"{__name__}.{Leaf.__qualname__}"
+    assert held(holder(result, "holmes_app.appending.REGISTRY"), leaf)[0] == 21_000
+    gc_only = [h for h in result.holders if h.kind == GC_ONLY]
+    assert not [h for h in gc_only if leaf in {t.name for t in h.types}]
+
+
 def test_growth_against_the_previous_snapshot(make_module: MakeModule) -> None:
     registry: dict[int, Session] = {n: Session(n) for n in range(100)}
     make_module("holmes_app.grow", REGISTRY=registry)

@@ -460,6 +460,8 @@ class _Walk:
         self.group_ends: list[int] = []
         self.direct: dict[int, _Root] = {}
         """id -> root, for objects a root names directly: a second name is an alias."""
+        self.list_read: dict[int, int] = {}
+        """id -> how many items of a list expanded alone were read (revisits read the rest)."""
         self.big: list[tuple[_Root, object]] = []
         """Containers of `_REVISIT` bytes or more, with their roots: where a leak that grows
         while the walk runs adds its objects."""
@@ -534,9 +536,14 @@ class _Walk:
         if len(objs) == 1 and type(objs[0]) is list:
             # A long list is read a slice at a time: one call over millions of items would
             # hold the GIL for tens of ms. The host may change it meanwhile: best effort.
+            # Read again (revisit), only what was appended since: that is how lists leak.
             whole = objs[0]
-            for start in range(0, len(whole), _BIG // 8):
+            start = self.list_read.get(id(whole), 0)
+            while start < len(whole):
                 self._claim(root, list.__getitem__(whole, slice(start, start + _BIG // 8)))
+                start += _BIG // 8
+            if len(whole) >= _REVISIT // 8:  # kept alive in `big`: its id stays its own
+                self.list_read[id(whole)] = len(whole)
         else:
             for start in range(0, len(objs), _CHUNK):
                 self._claim(root, self._referents(objs[start : start + _CHUNK]))
@@ -762,7 +769,7 @@ def holders_snapshot(
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     walk.objs, walk.group_roots, walk.group_ends = [], [], []
-    walk.direct, walk.big = {}, []
+    walk.direct, walk.big, walk.list_read = {}, [], {}
     return _summarise(
         walk,
         previous,
