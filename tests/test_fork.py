@@ -53,3 +53,53 @@ def test_forked_child_gets_its_own_watcher_and_writes_its_own_event(
     event = bundles[0].event
     assert event["pid"] == child
     assert "child-leak-" in bundles[0].text("threads.txt")
+
+
+NATIVE_IDS = """
+import os, threading, time
+from holmespy.profilers.cpu import capture_cpu
+from holmespy.profilers.threads import format_threads
+
+def burn_in_main(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += sum(i * i for i in range(1000))
+    return n
+
+pid = os.fork()
+if pid == 0:
+    me = os.getpid()
+    header = next(l for l in format_threads().splitlines() if "(main thread)" in l)
+    print("main header:", header, flush=True)
+    box = []
+    def profile():
+        box.append(capture_cpu(1.0, engine="sampler", exclude_threads={threading.get_ident()}))
+    profiler = threading.Thread(target=profile)
+    profiler.start()
+    burn_in_main(1.5)
+    profiler.join()
+    capture = box[0]
+    by_thread = {}
+    col = [t.type for t in capture.profile.sample_types].index("cpu")
+    for sample in capture.profile.samples:
+        name = sample.labels["thread"]
+        by_thread[name] = by_thread.get(name, 0) + sample.values[col]
+    print("child", me, "cpu by thread", by_thread, flush=True)
+    os._exit(0)
+_, code = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(code) == 0, code
+"""
+
+
+def test_a_forked_childs_main_thread_has_its_own_native_id_and_cpu_clock(
+    run_program: RunProgram,
+) -> None:
+    # Python 3.11 keeps the parent's native id for the thread that forked: the
+    # dump named the parent's thread and the sampler read the parent's clock.
+    run = run_program(NATIVE_IDS, HOLMES_ENABLE="0")
+    out = run.proc.stdout
+    child = int(out.split("child ")[-1].split()[0])
+    assert f"native_id={child} " in out.split("main header:")[1].splitlines()[0], out
+    cpu_by_thread = eval(out.split("cpu by thread ")[1].splitlines()[0])  # a dict literal
+    assert cpu_by_thread.get("MainThread", 0) > 0.3e9, out

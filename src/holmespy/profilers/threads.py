@@ -18,6 +18,7 @@ from collections.abc import Collection
 from types import FrameType
 
 from holmespy.printable import printable
+from holmespy.profilers.native import native_id
 
 __all__ = [
     "MAX_FRAMES",
@@ -157,7 +158,9 @@ def _thread_header(ident: int, thread: threading.Thread | None, main_ident: int 
     main = " (main thread)" if ident == main_ident else ""
     if thread is None:
         return f'Thread "<unknown>" ident={ident} native_id=? daemon=?{main}'
-    native = thread.native_id if thread.native_id is not None else "?"
+    native = native_id(thread)
+    if native is None:
+        native = "?"
     name = one_line(thread.name)
     return f'Thread "{name}" ident={ident} native_id={native} daemon={thread.daemon}{main}'
 

@@ -13,6 +13,8 @@ import threading
 import types
 from dataclasses import dataclass, field
 
+from holmespy.profilers.native import native_id
+
 
 class ModuleNames:
     """File path -> module name, from the modules imported when it was built.
@@ -114,7 +116,7 @@ class ThreadTable:
             if ident is None:
                 continue
             self.by_ident[ident] = thread.name
-            native = thread.native_id
+            native = native_id(thread)
             if native is not None:
                 self.by_native[native] = thread.name
                 self.native_of[ident] = native
