@@ -158,9 +158,8 @@ def _thread_header(ident: int, thread: threading.Thread | None, main_ident: int 
     main = " (main thread)" if ident == main_ident else ""
     if thread is None:
         return f'Thread "<unknown>" ident={ident} native_id=? daemon=?{main}'
-    native = native_id(thread)
-    if native is None:
-        native = "?"
+    found = native_id(thread)
+    native = "?" if found is None else str(found)
     name = one_line(thread.name)
     return f'Thread "{name}" ident={ident} native_id={native} daemon={thread.daemon}{main}'
 
