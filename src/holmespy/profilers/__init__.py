@@ -4,7 +4,9 @@ Each capture is a function that writes its files into the event's folder
 (still under its temporary name) and returns a few facts for `event.json`.
 `CAPTURES` says which captures each rule takes, in order: the instant
 snapshots (threads, tasks) come first so they show the moment of the trigger,
-then the windows that take seconds (CPU profile, heap tracing).
+then the windows that take seconds (CPU profile, heap tracing). Every capture
+watches `ctx.cut`: when the process starts to go it stops at once and
+returns what it has.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from holmespy.bundle import write_private
 from holmespy.config import Config
+from holmespy.teardown import Cut
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class CaptureContext:
     """holmespy's own thread idents: never dumped, never profiled."""
     memory: dict[str, Any] = field(default_factory=dict)
     """What captures keep between events of this process (the last census, the last holders)."""
+    cut: Cut = field(default_factory=Cut)
+    """Set when the process starts to go: stop at once, return what was taken."""
 
 
 Capture = Callable[[CaptureContext], dict[str, Any]]
@@ -44,7 +49,7 @@ def capture_threads(ctx: CaptureContext) -> dict[str, Any]:
 def capture_tasks(ctx: CaptureContext) -> dict[str, Any]:
     from holmespy.profilers.tasks import format_tasks
 
-    text = format_tasks()
+    text = format_tasks(cancel=ctx.cut.event)
     write_private(ctx.directory / "tasks.txt", text.encode())
     return {"file": "tasks.txt"}
 
@@ -57,6 +62,8 @@ def capture_cpu_profile(ctx: CaptureContext) -> dict[str, Any]:
         ctx.config.cpu_profile_seconds,
         engine=ctx.config.cpu_engine,
         exclude_threads=ctx.exclude_threads,
+        cut=ctx.cut,
+        workdir=ctx.directory,
     )
     facts: dict[str, Any] = {"engine": result.engine, "why": result.why, **result.facts}
     if result.profile is None:
@@ -70,7 +77,7 @@ def _heap_window(ctx: CaptureContext, filename: str) -> dict[str, Any]:
     from holmespy.formats.pprof import write_pprof
     from holmespy.profilers.heap import capture_heap
 
-    result = capture_heap(ctx.config.heap_seconds)
+    result = capture_heap(ctx.config.heap_seconds, cancel=ctx.cut.event)
     facts: dict[str, Any] = dict(result.facts)
     if result.profile is None:
         facts["error"] = f"no heap profile: {result.error}"

@@ -9,6 +9,13 @@ which names the blocking call.
 Runs on holmespy's worker thread inside the host process; all asyncio
 internals are read through `holmespy.loops`. Never raises (a failure is written
 into the text) and never waits longer than `probe_timeout`.
+
+A server with a task leak has hundreds of thousands of tasks, so the tasks
+are walked in chunks of `CHUNK`, with a pause between chunks that lets the
+host's threads take the GIL, and nothing is kept per task but the task
+itself: the chain of each task is reduced to its group at once. Keeping
+200,000 chains alive made them outlive the collector's young generations and
+set off a full collection of the host's heap (a 300 ms freeze).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ MAX_NAMES = 10
 MAX_GROUPS = 500
 """Groups written in full; smaller groups beyond this are summed up in one line."""
 
+CHUNK = 500
+"""Tasks walked between two pauses (~2 ms of work)."""
+
 _ChainKey = tuple[tuple[str, str, int], ...]
 
 
@@ -54,7 +64,12 @@ class _Group:
         self.tasks: list[asyncio.Task[Any]] = []
 
 
-def format_tasks(*, probe_timeout: float = 0.5, now: dt.datetime | None = None) -> str:
+def format_tasks(
+    *,
+    probe_timeout: float = 0.5,
+    now: dt.datetime | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
     """Every asyncio task in the process, grouped by await chain, as `tasks.txt` text.
 
     Header: pid, loops, tasks, time. Then one line per loop (its thread, and
@@ -62,10 +77,12 @@ def format_tasks(*, probe_timeout: float = 0.5, now: dt.datetime | None = None) 
     `probe_timeout` seconds gets a `LOOP BLOCKED` line and its thread's
     current stack). Then the groups of tasks with an identical await chain,
     largest first: the count, the chain (outermost coroutine first) and up to
-    `MAX_NAMES` task names with their states.
+    `MAX_NAMES` task names with their states. When `cancel` is set (the
+    process is going) the walk stops and the tasks seen so far are written,
+    with a line saying the dump was cut short.
     """
     try:
-        return _format_tasks(probe_timeout, now)
+        return _format_tasks(probe_timeout, now, cancel)
     except Exception:
         return (
             f"holmespy asyncio task dump: pid {os.getpid()}, at {header_time(None)}\n"
@@ -73,7 +90,9 @@ def format_tasks(*, probe_timeout: float = 0.5, now: dt.datetime | None = None) 
         )
 
 
-def _format_tasks(probe_timeout: float, now: dt.datetime | None) -> str:
+def _format_tasks(
+    probe_timeout: float, now: dt.datetime | None, cancel: threading.Event | None
+) -> str:
     started = time.perf_counter()
     when = header_time(now)
     if not loops.tasks_supported():
@@ -92,7 +111,7 @@ def _format_tasks(probe_timeout: float, now: dt.datetime | None) -> str:
         return f"{header}\nno asyncio tasks\n"
 
     # Chains and states first, so they describe the same moment as the task list.
-    groups = _group(tasks)
+    groups, seen = _group(tasks, cancel)
     running_now = _current_task_ids(infos)
     number = {id(info.loop): n for n, info in enumerate(infos, 1)}
 
@@ -107,6 +126,12 @@ def _format_tasks(probe_timeout: float, now: dt.datetime | None) -> str:
         del frames  # other threads' frames keep their locals alive
 
     out = [header, *loop_lines, ""]
+    if seen < len(tasks):
+        out.append(
+            f"!! dump cut short: the process was going; {seen:,} of {len(tasks):,} tasks"
+            " were grouped below"
+        )
+        out.append("")
     out.append(
         f"{_plural(len(tasks), 'task')} in {_plural(len(groups), 'group')} of identical await"
         " chains, largest first; each chain is outermost coroutine first."
@@ -195,15 +220,37 @@ def _current_task_ids(infos: Sequence[loops.LoopInfo]) -> set[int]:
 _link_key = operator.itemgetter(0, 2, 3)  # ChainFrame -> (qualname, filename, lineno)
 
 
-def _group(tasks: Sequence[asyncio.Task[Any]]) -> list[_Group]:
+def _group(
+    tasks: Sequence[asyncio.Task[Any]], cancel: threading.Event | None = None
+) -> tuple[list[_Group], int]:
+    """Tasks grouped by identical await chain, largest first; and how many were walked."""
     by_chain: dict[_ChainKey, _Group] = {}
-    for task, chain in zip(tasks, loops.await_chains(tasks), strict=True):
-        key = tuple(map(_link_key, chain))
-        group = by_chain.get(key)
-        if group is None:
-            group = by_chain[key] = _Group(chain)
-        group.tasks.append(task)
-    return sorted(by_chain.values(), key=lambda g: (-len(g.tasks), [str(c) for c in g.chain]))
+    seen = 0
+    for start in range(0, len(tasks), CHUNK):
+        if cancel is not None and cancel.is_set():
+            break
+        chunk = tasks[start : start + CHUNK]
+        # Within a chunk, tasks parked at the same await share the same link
+        # objects: a tuple of their ids is a cheap key. Chunks are merged by value.
+        local: dict[tuple[int, ...], tuple[list[loops.ChainFrame], list[asyncio.Task[Any]]]] = {}
+        for task, chain in zip(chunk, loops.await_chains(chunk), strict=True):
+            key = tuple(map(id, chain))
+            entry = local.get(key)
+            if entry is None:
+                local[key] = (chain, [task])
+            else:
+                entry[1].append(task)
+        for chain, members in local.values():
+            value_key = tuple(map(_link_key, chain))
+            group = by_chain.get(value_key)
+            if group is None:
+                group = by_chain[value_key] = _Group(chain)
+            group.tasks.extend(members)
+        seen += len(chunk)
+        del chunk, local
+        time.sleep(0)  # let host threads waiting for the GIL in between chunks
+    groups = sorted(by_chain.values(), key=lambda g: (-len(g.tasks), [str(c) for c in g.chain]))
+    return groups, seen
 
 
 def _group_lines(

@@ -13,6 +13,7 @@ import linecache
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Collection
 from types import FrameType
@@ -33,6 +34,9 @@ __all__ = [
 
 MAX_FRAMES = 200
 """Frames shown per thread (innermost first); deeper stacks end with an "omitted" line."""
+
+CHUNK = 200
+"""Threads formatted between two pauses that let the host's threads take the GIL."""
 
 _SOURCE_MAX = 160
 
@@ -139,7 +143,9 @@ def _format_threads(exclude: Collection[int], now: dt.datetime | None) -> str:
         f" {python_version()}",
         "Stacks are innermost call first: `function (file:line)`, then that line's source.",
     ]
-    for ident in shown:
+    for n, ident in enumerate(shown, 1):
+        if n % CHUNK == 0:
+            time.sleep(0)
         out.append("")
         try:
             out.append(_thread_header(ident, known.get(ident), main_ident))
