@@ -16,10 +16,19 @@ The root element is `thread (<native tid>)`, or a hex pthread id where py-spy
 has no tid, followed by `: <thread name>` when py-spy could read the name;
 then `qualname (file:line)` frames; then the sample count.
 
+py-spy counts a thread as busy while it only waits for the GIL (4 threads
+contending for it gave 7.27 s of samples for 5.03 s of CPU), so each
+thread's samples are weighed by the CPU time its own clock says it used over
+the window: the profile's total is the CPU the process really used.
+
 Supervision: the child gets a hard deadline and is killed with its whole
 process group (it runs in a session of its own) and reaped when it passes
 it; its stdout/stderr are drained while it runs so it can never block on a
-full pipe, and only their tails are kept.
+full pipe, and only their tails are kept. When the process starts to go
+(`cut`), the child gets SIGINT, writes what it sampled (~50 ms) and that is
+the profile. Its output goes to a hidden folder of the event being captured,
+so if this process is killed outright py-spy still writes its samples there
+(it stops when its target exits) and the next start salvages them.
 """
 
 from __future__ import annotations
@@ -44,10 +53,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from holmespy.formats.profile import Frame, Profile
+from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
+from holmespy.teardown import Cut
 
 PYSPY_NAME = "py-spy"
+WORKDIR_NAME = ".pyspy"
+"""py-spy's folder inside the event's temp folder; `RAW_NAME` in it is its output."""
+RAW_NAME = "raw.txt"
+TEMP_PREFIX = "holmespy-pyspy-"
+"""Outside an event (a direct `capture_cpu` call): `<tmp>/holmespy-pyspy-<pid>-*`."""
 
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 """Raw output read at most (a 5 s record of hundreds of threads stays far below)."""
@@ -58,6 +74,8 @@ _POLL = 0.05
 _REAP_TIMEOUT = 1.0
 """SIGKILL is reaped at once; only a child stuck in the kernel could make us wait this long."""
 _DRAIN_READS = 64
+_CUT_RESERVE = 0.15
+"""Seconds of a cut's budget kept for reading py-spy's output and writing the event."""
 
 # -- finding py-spy -----------------------------------------------------------
 
@@ -192,20 +210,33 @@ class _Tail:
 
 
 def record(
-    pyspy: str, seconds: float, rate: int, exclude: frozenset[int], deadline: float
+    pyspy: str,
+    seconds: float,
+    rate: int,
+    exclude: frozenset[int],
+    deadline: float,
+    *,
+    cut: Cut | None = None,
+    folder: Path | None = None,
 ) -> PySpyResult:
     """Record this process with py-spy for `seconds`; the child is gone when this returns.
 
     `deadline` (time.monotonic) is when the child is killed if still running.
     py-spy's `-d` takes whole seconds: for a fractional window it gets the
     next whole second and is stopped with SIGINT (it then writes what it has)
-    when the window ends.
+    when the window ends, or when `cut` is set. Its output goes to
+    `folder/.pyspy` (an event's temp folder), else to a temp folder named
+    after our pid; either is removed before this returns.
     """
     threads = ThreadTable()
     threads.update()
     names = ModuleNames()
-    workdir = tempfile.mkdtemp(prefix="holmespy-pyspy-")
-    output = os.path.join(workdir, "raw.txt")
+    if folder is not None:
+        workdir = os.path.join(folder, WORKDIR_NAME)
+        os.mkdir(workdir, 0o700)
+    else:
+        workdir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    output = os.path.join(workdir, RAW_NAME)
     whole = max(1, math.ceil(seconds))
     argv = [
         pyspy,
@@ -225,9 +256,11 @@ def record(
         str(os.getpid()),
     ]
     facts: dict[str, Any] = {"pyspy": pyspy, "idle_threads": "excluded (py-spy without --idle)"}
+    exclude_native = threads.natives(exclude)
     try:
         with ptrace_allowed() as ptrace:
             facts["ptrace"] = ptrace
+            clocks_before = thread_cpu_ns(exclude_native)
             time_nanos = time.time_ns()
             started = time.monotonic()
             try:
@@ -244,9 +277,12 @@ def record(
                 return PySpyResult(None, f"could not start {pyspy}: {exc}", False, facts)
             facts["pyspy_pid"] = proc.pid
             sigint_at = started + seconds if whole != seconds else None
-            out, err, killed = _supervise(proc, sigint_at, deadline, facts)
+            out, err, killed = _supervise(proc, sigint_at, deadline, facts, cut)
             ended = time.monotonic()
+            measured = used_between(clocks_before, thread_cpu_ns(exclude_native))
         facts["seconds"] = round(ended - started, 3)
+        if cut is not None and cut.is_set() and "cut_short" in facts:
+            facts["cut_short"] = f"stopped after {ended - started:.2f} s: {cut.reason}"
         failure, attached = _judge(
             proc.returncode, out.text(), err.text(), killed, deadline - started, facts
         )
@@ -259,16 +295,22 @@ def record(
             text = _read_output(output, facts)
         except OSError as exc:
             return PySpyResult(None, f"py-spy exited 0 but wrote no output ({exc})", True, facts)
-        stacks, counts = parse_raw(text, names, threads, exclude, profile.period)
+        stacks, counts = parse_raw(text, names, threads, exclude, profile.period, measured)
         add_stacks(profile, stacks)
         facts.update(counts)
+        facts["cpu_seconds"] = round(sum(v[1] for v in stacks.values()) / 1e9, 3)
+        facts["cpu_seconds_measured"] = round(sum(measured.values()) / 1e9, 3)
+        facts["weighting"] = (
+            "py-spy's samples of each thread, scaled to the CPU time the thread's own clock"
+            " says it used over the window (py-spy also counts threads waiting for the GIL)"
+        )
         facts["rate_asked"] = rate
         ticks = facts.get("pyspy_reported_samples")
         if isinstance(ticks, int) and ended > started:
             facts["rate_achieved"] = round(ticks / (ended - started), 1)
         profile.comments.append(
             f"py-spy record --nonblocking at {rate} Hz from outside the process; "
-            "idle threads excluded"
+            "idle threads excluded; each thread's samples weighed by its measured CPU time"
         )
         return PySpyResult(profile, None, True, facts)
     finally:
@@ -276,9 +318,17 @@ def record(
 
 
 def _supervise(
-    proc: subprocess.Popen[bytes], sigint_at: float | None, deadline: float, facts: dict[str, Any]
+    proc: subprocess.Popen[bytes],
+    sigint_at: float | None,
+    deadline: float,
+    facts: dict[str, Any],
+    cut: Cut | None = None,
 ) -> tuple[_Tail, _Tail, bool]:
-    """Wait for the child while draining its pipes; kill its group at `deadline`."""
+    """Wait for the child while draining its pipes; kill its group at `deadline`.
+
+    When `cut` is set the child gets SIGINT at once and only what is left of
+    the cut's budget (less a reserve for writing the event) to write its output.
+    """
     out, err = _Tail(), _Tail()
     streams: dict[int, tuple[IO[bytes], _Tail]] = {}
     for pipe, tail in ((proc.stdout, out), (proc.stderr, err)):
@@ -291,6 +341,13 @@ def _supervise(
             sel.register(fd, selectors.EVENT_READ)
         while proc.poll() is None:
             now = time.monotonic()
+            if cut is not None and cut.is_set() and "cut_short" not in facts:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                facts["cut_short"] = True
+                facts["stopped_with"] = f"SIGINT: {cut.reason}"
+                sigint_at = None
+                deadline = min(deadline, cut.deadline - _CUT_RESERVE)
             if now >= deadline:
                 _kill_group(proc.pid)
                 killed = True
@@ -302,6 +359,8 @@ def _supervise(
                 sigint_at = None
             wake = min(deadline, sigint_at) if sigint_at is not None else deadline
             timeout = max(0.0, min(_POLL, wake - now))
+            if cut is not None and "cut_short" not in facts:
+                timeout = min(timeout, 0.01)  # see a cut within 10 ms
             if sel.get_map():
                 _read_ready(sel, streams, timeout)
             else:
@@ -429,19 +488,27 @@ _FRAME = re.compile(r"(?P<func>.+?) \((?P<file>.+):(?P<line>\d+)\)")
 
 
 def parse_raw(
-    text: str, names: ModuleNames, threads: ThreadTable, exclude: frozenset[int], period: int
+    text: str,
+    names: ModuleNames,
+    threads: ThreadTable,
+    exclude: frozenset[int],
+    period: int,
+    measured: dict[int, int] | None = None,
 ) -> tuple[Stacks, dict[str, int]]:
     """py-spy's raw (collapsed) output as stacks, innermost first, by thread label.
 
-    Each sample stands for `period` nanoseconds of CPU: py-spy only samples
-    threads that are running.
+    Each sample stands for `period` nanoseconds of CPU (py-spy only samples
+    threads that are running), unless `measured` (native id -> CPU ns the
+    thread used over the window) knows the thread: then its samples share
+    what it measured, in proportion to their counts.
 
     Threads whose ident is in `exclude` (or whose native id belongs to such
     an ident) are dropped and counted. Lines that do not parse are counted,
     never fatal.
     """
     exclude_native = threads.natives(exclude)
-    stacks: Stacks = {}
+    counted: dict[tuple[int | None, str, tuple[Frame, ...]], int] = {}
+    per_native: dict[int, int] = {}
     frames: dict[str, Frame] = {}
     samples = excluded = unparsed = 0
     for line in text.splitlines():
@@ -453,7 +520,7 @@ def parse_raw(
         except ValueError:
             unparsed += 1
             continue
-        thread, frames_text, skip = _split_thread(body, threads, exclude, exclude_native)
+        thread, native, frames_text, skip = _split_thread(body, threads, exclude, exclude_native)
         if skip:
             excluded += count
             continue
@@ -464,26 +531,41 @@ def parse_raw(
                 frame = frames[token] = _parse_frame(token, names)
             stack.append(frame)
         stack.reverse()
-        key = (thread, tuple(stack))
-        entry = stacks.setdefault(key, [0, 0])
-        entry[0] += count
-        entry[1] += count * period
+        key = (native, thread, tuple(stack))
+        counted[key] = counted.get(key, 0) + count
+        if native is not None:
+            per_native[native] = per_native.get(native, 0) + count
         samples += count
-    return stacks, {"samples": samples, "samples_excluded": excluded, "unparsed_lines": unparsed}
+    stacks: Stacks = {}
+    scaled = 0
+    for (native, thread, frames_key), count in counted.items():
+        cpu = count * period
+        if measured is not None and native is not None and native in measured:
+            cpu = measured[native] * count // per_native[native]
+            scaled += count
+        entry = stacks.setdefault((thread, frames_key), [0, 0])
+        entry[0] += count
+        entry[1] += cpu
+    counts = {"samples": samples, "samples_excluded": excluded, "unparsed_lines": unparsed}
+    if measured is not None:
+        counts["samples_scaled_to_measured_cpu"] = scaled
+    return stacks, counts
 
 
 def _split_thread(
     body: str, threads: ThreadTable, exclude: frozenset[int], exclude_native: set[int]
-) -> tuple[str, str, bool]:
-    """(thread label, the frames part, whether the thread is excluded)."""
+) -> tuple[str, int | None, str, bool]:
+    """(thread label, its native id if known, the frames part, whether it is excluded)."""
     match = _THREAD_ROOT.match(body)
     if match is None:
-        return "<unknown>", body, False
+        return "<unknown>", None, body, False
     raw_id = match.group(1)
     rest = body[match.end() :]
+    native: int | None = None
     if raw_id.startswith("0x"):
         ident = int(raw_id, 16)
         known = threads.by_ident.get(ident)
+        native = threads.native_of.get(ident)
         skip = ident in exclude
     else:
         native = int(raw_id)
@@ -500,7 +582,7 @@ def _split_thread(
         pyspy_name, rest = None, rest.removeprefix(";")
     name = known if known is not None else pyspy_name
     label = label_name(name) if name is not None else unknown_thread(raw_id)
-    return label, rest, skip
+    return label, native, rest, skip
 
 
 def _parse_frame(token: str, names: ModuleNames) -> Frame:

@@ -25,8 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
+from holmespy.profilers.cpu._clocks import clock_from_native_id, thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import EngineFailed, Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
+from holmespy.teardown import Cut
 
 MAX_DEPTH = 256
 """Frames kept per stack, innermost first; deeper stacks end in a `<truncated>` frame."""
@@ -38,19 +40,12 @@ _TRUNCATED_KEY: _FrameKey = (0, -1)
 _TRUNCATED = Frame("<truncated>", "", 0)
 
 
-def _clock_from_native_id(native_id: int) -> int:
-    # Linux encodes a thread's CPU clock as (~tid << 3) | CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED,
-    # which is what glibc's pthread_getcpuclockid returns. Building it from the
-    # kernel tid avoids handing glibc the pthread_t of a thread that may have
-    # just exited (its descriptor can already be freed); a dead tid only gives EINVAL.
-    return ((~native_id) << 3) | 6
-
-
 class _Sampler:
-    def __init__(self, rate: int, exclude: frozenset[int], end: float) -> None:
+    def __init__(self, rate: int, exclude: frozenset[int], end: float, cut: Cut | None) -> None:
         self.rate = rate
         self.exclude = exclude
         self.end = end
+        self.cut = cut
         self.stop = threading.Event()
         self.threads = ThreadTable()
         self.names = ModuleNames()
@@ -86,7 +81,8 @@ class _Sampler:
         skip = self.exclude | {me}
         interval = 1.0 / self.rate
         next_tick = time.monotonic()
-        while not self.stop.is_set():
+        cut = self.cut
+        while not self.stop.is_set() and not (cut is not None and cut.is_set()):
             now = time.monotonic()
             if now >= self.end:
                 return
@@ -145,7 +141,7 @@ class _Sampler:
             self.threads.update()
         native = self.threads.native_of.get(ident) if self._by_native else None
         if native is not None:
-            return _clock_from_native_id(native)
+            return clock_from_native_id(native)
         if self._pthread_clock is None:
             return None
         try:
@@ -191,58 +187,114 @@ class _Sampler:
         return out
 
 
+class SamplerRun:
+    """The sampler on its own daemon thread: started, then asked for its profile.
+
+    It stops at the end of its window, at `deadline`, when `stop()` is called
+    or when `cut` is set (the process is going), whichever comes first.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        rate: int,
+        exclude: frozenset[int],
+        deadline: float,
+        cut: Cut | None = None,
+    ) -> None:
+        self.rate = rate
+        self.deadline = deadline
+        self.begun = time.monotonic()
+        self.sampler = _Sampler(rate, exclude, min(self.begun + seconds, deadline), cut)
+        self.time_nanos = time.time_ns()
+        self.thread = threading.Thread(
+            target=self.sampler.run, name="holmespy-cpu-sampler", daemon=True
+        )
+        self._natives: frozenset[int] = frozenset()
+        self._clocks_before: dict[int, int] = {}
+
+    def start(self) -> SamplerRun:
+        self.thread.start()
+        table = ThreadTable()
+        table.update()
+        self._natives = frozenset(table.natives(self.sampler.exclude | {self.ident}))
+        self._clocks_before = thread_cpu_ns(self._natives)
+        return self
+
+    @property
+    def ident(self) -> int:
+        return self.thread.ident or 0
+
+    def stop(self) -> None:
+        self.sampler.stop.set()
+
+    def close(self) -> None:
+        """Stop and wait for the thread, discarding what it sampled (no thread outlives us)."""
+        self.sampler.stop.set()
+        self.thread.join(max(_JOIN_GRACE, self.deadline - time.monotonic()))
+
+    def result(self) -> tuple[Profile, dict[str, Any]]:
+        """Wait for the window to end (never past the deadline); raises EngineFailed if empty."""
+        sampler, thread = self.sampler, self.thread
+        thread.join(max(0.0, self.deadline - time.monotonic()))
+        if thread.is_alive():
+            sampler.stop.set()
+            thread.join(_JOIN_GRACE)
+        measured = sum(used_between(self._clocks_before, thread_cpu_ns(self._natives)).values())
+        ended = sampler.finished or time.monotonic()
+        elapsed = max(1e-9, ended - (sampler.started or self.begun))
+        if sampler.ticks == 0:
+            raise EngineFailed(
+                f"the in-process sampler took no sample ({sampler.error or 'no time'})"
+            )
+        rate = self.rate
+        profile = sampling_profile(rate, self.time_nanos)
+        stacks = sampler.stacks()
+        add_stacks(profile, stacks)
+        profile.duration_nanos = int(elapsed * 1e9)
+        achieved = sampler.ticks / elapsed
+        cpu_by_thread: dict[str, int] = {}
+        for (thread_name, _), (_, cpu_ns) in stacks.items():
+            cpu_by_thread[thread_name] = cpu_by_thread.get(thread_name, 0) + cpu_ns
+        facts: dict[str, Any] = {
+            "seconds": round(elapsed, 3),
+            "rate_asked": rate,
+            "rate_achieved": round(achieved, 1),
+            "ticks": sampler.ticks,
+            "samples": sum(v[0] for v in stacks.values()),
+            "cpu_seconds": round(sum(cpu_by_thread.values()) / 1e9, 3),
+            "cpu_seconds_measured": round(measured / 1e9, 3),
+            "cpu_seconds_by_thread": {k: round(v / 1e9, 3) for k, v in cpu_by_thread.items()},
+            "sampler_cpu_seconds": round(sampler.own_cpu_ns / 1e9, 3),
+            "weighting": "per-thread CPU time since the previous tick (idle threads weigh nothing)",
+            "excluded_threads": len(sampler.exclude),
+        }
+        if achieved < 0.9 * rate:
+            facts["rate_note"] = (
+                "each tick needs the GIL: while CPU-bound threads hold it the sampler ticks less "
+                "often than asked; the CPU times stay exact, the stacks are sampled more coarsely"
+            )
+        if sampler.error:
+            facts["error"] = sampler.error
+        if thread.is_alive():
+            facts["sampler_thread"] = "still running after the deadline; told to stop"
+        cut = sampler.cut
+        if cut is not None and cut.is_set():
+            facts["cut_short"] = f"stopped after {elapsed:.2f} s: {cut.reason}"
+        profile.comments.append(
+            f"holmespy in-process sampler: {achieved:.1f} of {rate} Hz asked, "
+            "stacks weighted by each thread's CPU time"
+        )
+        return profile, facts
+
+
 def sample_cpu(
-    seconds: float, rate: int, exclude: frozenset[int], deadline: float
+    seconds: float, rate: int, exclude: frozenset[int], deadline: float, cut: Cut | None = None
 ) -> tuple[Profile, dict[str, Any]]:
-    """Sample this process for `seconds` (never past the monotonic `deadline`).
+    """Sample this process for `seconds` (never past the monotonic `deadline`, nor past `cut`).
 
     Runs the sampler on its own daemon thread and waits for it; the thread
     has ended when this returns (or is told to stop and ends at its next tick).
     Raises EngineFailed only when not a single tick could be taken.
     """
-    start = time.monotonic()
-    end = min(start + seconds, deadline)
-    sampler = _Sampler(rate, exclude, end)
-    profile = sampling_profile(rate, time.time_ns())
-    thread = threading.Thread(target=sampler.run, name="holmespy-cpu-sampler", daemon=True)
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
-    if thread.is_alive():
-        sampler.stop.set()
-        thread.join(_JOIN_GRACE)
-    elapsed = max(1e-9, (sampler.finished or time.monotonic()) - (sampler.started or start))
-    if sampler.ticks == 0:
-        raise EngineFailed(f"the in-process sampler took no sample ({sampler.error or 'no time'})")
-    stacks = sampler.stacks()
-    add_stacks(profile, stacks)
-    profile.duration_nanos = int(elapsed * 1e9)
-    achieved = sampler.ticks / elapsed
-    cpu_by_thread: dict[str, int] = {}
-    for (thread_name, _), (_, cpu_ns) in stacks.items():
-        cpu_by_thread[thread_name] = cpu_by_thread.get(thread_name, 0) + cpu_ns
-    facts: dict[str, Any] = {
-        "seconds": round(elapsed, 3),
-        "rate_asked": rate,
-        "rate_achieved": round(achieved, 1),
-        "ticks": sampler.ticks,
-        "samples": sum(v[0] for v in stacks.values()),
-        "cpu_seconds": round(sum(cpu_by_thread.values()) / 1e9, 3),
-        "cpu_seconds_by_thread": {k: round(v / 1e9, 3) for k, v in cpu_by_thread.items()},
-        "sampler_cpu_seconds": round(sampler.own_cpu_ns / 1e9, 3),
-        "weighting": "per-thread CPU time since the previous tick (idle threads weigh nothing)",
-        "excluded_threads": len(exclude),
-    }
-    if achieved < 0.9 * rate:
-        facts["rate_note"] = (
-            "each tick needs the GIL: while CPU-bound threads hold it the sampler ticks less "
-            "often than asked; the CPU times stay exact, the stacks are sampled more coarsely"
-        )
-    if sampler.error:
-        facts["error"] = sampler.error
-    if thread.is_alive():
-        facts["sampler_thread"] = "still running after the deadline; told to stop"
-    profile.comments.append(
-        f"holmespy in-process sampler: {achieved:.1f} of {rate} Hz asked, "
-        "stacks weighted by each thread's CPU time"
-    )
-    return profile, facts
+    return SamplerRun(seconds, rate, exclude, deadline, cut).start().result()
