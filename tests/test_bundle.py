@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from holmespy.bundle import (
     BundleWriter,
     event_folder,
     new_event_id,
-    remove_stale_temps,
     write_private,
 )
 
@@ -87,19 +84,3 @@ def test_write_private_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_private(tmp_path / "a", b"2")
     assert (tmp_path / "a").read_bytes() == b"1"
-
-
-def test_temp_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
-    )
-    dead_pid = int(dead.stdout)
-    day = tmp_path / "svc" / "2026-11-24"
-    crashed = day / f".tmp-{dead_pid}-20261124T000000.000Z-cpu-aaaaaaaaaa"
-    alive = day / f".tmp-{os.getpid()}-20261124T000000.000Z-cpu-bbbbbbbbbb"
-    for folder in (crashed, alive):
-        folder.mkdir(parents=True)
-        (folder / "threads.txt").write_text("x")
-    assert remove_stale_temps(tmp_path, "svc") == [crashed]
-    assert alive.exists()
-    assert not crashed.exists()

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from holmespy import signals
 from holmespy.config import Config
 from holmespy.storage.reporter import StoredEvent
 from holmespy.watcher import Status, Watcher
@@ -19,9 +20,6 @@ _lock = threading.RLock()
 _instance: Watcher | None = None
 _disabled: Config | None = None
 _fork_hook_registered = False
-
-EXIT_FLUSH_SECONDS = 10.0
-"""How long interpreter exit waits for a capture in progress (e.g. a CPU profile window)."""
 
 
 def start(config: Config | None = None) -> Watcher | None:
@@ -50,6 +48,8 @@ def start(config: Config | None = None) -> Watcher | None:
             atexit.register(_finish_at_exit)
             _fork_hook_registered = True
         _instance = Watcher(config).start()
+        if config.exit_seconds > 0:
+            signals.install(_finish_on_sigterm)
         return _instance
 
 
@@ -60,6 +60,7 @@ def stop(timeout: float = 2.0) -> None:
         instance, _instance = _instance, None
     if instance is not None and instance.pid == os.getpid():
         instance.stop(timeout)
+        signals.uninstall()
 
 
 def status() -> Status:
@@ -119,9 +120,20 @@ def _restart_in_child() -> None:
         log.exception("holmespy could not restart its watcher in forked child %d", os.getpid())
 
 
-def _finish_at_exit() -> None:
-    # atexit runs before daemon threads are frozen: give a capture in progress
-    # a bounded time to publish its bundle instead of leaving a temp folder.
+def _finish(reason: str) -> None:
+    # A capture in progress stops at once and gets HOLMES_EXIT_SECONDS to be
+    # published (marked partial): a server waiting for this worker to go, to
+    # start its replacement, is held back by at most that.
     instance = _instance
     if instance is not None and instance.pid == os.getpid() and instance.active:
-        instance.stop(timeout=EXIT_FLUSH_SECONDS)
+        instance.stop(timeout=instance.config.exit_seconds, reason=reason)
+
+
+def _finish_at_exit() -> None:
+    # atexit runs before daemon threads are frozen: a sys.exit() from a signal
+    # handler (gunicorn's worker timeout: SIGABRT, then sys.exit(1)) ends here too.
+    _finish("the process was exiting")
+
+
+def _finish_on_sigterm(reason: str) -> None:
+    _finish(reason)

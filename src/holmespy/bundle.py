@@ -2,8 +2,10 @@
 
 A bundle is built under `.tmp-<pid>-<event-id>` next to its final place and
 renamed to `<event-id>` only once every file and `event.json` are written and
-synced, so a reader (the CLI, the uploader) never sees half an event, and a
-crash leaves only a temp folder that the next start removes. Folders are 0700
+synced, so a reader (the CLI, the uploader) never sees half an event. While
+the captures run, `event.partial.json` in the temp folder says what the event
+is: a process killed mid-capture leaves a temp folder that the next start
+turns into an event marked partial (`holmespy.salvage`). Folders are 0700
 and files 0600: dumps show code, arguments and data of the process. Every
 folder and file is reached through `holmespy.safefs`: never through a link,
 and only under a root that this user alone can write.
@@ -26,6 +28,8 @@ from typing import Any
 from holmespy import safefs
 from holmespy.manifest import EVENT_FILE as EVENT_FILE
 
+PARTIAL_FILE = "event.partial.json"
+"""The event as known so far, kept in the temp folder while the captures run."""
 TMP_PREFIX = ".tmp-"
 EVENT_ID_RE = re.compile(r"(\d{8}T\d{6}\.\d{3}Z)-([a-z0-9]+)-([0-9a-f]+)")
 """What `new_event_id` makes: the UTC time, the rule, random hex."""
@@ -91,6 +95,35 @@ def file_digest(path: Path, *, dir_fd: int | None = None) -> dict[str, Any]:
     return {"name": path.name, "size": st.st_size, "sha256": h.hexdigest()}
 
 
+def temp_name(event_id: str, pid: int | None = None) -> str:
+    """`.tmp-<pid>-<event-id>`: where the event is built, beside its final folder."""
+    return f"{TMP_PREFIX}{os.getpid() if pid is None else pid}-{event_id}"
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, indent=2, sort_keys=False, default=str).encode() + b"\n"
+
+
+def publish_in(
+    day_fd: int, temp: str, final: str, event: dict[str, Any], *, where: Path
+) -> None:
+    """Write `event.json` into `day_fd/temp` (listing each file), then rename it to `final`.
+
+    The checkpoint and hidden work folders (py-spy's output) are removed
+    first; only regular files are listed (anything else is `safefs.Refused`).
+    """
+    temp_fd = os.open(temp, safefs.DIR_FLAGS, dir_fd=day_fd)
+    with safefs.owned(temp_fd):
+        for name in os.listdir(temp_fd):
+            if name.startswith(PARTIAL_FILE) or name.startswith("."):
+                safefs.remove_tree(temp_fd, name)
+        names = sorted(n for n in os.listdir(temp_fd) if n != EVENT_FILE)
+        files = [file_digest(where / n, dir_fd=temp_fd) for n in names]
+        safefs.write_file(temp_fd, EVENT_FILE, encode_event({**event, "files": files}))
+    os.rename(temp, final, src_dir_fd=day_fd, dst_dir_fd=day_fd)
+    os.fsync(day_fd)
+
+
 class BundleWriter:
     """Builds one event's folder under a temp name and publishes it with a rename.
 
@@ -104,7 +137,7 @@ class BundleWriter:
     def __init__(self, dump_path: Path, service: str, event_id: str) -> None:
         self.root = dump_path
         self.final = event_folder(dump_path, service, event_id)
-        self.temp = self.final.parent / f"{TMP_PREFIX}{os.getpid()}-{event_id}"
+        self.temp = self.final.parent / temp_name(event_id)
         self._day_fd = -1
         self._temp_fd = -1
         self._published = False
@@ -147,16 +180,18 @@ class BundleWriter:
         finally:
             self._close()
 
+    def checkpoint(self, event: dict[str, Any]) -> None:
+        """Replace `event.partial.json`: what a salvage publishes if the process dies now."""
+        new = PARTIAL_FILE + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(new, dir_fd=self._temp_fd)
+        safefs.write_file(self._temp_fd, new, encode_event(event))
+        os.replace(new, PARTIAL_FILE, src_dir_fd=self._temp_fd, dst_dir_fd=self._temp_fd)
+
     def publish(self, event: dict[str, Any]) -> Path:
         """Write `event.json` (listing every file with size and sha256), then rename."""
-        names = sorted(n for n in os.listdir(self._temp_fd) if n != EVENT_FILE)
-        files = [file_digest(self.temp / n, dir_fd=self._temp_fd) for n in names]
-        event = {**event, "files": files}
-        data = json.dumps(event, indent=2, sort_keys=False, default=str).encode() + b"\n"
-        safefs.write_file(self._temp_fd, EVENT_FILE, data)
-        os.rename(self.temp.name, self.final.name, src_dir_fd=self._day_fd, dst_dir_fd=self._day_fd)
+        publish_in(self._day_fd, self.temp.name, self.final.name, event, where=self.temp)
         self._published = True
-        os.fsync(self._day_fd)
         return self.final
 
     def _close(self) -> None:

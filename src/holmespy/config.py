@@ -308,6 +308,7 @@ class Config:
     cpu_profile_seconds: float = 5.0
     cpu_engine: CpuEngine = "auto"
     heap_seconds: float = 3.0
+    exit_seconds: float = 0.5
     cpu_cores: float | None = None
     mem_limit: int | None = None
     storage: str | None = None
@@ -592,6 +593,15 @@ OPTIONS: tuple[Option, ...] = (
         "length of the allocation-tracing window a heap dump opens, in seconds",
         show=_show_seconds,
         validate=_check_number("a duration from 1ms to 10m", low=0.001, high=600.0),
+    ),
+    Option(
+        "HOLMES_EXIT_SECONDS",
+        "exit_seconds",
+        lambda name, text: parse_duration(name, text, bare_seconds=True),
+        "longest time holmespy adds to the process's exit (atexit, SIGTERM) to publish a capture"
+        " in progress, cut short and marked partial; 0 adds nothing and publishes nothing",
+        show=_show_seconds,
+        validate=_check_number("a duration from 0 to 10s", low=-1e-9, high=10.0),
     ),
     Option(
         "HOLMES_CPU_CORES",

@@ -1,4 +1,4 @@
-"""The watcher: samples every interval, asks the rules, hands captures to the worker.
+"""The watcher: samples every interval, asks the rules, hands events to the capturer.
 
 Its thread never waits for a capture and never lets an exception out: what
 goes wrong is logged on the `holmespy` logger and counted in `status()`.
@@ -9,29 +9,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from holmespy.bundle import (
-    BundleWriter,
-    describe_os_error,
-    host_facts,
-    new_event_id,
-    open_dump_root,
-    remove_stale_temps,
-)
+from holmespy.bundle import describe_os_error, host_facts, new_event_id, open_dump_root
+from holmespy.capturer import Capturer, EventJob
 from holmespy.config import RULE_NAMES, Config, RuleName
 from holmespy.gcwatch import GCWatch
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
-from holmespy.profilers import CAPTURES, CaptureContext
 from holmespy.rules import Decision, Rule, RuleState, Verdict
+from holmespy.salvage import remove_dead_pyspy_folders, salvage
 from holmespy.sampling import Sample, Sampler
 from holmespy.storage.uploader import Uploader
-from holmespy.worker import CaptureWorker
 
 log = logging.getLogger("holmespy")
 
@@ -57,7 +52,13 @@ class Status:
     events: int = 0
     last_event: str | None = None
     dropped: int = 0
-    """Captures dropped because the capture queue was full."""
+    """Events dropped, or captured without their CPU/heap window, because a lane was full."""
+    partial: int = 0
+    """Events published with captures cut short or not taken (the process was going)."""
+    salvaged: int = 0
+    """Events published at start from temp folders that dead processes left in the dump folder."""
+    stale_removed: int = 0
+    """Temp folders of dead processes removed at start with nothing worth publishing."""
     capture_failures: int = 0
     errors: int = 0
     """Internal errors absorbed on holmespy's threads (sampling, rules, captures)."""
@@ -87,19 +88,17 @@ class Watcher:
         stat = ProcStatReader(f"{proc_root}/{self.pid}/stat")
         self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
         self.states: dict[str, RuleState] = {}
-        self.worker = CaptureWorker()
+        self.capturer = Capturer(self)
         self.uploader = Uploader(config)  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
         self._thread = threading.Thread(target=self._run, name="holmespy-watcher", daemon=True)
         self.ticks = 0
-        self.events = 0
-        self.capture_failures = 0
         self.errors = 0
+        self.salvaged = 0
+        self.stale_removed = 0
         self.last_error: str | None = None
-        self.last_event: str | None = None
         self.last_sample: Sample | None = None
         self._error_logged_at: dict[str, float] = {}
         self._limit_logged: set[str] = set()
-        self._capture_memory: dict[str, Any] = {}
 
     # -- lifecycle --
 
@@ -110,15 +109,11 @@ class Watcher:
         self._apply_log_level()
         if self.config.gcheap is not None:
             self.gc_watch.install()
-        self.worker.start()
         self.uploader.start()
         self._thread.start()
-        log.info(
-            "holmespy watching pid %d as service %r every %gs; dumps in %s",
-            self.pid,
-            self.config.service,
-            self.config.interval,
-            self.config.dump_root(),
+        announce(
+            f"holmespy watching pid {self.pid} as service {self.config.service!r} every"
+            f" {self.config.interval:g}s; dumps in {self.dump_path()}"
         )
         return self
 
@@ -131,14 +126,22 @@ class Watcher:
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stopping
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop sampling; a capture in progress gets `timeout` seconds to finish."""
+    def stop(self, timeout: float = 2.0, reason: str = "holmespy.stop() was called") -> None:
+        """Stop sampling; a capture in progress stops at once and is published as partial.
+
+        Everything holmespy does here is over within `timeout` seconds: what
+        the lanes have not published by then is lost (its temp folder is
+        salvaged by the next start), what the uploader has not shipped waits
+        in the spool.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
         self._stopping = True
+        self.capturer.cut.cut(reason, timeout)
         self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-        self.worker.stop(timeout)
-        self.uploader.stop(timeout)  # what is not shipped by then waits in the spool
+            self._thread.join(_left(deadline))
+        self.capturer.stop(_left(deadline))
+        self.uploader.stop(_left(deadline))
         self.gc_watch.uninstall()
         self.sampler.close()
 
@@ -175,12 +178,15 @@ class Watcher:
             running=self.running,
             pid=self.pid,
             ticks=self.ticks,
-            events=self.events,
-            last_event=self.last_event,
-            dropped=self.worker.dropped,
-            capture_failures=self.capture_failures,
+            events=self.capturer.events,
+            last_event=self.capturer.last_event,
+            dropped=self.capturer.dropped,
+            partial=self.capturer.partial,
+            salvaged=self.salvaged,
+            stale_removed=self.stale_removed,
+            capture_failures=self.capturer.failures,
             errors=self.errors + self.gc_watch.failures,
-            last_error=self.last_error,
+            last_error=self.capturer.last_error or self.last_error,
             skipped=skipped,
             last_sample=self.last_sample.as_dict() if self.last_sample else None,
             limits=self.limits.__dict__.copy(),
@@ -192,12 +198,13 @@ class Watcher:
 
     def _run(self) -> None:
         self._check_dump_root()
+        self._salvage()
         next_at = time.monotonic()
         while not self._stopping:
             try:
                 self.tick()
             except Exception as exc:
-                self._internal_error("tick", exc)
+                self.internal_error("tick", exc)
             interval = self.config.interval
             now = time.monotonic()
             next_at += interval
@@ -260,13 +267,15 @@ class Watcher:
             if log.isEnabledFor(logging.DEBUG):  # the reason is built only when read
                 log.debug("holmespy %s rule: %s", name, decision.reason)
             return
+        fired = time.monotonic()
         event_id = new_event_id(name)
         event = self._event(event_id, name, state, decision, sample)
         log.warning(
             "holmespy %s rule fired: %s; capturing event %s", name, decision.reason, event_id
         )
-        if not self.worker.submit(lambda: self._capture(event_id, name, event)):
-            log.warning("holmespy dropped %s event %s: a capture is already queued", name, event_id)
+        job = EventJob(event_id, name, event, fired)
+        if not self.capturer.submit(job):
+            log.warning("holmespy dropped %s event %s: captures are already queued", name, event_id)
 
     def _event(
         self, event_id: str, name: str, state: RuleState, decision: Decision, sample: Sample
@@ -296,58 +305,51 @@ class Watcher:
             "limits": self.limits.__dict__.copy(),
         }
 
-    def _capture(self, event_id: str, name: str, event: dict[str, Any]) -> None:
+    def _salvage(self) -> None:
+        """Publish what dead processes left in the dump folder; remove the rest (never raises)."""
+        try:
+            found = salvage(self.dump_path())
+            remove_dead_pyspy_folders()
+        except Exception as exc:
+            self.internal_error("salvage", exc)
+            return
+        self.salvaged += len(found.published)
+        self.stale_removed += len(found.removed)
+        for path in found.published:
+            log.warning("holmespy salvaged a partial event a dead process left: %s", path)
+            self.uploader.notify(path)
+        for error in found.errors[:3]:
+            log.warning("holmespy could not salvage %s", error)
+
+    # -- what the capturer asks of the watcher (capturer.CaptureHost) --
+
+    def admit(self, rule: str, event_id: str) -> bool:
         config = self.config
         cpu = self.last_sample.cpu if self.last_sample else None
-        if config.cpu_max is not None and cpu is not None and cpu > config.cpu_max:
-            # The guard again, now: CPU may have risen while this job waited in the queue.
-            state = self.states.get(name)
-            if state is not None:
-                state.skipped[Verdict.CPU_MAX] = state.skipped.get(Verdict.CPU_MAX, 0) + 1
-            log.warning(
-                "holmespy skipped %s event %s: CPU %.1f%% > HOLMES_CPU_MAX %g%%",
-                name,
-                event_id,
-                cpu,
-                config.cpu_max,
-            )
-            return
-        ours = (self._thread.ident, self.worker.ident, self.uploader.ident)
-        exclude = frozenset(i for i in ours if i is not None)
-        dump_root = config.dump_root()  # the default follows the user this process is now
-        try:
-            if self.events == 0:
-                remove_stale_temps(dump_root, config.service)
-            with BundleWriter(dump_root, config.service, event_id) as bundle:
-                ctx = CaptureContext(
-                    directory=bundle.directory,
-                    rule=name,
-                    config=config,
-                    exclude_threads=exclude,
-                    memory=self._capture_memory,
-                )
-                captures: dict[str, Any] = {}
-                for capture_name, capture in CAPTURES[name]:
-                    started = time.perf_counter()
-                    try:
-                        facts = capture(ctx)
-                    except OSError:
-                        raise  # a full or read-only disk fails the whole event
-                    except Exception as exc:
-                        facts = {"error": f"{type(exc).__name__}: {exc}"}
-                        self._internal_error(f"{capture_name} capture", exc)
-                    facts["seconds"] = round(time.perf_counter() - started, 6)
-                    captures[capture_name] = facts
-                path = bundle.publish({**event, "captures": captures})
-        except OSError as exc:
-            self.capture_failures += 1
-            message = describe_os_error(exc, dump_root)
-            self.last_error = message
-            log.error("holmespy lost event %s: %s", event_id, message)
-            return
-        self.events += 1
-        self.last_event = str(path)
-        log.warning("holmespy wrote event %s", path)
+        if config.cpu_max is None or cpu is None or cpu <= config.cpu_max:
+            return True
+        # The guard again, now: CPU may have risen while this job waited in the queue.
+        state = self.states.get(rule)
+        if state is not None:
+            state.skipped[Verdict.CPU_MAX] = state.skipped.get(Verdict.CPU_MAX, 0) + 1
+        log.warning(
+            "holmespy skipped %s event %s: CPU %.1f%% > HOLMES_CPU_MAX %g%%",
+            rule,
+            event_id,
+            cpu,
+            config.cpu_max,
+        )
+        return False
+
+    def exclude_threads(self) -> frozenset[int]:
+        ours = (self._thread.ident, *self.capturer.idents, self.uploader.ident)
+        return frozenset(i for i in ours if i is not None)
+
+    def dump_path(self) -> Path:
+        """Where events go now: the default follows the user this process is now."""
+        return self.config.dump_root()
+
+    def published(self, path: Path) -> None:
         self.uploader.notify(path)
 
     # -- helpers --
@@ -363,7 +365,7 @@ class Watcher:
     def _apply_log_level(self) -> None:
         log.setLevel(self.config.log_level)
 
-    def _internal_error(self, where: str, exc: BaseException) -> None:
+    def internal_error(self, where: str, exc: BaseException) -> None:
         self.errors += 1
         self.last_error = f"{where}: {type(exc).__name__}: {exc}"
         now = time.monotonic()
@@ -371,6 +373,32 @@ class Watcher:
         if last is None or now - last >= ERROR_LOG_EVERY:
             self._error_logged_at[where] = now
             log.error("holmespy %s failed (counted in status().errors)", where, exc_info=exc)
+
+
+def announce(line: str) -> None:
+    """Say `line` at INFO where the host's log shows it.
+
+    A host that configured logging (the `holmespy` logger or one above it has
+    a handler) gets a log record. Otherwise the line goes to stderr, which is
+    what gunicorn, uvicorn and supervisors collect: logging's last-resort
+    handler would drop an INFO line. HOLMES_LOG_LEVEL=WARNING silences it.
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
+    if log.hasHandlers():
+        log.info("%s", line)
+        return
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(line + "\n")
+            stream.flush()
+    except Exception:  # a closed or broken stderr is the host's business, not a crash of ours
+        pass
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _values(name: RuleName, sample: Sample) -> Iterable[float]:

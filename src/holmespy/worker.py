@@ -1,8 +1,10 @@
-"""One background thread that runs captures, behind a bounded queue.
+"""A background thread that runs jobs one after another, behind a bounded queue.
 
 The watcher hands a job over with `submit()`, which never blocks: when the
-queue is full the job is dropped and counted. A capture that fails is logged
-and counted; nothing raised here reaches the host.
+queue is full the job is dropped and counted. The thread starts with the
+first job, so a process whose rules never fire carries no idle capture
+thread. A job that fails is logged and counted; nothing raised here reaches
+the host.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("holmespy")
@@ -22,6 +25,8 @@ class CaptureWorker:
     def __init__(self, name: str = "holmespy-capture", maxsize: int = 2) -> None:
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=maxsize)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._closed = False
         self.dropped = 0
         self.failed = 0
         self.done = 0
@@ -30,40 +35,60 @@ class CaptureWorker:
     def ident(self) -> int | None:
         return self._thread.ident
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def busy(self) -> bool:
+        """A job is queued or running."""
+        return self._thread.is_alive() and (self._queue.unfinished_tasks > 0)
 
     def submit(self, job: Job) -> bool:
-        """Queue `job`; False (and counted as dropped) when the queue is full."""
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            self.dropped += 1
-            return False
+        """Queue `job`; False (and counted as dropped) when the queue is full or closed."""
+        with self._lock:
+            if self._closed:
+                self.dropped += 1
+                return False
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                self.dropped += 1
+                return False
+            if self._thread.ident is None:
+                try:
+                    self._thread.start()
+                except RuntimeError:  # interpreter shutdown: no new threads
+                    self._closed = True
+                    self.dropped += 1
+                    return False
         return True
 
     def pending(self) -> int:
         return self._queue.qsize()
 
     def stop(self, timeout: float) -> bool:
-        """Ask the thread to finish after the jobs already queued; True if it ended in time."""
-        if not self._thread.is_alive():
+        """Run the jobs already queued, then end the thread; True if it ended within `timeout`."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            self._closed = True
+            started = self._thread.ident is not None
+        if not started or not self._thread.is_alive():
             return True
         try:
-            self._queue.put(_STOP, timeout=timeout)
+            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
         except queue.Full:
             return False
-        self._thread.join(timeout)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
             job = self._queue.get()
-            if job is _STOP:
-                return
             try:
+                if job is _STOP:
+                    return
                 job()
                 self.done += 1
             except Exception:
                 self.failed += 1
                 log.exception("holmespy capture failed")
+            finally:
+                self._queue.task_done()

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from holmespy import safefs
-from holmespy.bundle import EVENT_FILE, remove_stale_temps
+from holmespy.bundle import EVENT_FILE
 from holmespy.config import Config
 from holmespy.manifest import ListedFile, Manifest
 from holmespy.storage.base import ObjectInfo, Store
@@ -249,12 +249,7 @@ class Uploader:
         store = self.store
         if store is None:
             return
-        try:
-            remove_stale_temps(self.spool.root, self.service)
-        except Exception as exc:
-            self._note(
-                "cleanup", f"cannot clean {self.spool.root}: {exc}", every=PERMANENT_LOG_EVERY
-            )
+        # Temp folders of dead processes are the watcher's: it salvages them at start.
         if isinstance(store, S3Store):
             # Import boto3 (a few hundred ms) now, off the host's thread, rather
             # than in the last flush at exit.

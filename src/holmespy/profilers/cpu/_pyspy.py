@@ -251,7 +251,7 @@ def record(
         "--threads",
         "--full-filenames",
         "--output",
-        output,
+        RAW_NAME,  # in its cwd, the work folder
         "--pid",
         str(os.getpid()),
     ]
