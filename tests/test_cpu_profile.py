@@ -222,9 +222,11 @@ def test_a_profiles_cpu_total_is_the_cpu_the_process_used(
     assert capture.engine == engine, capture.why
     assert capture.profile is not None
     total = sum(cpu_by_thread(capture.profile).values()) / 1e9
-    # The sampler's own thread runs in this process too: it is not in the profile.
-    used = process_used - capture.facts.get("sampler_cpu_seconds", 0.0)
-    assert total == pytest.approx(used, rel=0.1), capture.facts
+    # What the threads' own clocks say they used over the window...
+    measured = capture.facts["cpu_seconds_measured"]
+    assert total == pytest.approx(measured, rel=0.1), capture.facts
+    # ...is CPU this process really used: the window is inside the call.
+    assert 0.5 * process_used < measured <= process_used, (measured, process_used)
 
 
 def test_sampler_weighs_stacks_by_thread_cpu_time(host: Host) -> None:
@@ -313,7 +315,8 @@ def test_a_hung_pyspy_is_killed_and_reaped_by_the_deadline(host: Host, tmp_path:
     # A py-spy that is slow or stuck (thousands of threads) still leaves a CPU
     # profile: the sampler's, taken alongside over the same window.
     assert capture.engine == "sampler"
-    assert "py-spy did not finish within 2.0 s; killed it and its process group" in capture.why
+    assert "py-spy did not finish within " in capture.why
+    assert "killed it and its process group (SIGKILL) and reaped it" in capture.why
     assert capture.why.endswith("used the in-process sampler that ran alongside from the start")
     assert_hot_thread_profiled(capture, host)
     pid = capture.facts["pyspy_attempt"]["pyspy_pid"]
@@ -331,7 +334,8 @@ def test_only_pyspy_asked_and_hung_gives_no_profile_and_says_why(
 
     assert capture.engine == "none"
     assert capture.profile is None
-    assert capture.why.startswith("pyspy: py-spy did not finish within 1.0 s; killed it")
+    assert capture.why.startswith("pyspy: py-spy did not finish within ")
+    assert "killed it and its process group (SIGKILL) and reaped it" in capture.why
 
 
 def test_a_crashing_pyspy_is_reported_and_the_sampler_takes_over(

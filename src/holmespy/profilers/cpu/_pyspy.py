@@ -23,8 +23,8 @@ the window: the profile's total is the CPU the process really used.
 
 Supervision: the child gets a hard deadline and is killed with its whole
 process group (it runs in a session of its own) and reaped when it passes
-it; its stdout/stderr are drained while it runs so it can never block on a
-full pipe, and only their tails are kept. When the process starts to go
+it; its stdout/stderr go to files beside its output, of which only the
+tails are read. When the process starts to go
 (`cut`), the child gets SIGINT, writes what it sampled (~50 ms) and that is
 the profile. Its output goes to a hidden folder of the event being captured,
 so if this process is killed outright py-spy still writes its samples there
@@ -38,7 +38,6 @@ import ctypes
 import math
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -50,7 +49,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
 from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
@@ -73,7 +72,6 @@ _POLL = 0.05
 """How often a running child is checked: an early exit is seen within this."""
 _REAP_TIMEOUT = 1.0
 """SIGKILL is reaped at once; only a child stuck in the kernel could make us wait this long."""
-_DRAIN_READS = 64
 _CUT_RESERVE = 0.15
 """Seconds of a cut's budget kept for reading py-spy's output and writing the event."""
 
@@ -263,22 +261,29 @@ def record(
             clocks_before = thread_cpu_ns(exclude_native)
             time_nanos = time.time_ns()
             started = time.monotonic()
+            # Its stdout and stderr are files beside its output, not pipes: if this
+            # process is killed, a pipe without reader would kill py-spy (EPIPE)
+            # before it wrote the samples the next start salvages.
+            out_path = os.path.join(workdir, "stdout.txt")
+            err_path = os.path.join(workdir, "stderr.txt")
             try:
-                # cwd: a crashing child dumps core into our private folder, not the host's cwd.
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=workdir,
-                    start_new_session=True,
-                )
+                with _private(out_path) as out_file, _private(err_path) as err_file:
+                    # cwd: a crashing child dumps core into our private folder.
+                    proc = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_file,
+                        stderr=err_file,
+                        cwd=workdir,
+                        start_new_session=True,
+                    )
             except OSError as exc:
                 return PySpyResult(None, f"could not start {pyspy}: {exc}", False, facts)
             facts["pyspy_pid"] = proc.pid
             sigint_at = started + seconds if whole != seconds else None
-            out, err, killed = _supervise(proc, sigint_at, deadline, facts, cut)
+            killed = _supervise(proc, sigint_at, deadline, facts, cut)
             ended = time.monotonic()
+            out, err = _tail_of(out_path), _tail_of(err_path)
             measured = used_between(clocks_before, thread_cpu_ns(exclude_native))
         facts["seconds"] = round(ended - started, 3)
         if cut is not None and cut.is_set() and "cut_short" in facts:
@@ -323,22 +328,14 @@ def _supervise(
     deadline: float,
     facts: dict[str, Any],
     cut: Cut | None = None,
-) -> tuple[_Tail, _Tail, bool]:
-    """Wait for the child while draining its pipes; kill its group at `deadline`.
+) -> bool:
+    """Wait for the child; kill its group at `deadline`; True if it had to be killed.
 
     When `cut` is set the child gets SIGINT at once and only what is left of
     the cut's budget (less a reserve for writing the event) to write its output.
     """
-    out, err = _Tail(), _Tail()
-    streams: dict[int, tuple[IO[bytes], _Tail]] = {}
-    for pipe, tail in ((proc.stdout, out), (proc.stderr, err)):
-        if pipe is not None:
-            streams[pipe.fileno()] = (pipe, tail)
     killed = False
-    sel = selectors.DefaultSelector()
     try:
-        for fd in streams:
-            sel.register(fd, selectors.EVENT_READ)
         while proc.poll() is None:
             now = time.monotonic()
             if cut is not None and cut.is_set() and "cut_short" not in facts:
@@ -360,9 +357,7 @@ def _supervise(
             wake = min(deadline, sigint_at) if sigint_at is not None else deadline
             timeout = max(0.0, min(_POLL, wake - now))
             if cut is not None and "cut_short" not in facts:
-                timeout = min(timeout, 0.01)  # see a cut within 10 ms
-            if sel.get_map():
-                _read_ready(sel, streams, timeout)
+                cut.wait(timeout)  # wakes at once on a cut
             else:
                 time.sleep(timeout)
         if killed:
@@ -371,41 +366,37 @@ def _supervise(
                 facts["pyspy_reaped"] = True
             except subprocess.TimeoutExpired:
                 facts["pyspy_reaped"] = False
-        # What is already in the pipes, without waiting for EOF: a grandchild may hold them.
-        for _ in range(_DRAIN_READS):
-            if not sel.get_map() or not _read_ready(sel, streams, 0.0):
-                break
     finally:
         if proc.returncode is None and not killed:  # we are unwinding from an error
             _kill_group(proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(_REAP_TIMEOUT)
-        sel.close()
-        for pipe, _ in streams.values():
-            with contextlib.suppress(OSError):
-                pipe.close()
     if not killed and proc.returncode != 0:
         # A failed child may have started helpers in its group (a wrapper
         # script); its pgid cannot be reused while any of them lives.
         _kill_group(proc.pid)
-    return out, err, killed
+    return killed
 
 
-def _read_ready(
-    sel: selectors.BaseSelector, streams: dict[int, tuple[IO[bytes], _Tail]], timeout: float
-) -> bool:
-    events = sel.select(timeout)
-    for key, _ in events:
-        fd = int(key.fd)
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            chunk = b""
-        if chunk:
-            streams[fd][1].add(chunk)
-        else:
-            sel.unregister(fd)
-    return bool(events)
+@contextlib.contextmanager
+def _private(path: str) -> Iterator[int]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _tail_of(path: str) -> _Tail:
+    tail = _Tail()
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - _TAIL_BYTES))
+            tail.add(fh.read(_TAIL_BYTES))
+    except OSError:
+        pass
+    return tail
 
 
 def _kill_group(pgid: int) -> None:
