@@ -155,7 +155,8 @@ def test_folders_that_are_not_ours_are_not_touched(tmp_path: Path, dead_pid: int
     found = salvage(tmp_path)
 
     assert (found.published, found.removed) == ([], [])
-    assert all(path.exists() for path in odd) and link.is_symlink()
+    assert all(path.exists() for path in odd)
+    assert link.is_symlink()
 
 
 def test_start_salvages_and_counts_it_in_status(tmp_path: Path, dead_pid: int) -> None:
@@ -184,7 +185,8 @@ def test_py_spy_folders_of_dead_processes_are_removed(tmp_path: Path, dead_pid: 
         (folder / "raw.txt").write_text("x")
 
     assert remove_dead_pyspy_folders(tmp_path) == 1
-    assert not dead.exists() and live.exists()
+    assert not dead.exists()
+    assert live.exists()
 
 
 KILLED_MID_CAPTURE = """
@@ -235,7 +237,8 @@ def test_a_worker_killed_outright_is_salvaged_by_the_next_start(tmp_path: Path) 
 
     (published,) = found.published
     event = json.loads((published / EVENT_FILE).read_text())
-    assert event["rule"] == "cpu" and event["partial"] is True
+    assert event["rule"] == "cpu"
+    assert event["partial"] is True
     names = {f["name"] for f in event["files"]}
     assert {"threads.txt", "cpu.pb.gz"} <= names, event
     profile = read_pprof(published / "cpu.pb.gz")
