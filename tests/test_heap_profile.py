@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 import holmespy
+from holmespy.cli.dumps import read_census
 from holmespy.profilers.heap import (
+    BLOB_MIN_BYTES,
     Census,
     HeapCapture,
     _public_raw_traces,
@@ -368,6 +370,39 @@ def test_census_text_is_readable() -> None:
     assert re.search(rf"^\s+3,000\s+\+3,000  {re.escape(WIDGET)}$", text, re.MULTILINE)
     growers = lines[lines.index(next(x for x in lines if x.startswith("top growers"))) + 2]
     assert growers.split() == ["+3,000", "3,000", WIDGET]
+
+
+def test_a_few_large_bytearrays_rank_at_the_top_by_shallow_bytes() -> None:
+    # By count they never show: three objects among hundreds of thousands.
+    holder = {"blobs": [bytearray(32 << 20) for _ in range(3)]}
+    result = census(top=10)
+    text = result.text()
+
+    blob = f"bytearray (>= {BLOB_MIN_BYTES} B, held by tracked objects)"
+    assert result.blobs["bytearray"][0] >= 3
+    assert result.blobs["bytearray"][1] >= 3 * (32 << 20)
+    section = text[text.index("top 10 types by shallow bytes") :].splitlines()
+    assert any(row.endswith(f"  {blob}") for row in section[2:5]), section[:6]
+    assert blob not in text[: text.index("top 10 types by shallow bytes")]
+    parsed = read_census(text, "heap-types.txt")
+    assert parsed.sizes[blob] >= 3 * (32 << 20)
+    assert parsed.counts.get(blob) is None  # the bytes table never feeds the counts
+    assert holder
+
+
+def test_shallow_bytes_never_call_a_hosts_sizeof() -> None:
+    calls = []
+
+    class Odd:
+        def __sizeof__(self) -> int:
+            calls.append(1)
+            return 10**12
+
+    odd = [Odd() for _ in range(10)]
+    result = census()
+    assert calls == []
+    assert result.sizes[f"{__name__}.{Odd.__qualname__}"] < 10**6
+    assert odd
 
 
 def test_census_without_previous_has_no_growth_column() -> None:

@@ -26,6 +26,7 @@ _TASK_GROUP = re.compile(rf"\[([0-9]{{1,9}})\] ({_N}) tasks? (.*)")
 _COUNT_ROW = re.compile(rf"\s*({_N})(?:\s+([+-]{_N}|0))?\s{{2}}(\S.*)")
 _GROWER_ROW = re.compile(rf"\s*([+-]{_N})\s+({_N})\s{{2}}(\S.*)")
 _OBJECTS = re.compile(rf"objects: ({_N}) in ({_N}) types")
+_BYTES_ROW = re.compile(rf"\s*({_N}) B\s+({_N})\s{{2}}(\S.*)")
 CENSUS_HEADER = "holmespy heap census"
 
 
@@ -103,12 +104,15 @@ class Census:
     """Type -> growth since the census before it, when the file has one."""
     objects: int | None
     types: int | None
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Type -> shallow bytes, for the types the file lists by bytes (newer censuses)."""
 
 
 def read_census(text: str, what: str) -> Census:
     if not text.startswith(CENSUS_HEADER):
         raise CLIError(f"{what}: not a holmespy heap census (heap-types.txt)")
     counts: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     growth: dict[str, int] | None = None
     section = ""
     objects = types = None
@@ -117,6 +121,10 @@ def read_census(text: str, what: str) -> Census:
             objects, types = (int(g.replace(",", "")) for g in match.groups())
         if line.startswith("top growers"):
             section = "growers"
+        elif line.startswith("top ") and "types by shallow bytes" in line:
+            section = "bytes"
+        elif section == "bytes" and (row := _BYTES_ROW.fullmatch(line)):
+            sizes[row.group(3)] = int(row.group(1).replace(",", ""))
         elif line.startswith("top ") and "types by count" in line:
             section = "counts"
             if "with growth" in line:
@@ -130,4 +138,4 @@ def read_census(text: str, what: str) -> Census:
             counts.setdefault(row.group(3), int(row.group(2).replace(",", "")))
     if not counts:
         raise CLIError(f"{what}: a heap census without a table of types (damaged?)")
-    return Census(counts, growth, objects, types)
+    return Census(counts, growth, objects, types, sizes)

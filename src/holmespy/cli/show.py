@@ -377,7 +377,13 @@ def types_part(path: Path, top: int, max_size: int) -> list[str]:
         out = [section(path.name, f"{total}; most common types (no earlier census to compare)")]
         common = sorted(census.counts.items(), key=lambda item: -item[1])[:top]
         rows = [["count", "type"]] + [[f"{c:,}", n] for n, c in common]
-    return out + _indent(table(rows, right={"growth", "count"}))
+    out += _indent(table(rows, right={"growth", "count"}))
+    if census.sizes:
+        largest = sorted(census.sizes.items(), key=lambda item: -item[1])[:top]
+        out.append("  largest by shallow bytes:")
+        rows = [["bytes", "type"]] + [[size(b), n] for n, b in largest]
+        out += ["  " + line for line in _indent(table(rows, right={"bytes"}))]
+    return out
 
 
 _FILE = re.compile(r"\((?:[^()]*/)?([^/()]+)\)$")

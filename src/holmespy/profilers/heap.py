@@ -13,6 +13,7 @@ nothing about where the objects were made.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import gc
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import types
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,8 +53,13 @@ which errs on the side of a shorter window.
 _CHUNK = 8192
 """Items handled per C-level step; each step holds the GIL for ~1-5 ms."""
 
-_CENSUS_CHUNK = 32768
-"""Objects typed and counted per step (~3 ms), a cheaper step than sorting stacks."""
+_CENSUS_CHUNK = 8192
+"""Objects typed, sized and counted per step (~3 ms), a cheaper step than sorting stacks."""
+
+BLOB_MIN_BYTES = 512
+"""Untracked str/bytes/bytearray this big or bigger are found through who holds them."""
+
+_BLOB_TYPES = (str, bytes, bytearray)
 
 _POLL_SECONDS = 0.02
 
@@ -472,6 +479,11 @@ class Census:
     """Collections of each generation since the process started."""
     frozen: int = 0
     """Objects moved out of the collector's view by `gc.freeze()`: not counted."""
+    sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Type name -> shallow bytes of its live objects (`sys.getsizeof`, without what they hold)."""
+    blobs: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    """For str, bytes and bytearray (which the collector does not track): (objects, bytes) of
+    those of at least `BLOB_MIN_BYTES` that a tracked object holds directly."""
     seconds: float = 0.0
     list_seconds: float = 0.0
     """The one uninterruptible step: `gc.get_objects()` holding the GIL."""
@@ -517,6 +529,7 @@ class Census:
             out.append(f"{'count':>12}  type")
             for name, count in _top(self.counts, self.top):
                 out.append(f"{count:>12,}  {name}")
+            out.extend(self._bytes_section())
             return "\n".join(out) + "\n"
         out.append(f"top {self.top} types by count, with growth since the previous census:")
         out.append(f"{'count':>12} {'growth':>12}  type")
@@ -528,7 +541,24 @@ class Census:
         out.append(f"{'growth':>12} {'count':>12}  type")
         for name, change in growers:
             out.append(f"{_signed(change):>12} {self.counts.get(name, 0):>12,}  {name}")
+        out.extend(self._bytes_section())
         return "\n".join(out) + "\n"
+
+    def _bytes_section(self) -> list[str]:
+        """Types by shallow bytes: a few large objects (a leaked bytearray) rank high here."""
+        sizes = dict(self.sizes)
+        for name, (_, size) in self.blobs.items():
+            sizes[f"{name} (>= {BLOB_MIN_BYTES} B, held by tracked objects)"] = size
+        if not sizes:
+            return []
+        counts = {**self.counts}
+        for name, (count, _) in self.blobs.items():
+            counts[f"{name} (>= {BLOB_MIN_BYTES} B, held by tracked objects)"] = count
+        out = ["", f"top {self.top} types by shallow bytes (each object alone, not what it holds):"]
+        out.append(f"{'bytes':>16} {'count':>12}  type")
+        for name, size in _top(sizes, self.top):
+            out.append(f"{size:>14,} B {counts.get(name, 0):>12,}  {name}")
+        return out
 
 
 def _iso(epoch: float) -> str:
@@ -566,6 +596,8 @@ def census(previous: Mapping[str, int] | None = None, *, top: int = 50) -> Censu
     started = time.time()
     begun = time.perf_counter()
     counts: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    blob_totals: dict[str, tuple[int, int]] = {}
     error = None
     list_seconds = 0.0
     try:
@@ -573,17 +605,33 @@ def census(previous: Mapping[str, int] | None = None, *, top: int = 50) -> Censu
         objects = gc.get_objects()
         list_seconds = time.perf_counter() - before
         by_type: Counter[type] = Counter()
+        bytes_by_type: dict[type, int] = {}
+        sizers: dict[type, Callable[[object], int] | int] = {}
+        blobs: dict[int, object] = {}
         while objects:
-            by_type.update(map(type, objects[-_CENSUS_CHUNK:]))
+            chunk = objects[-_CENSUS_CHUNK:]
             del objects[-_CENSUS_CHUNK:]
+            kinds = list(map(type, chunk))
+            by_type.update(kinds)
+            _add_sizes(chunk, kinds, sizers, bytes_by_type)
+            _find_blobs(chunk, blobs)
+            del chunk, kinds
             time.sleep(0)  # let host threads waiting for the GIL in between chunks
         del objects
         for kind, count in by_type.items():
             name = _type_name(kind)
             counts[name] = counts.get(name, 0) + count
+            sizer = sizers.get(kind)
+            size = bytes_by_type.get(kind, 0) + (count * sizer if isinstance(sizer, int) else 0)
+            sizes[name] = sizes.get(name, 0) + size
+        for blob in blobs.values():
+            name = type(blob).__name__
+            count, size = blob_totals.get(name, (0, 0))
+            blob_totals[name] = (count + 1, size + sys.getsizeof(blob))
+        del blobs
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        counts = {}
+        counts, sizes, blob_totals = {}, {}, {}
     growth = None
     if previous is not None and error is None:
         growth = {}
@@ -603,11 +651,72 @@ def census(previous: Mapping[str, int] | None = None, *, top: int = 50) -> Censu
         gc_counts=gc.get_count(),
         gc_collections=gc_collections,
         frozen=gc.get_freeze_count(),
+        sizes=sizes,
+        blobs=blob_totals,
         seconds=time.perf_counter() - begun,
         list_seconds=list_seconds,
         top=top,
         error=error,
     )
+
+
+_C_METHODS = (
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.BuiltinFunctionType,
+    types.BuiltinMethodType,
+)
+
+
+def _sizer(kind: type) -> Callable[[object], int] | int:
+    """How to size an object of `kind` without running host code.
+
+    A type whose `__sizeof__` is object's own has one size for all its
+    objects (an int, worked out once); one whose `__sizeof__` is C code
+    (list, dict, bytearray...) is asked per object; a `__sizeof__` written in
+    Python is never called: such objects count their basic size.
+    """
+    impl: object = None
+    try:
+        for klass in type.__getattribute__(kind, "__mro__"):
+            namespace = type.__dict__["__dict__"].__get__(klass)
+            if "__sizeof__" in namespace:
+                impl = namespace["__sizeof__"]
+                break
+        basic = int(type.__getattribute__(kind, "__basicsize__"))
+        gc_header = sys.getsizeof(()) - ().__sizeof__()  # what getsizeof adds for tracked objects
+    except Exception:
+        return 0
+    if impl is object.__dict__["__sizeof__"]:
+        return basic + gc_header
+    if isinstance(impl, _C_METHODS):
+        return sys.getsizeof
+    return basic + gc_header
+
+
+def _add_sizes(
+    chunk: list[object],
+    kinds: list[type],
+    sizers: dict[type, Callable[[object], int] | int],
+    totals: dict[type, int],
+) -> None:
+    for obj, kind in zip(chunk, kinds, strict=True):
+        sizer = sizers.get(kind)
+        if sizer is None:
+            sizer = sizers[kind] = _sizer(kind)
+        if not isinstance(sizer, int):
+            try:
+                size = sizer(obj)
+            except Exception:
+                continue
+            totals[kind] = totals.get(kind, 0) + size
+
+
+def _find_blobs(chunk: list[object], found: dict[int, object]) -> None:
+    """Big str/bytes/bytearray the chunk's objects hold: the collector lists none of them."""
+    for ref in gc.get_referents(*chunk):
+        if type(ref) in _BLOB_TYPES and len(ref) >= BLOB_MIN_BYTES:
+            found[id(ref)] = ref
 
 
 def _type_name(kind: type) -> str:
