@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -295,3 +296,30 @@ def test_the_chart_draws_any_history_it_is_given(values):
     # Every value stands on the floor: one two-cell bar each, none blank.
     bars = [bottom[i * 3 : i * 3 + 2] for i in range(len(values))]
     assert all(len(set(bar)) == 1 and bar[0] in "▁▂▃▄▅▆▇█" for bar in bars), bottom
+
+
+def stall_the_loop(release: threading.Event) -> None:
+    """A callback that blocks its loop, as a stray time.sleep() in a handler does."""
+    while not release.is_set():
+        time.sleep(0.01)
+
+
+def test_a_blocked_loop_is_shown_with_the_stack_that_blocks_it(capsys, tmp_path):
+    release = threading.Event()
+    with LoopThread("stuck") as loop:
+        loop.spawn(asyncio.sleep(3600), name="idle")
+        loop.settle()
+        try:
+            loop.loop.call_soon_threadsafe(stall_the_loop, release)
+            dump = format_tasks(probe_timeout=0.2).encode()
+        finally:
+            release.set()
+    folder = write_bundle(tmp_path, rule="task", files={"tasks.txt": dump})
+
+    out = cli(capsys, "show", str(folder)).out.splitlines()
+
+    at = next(n for n, line in enumerate(out) if line.startswith("!! LOOP BLOCKED"))
+    assert out[at].endswith("its thread is executing:")
+    # Innermost call first: the callback that blocks, then the loop that called it.
+    assert out[at + 1].strip().startswith("stall_the_loop (test_cli_show.py:")
+    assert any("run_forever" in line for line in out[at + 2 : at + 8])

@@ -75,11 +75,24 @@ class TaskDump:
     groups: list[StackGroup]
     blocked: list[str]
     """`LOOP BLOCKED` lines: a loop that did not run a callback in time."""
+    blocked_stacks: list[list[str]] = field(default_factory=list)
+    """For each `blocked` line, what its thread was executing, innermost call first."""
 
 
 def task_groups(text: str) -> TaskDump:
     groups: list[StackGroup] = []
-    blocked = [line.strip() for line in _lines(text) if "LOOP BLOCKED" in line]
+    blocked: list[str] = []
+    stacks: list[list[str]] = []
+    stack: list[str] | None = None
+    for line in _lines(text):
+        if "LOOP BLOCKED" in line:
+            blocked.append(line.strip())
+            stack = []
+            stacks.append(stack)
+        elif stack is not None and (frame := _FRAME.fullmatch(line)):
+            stack.append(frame.group(1))
+        elif stack is not None and not line.startswith("        "):
+            stack = None  # the stack ends at the first line that is neither frame nor source
     current: StackGroup | None = None
     for line in _lines(text):
         header = _TASK_GROUP.fullmatch(line)
@@ -93,7 +106,7 @@ def task_groups(text: str) -> TaskDump:
         elif not line.strip():
             current = None
     groups.sort(key=lambda g: -g.count)
-    return TaskDump(groups, blocked)
+    return TaskDump(groups, blocked, stacks)
 
 
 @dataclass

@@ -341,7 +341,14 @@ def tasks_part(path: Path, top: int, max_size: int) -> list[str]:
     out = [
         section(path.name, f"{total} tasks in {len(dump.groups)} groups of identical await chains")
     ]
-    out += [f"!! {field(line, 2 * WIDE)}" for line in dump.blocked[:NAMES_SHOWN]]
+    for n, line in enumerate(dump.blocked[:NAMES_SHOWN]):
+        out.append(f"!! {field(line, 2 * WIDE)}")
+        stack = dump.blocked_stacks[n] if n < len(dump.blocked_stacks) else []
+        out += [f"{'':>14}{field(_short(f))}" for f in stack[:FRAMES_SHOWN]]
+        if len(stack) > FRAMES_SHOWN:
+            out.append(f"{'':>14}… {plural(len(stack) - FRAMES_SHOWN, 'outer frame')}")
+        if not stack:
+            out.append(f"{'':>14}(no stack in tasks.txt; threads.txt has every thread's)")
     if not dump.groups:
         return [*out, "  no tasks"]
     for group in dump.groups[:top]:
