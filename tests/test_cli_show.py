@@ -323,3 +323,19 @@ def test_a_blocked_loop_is_shown_with_the_stack_that_blocks_it(capsys, tmp_path)
     # Innermost call first: the callback that blocks, then the loop that called it.
     assert out[at + 1].strip().startswith("stall_the_loop (test_cli_show.py:")
     assert any("run_forever" in line for line in out[at + 2 : at + 8])
+
+
+def test_a_partial_event_says_why_and_which_engine_took_its_profile(capsys, tmp_path):
+    why = "auto: py-spy could not attach (exit status 1); used the in-process sampler"
+    folder = write_bundle(
+        tmp_path,
+        rule="cpu",
+        partial=True,
+        partial_reason="SIGTERM received; cut short: cpu",
+        captures={"cpu": {"engine": "sampler", "why": why, "cut_short": True}},
+    )
+
+    out = cli(capsys, "show", str(folder)).out.splitlines()
+
+    assert "!! partial: SIGTERM received; cut short: cpu" in out
+    assert f"cpu      profiled by sampler: {why}" in out

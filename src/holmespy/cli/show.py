@@ -109,6 +109,11 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
     out = header(event, where)
     out += history(event)
     captures = event.get("captures") if isinstance(event.get("captures"), dict) else {}
+    if event.get("partial"):
+        out.append(f"!! partial: {event.get('partial_reason', 'captures were cut short')}")
+    cpu = (captures or {}).get("cpu")
+    if isinstance(cpu, dict) and cpu.get("engine"):
+        out.append(f"cpu      profiled by {cpu['engine']}: {cpu.get('why', '')}".rstrip(": "))
     for name, facts in (captures or {}).items():
         if isinstance(facts, dict) and facts.get("error"):
             out.append(f"!! {field(name)} capture failed: {field(facts['error'], 2 * WIDE)}")
