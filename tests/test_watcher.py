@@ -236,3 +236,45 @@ def test_a_queued_capture_is_skipped_if_cpu_rose_above_cpu_max_meanwhile(tmp_pat
         watcher.stop()
     assert list(tmp_path.rglob("event.json")) == []
     assert watcher.status().skipped == {"thread": {"cpu-max": 1}}
+
+
+@pytest.mark.parametrize(
+    ("setup", "level", "shown"),
+    [
+        ("", "INFO", "stderr"),  # no logging configured: straight to stderr
+        (
+            "import logging; logging.basicConfig(format='LOG %(message)s', level='INFO')",
+            "INFO",
+            "log",
+        ),
+        ("", "WARNING", "nowhere"),  # HOLMES_LOG_LEVEL=WARNING silences it
+    ],
+)
+def test_one_line_at_start_says_holmespy_is_watching(
+    tmp_path: Path, setup: str, level: str, shown: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = f"{setup}\nimport holmespy, os\nholmespy.start()\nprint('pid', os.getpid())\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOLMES_")}
+    root = Path(__file__).resolve().parent.parent
+    env.update(
+        PYTHONPATH=str(root / "src"),
+        HOLMES_SERVICE="shop",
+        HOLMES_DUMP_PATH=str(tmp_path),
+        HOLMES_LOG_LEVEL=level,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    pid = proc.stdout.split()[-1]
+    line = f"holmespy watching pid {pid} as service 'shop' every 5s; dumps in {tmp_path}"
+    lines = proc.stderr.splitlines()
+    if shown == "stderr":
+        assert lines == [line], proc.stderr
+    elif shown == "log":
+        assert lines == [f"LOG {line}"], proc.stderr
+    else:
+        assert lines == [], proc.stderr

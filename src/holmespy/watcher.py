@@ -379,13 +379,13 @@ def announce(line: str) -> None:
     """Say `line` at INFO where the host's log shows it.
 
     A host that configured logging (the `holmespy` logger or one above it has
-    a handler) gets a log record. Otherwise the line goes to stderr, which is
-    what gunicorn, uvicorn and supervisors collect: logging's last-resort
-    handler would drop an INFO line. HOLMES_LOG_LEVEL=WARNING silences it.
+    a handler other than holmespy's own NullHandler) gets a log record.
+    Otherwise the line goes to stderr, which is what gunicorn, uvicorn and
+    supervisors collect. HOLMES_LOG_LEVEL=WARNING silences it.
     """
     if not log.isEnabledFor(logging.INFO):
         return
-    if log.hasHandlers():
+    if _host_configured_logging():
         log.info("%s", line)
         return
     try:
@@ -395,6 +395,17 @@ def announce(line: str) -> None:
             stream.flush()
     except Exception:  # a closed or broken stderr is the host's business, not a crash of ours
         pass
+
+
+def _host_configured_logging() -> bool:
+    logger: logging.Logger | None = log
+    while logger is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+            return True
+        if not logger.propagate:
+            return False
+        logger = logger.parent
+    return False
 
 
 def _left(deadline: float) -> float:
