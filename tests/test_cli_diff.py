@@ -27,13 +27,31 @@ def test_two_files_by_allocation_site(capsys, tmp_path):
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[:2] == [f"before  {a}", f"after   {b}"]
-    assert lines[3] == "by allocation site (inuse_space): 2 grew"
+    assert lines[3] == "by allocation site (inuse_space): 2 held memory in both windows, 2 grew"
     rows = [line.split() for line in lines[5:]]
-    assert rows[0][:6] == ["+2.0", "MiB", "1.0", "MiB", "3.0", "MiB"]
-    assert rows[0][6:] == ["remember", "(/srv/app/cache.py:21)"]
-    assert rows[1][:6] == ["+4.0", "KiB", "0", "B", "4.0", "KiB"]
-    assert rows[-1][:6] == ["-48.0", "KiB", "64.0", "KiB", "16.0", "KiB"]
+    # held, growth, before, after: what held memory in both windows first, most first.
+    assert rows[0][:8] == ["1.0", "MiB", "+2.0", "MiB", "1.0", "MiB", "3.0", "MiB"]
+    assert rows[0][8:] == ["remember", "(/srv/app/cache.py:21)"]
+    assert rows[1][:8] == ["16.0", "KiB", "-48.0", "KiB", "64.0", "KiB", "16.0", "KiB"]
+    assert rows[2][:7] == ["-", "+4.0", "KiB", "0", "B", "4.0", "KiB"]
     assert "by type" not in result.out  # bare files have no census
+
+
+def test_a_steady_leak_held_in_both_events_ranks_first(capsys, tmp_path):
+    # Two mem events of a steady leak: each tracing window kept 24 MiB alive at
+    # the leaking site, so it did not "grow"; 1 KiB of noise did.
+    leak = ("main", "remember")
+    a = write(tmp_path / "a.pb.gz", {leak: 24 << 20, ("main", "noise"): 1 << 10})
+    b = write(tmp_path / "b.pb.gz", {leak: 24 << 20, ("main", "noise"): 2 << 10})
+
+    data = json.loads(cli(capsys, "diff", str(a), str(b), "--json").out)
+
+    first, second = data["by_site"][:2]
+    assert first["name"] == "remember (/srv/app/cache.py:21)"
+    assert (first["held"], first["growth"]) == (24 << 20, 0)
+    assert second["name"].startswith("noise ")
+    table = cli(capsys, "diff", str(a), str(b)).out.splitlines()
+    assert table[5].split()[:4] == ["24.0", "MiB", "0", "B"]
 
 
 def test_json_and_another_sample_type(capsys, tmp_path):
@@ -44,11 +62,13 @@ def test_json_and_another_sample_type(capsys, tmp_path):
     assert data["sample_type"] == "inuse_objects"
     assert data["unit"] == "count"
     top = data["by_site"][0]
+    # The keys docs/cli/diff.md names.
     assert top == {
-        "site": "remember (/srv/app/cache.py:21)",
+        "name": "remember (/srv/app/cache.py:21)",
         "before": (1 << 20) // 100,
         "after": (3 << 20) // 100,
         "growth": (3 << 20) // 100 - (1 << 20) // 100,
+        "held": (1 << 20) // 100,
         "bound": False,
     }
     assert data["by_type"] is None
@@ -100,16 +120,16 @@ def test_two_events_compare_their_censuses_too(capsys, tmp_path):
 
     data = json.loads(cli(capsys, "diff", str(a), str(b), "--json").out)
 
-    by_type = {row["type"]: row for row in data["by_type"]}
+    by_type = {row["name"]: row for row in data["by_type"]}
     assert by_type["app.Session"]["growth"] == 4_000
     assert by_type["dict"]["growth"] == 100
     # app.Conn was below A's listed top: it had at most A's smallest listed count.
     assert by_type["app.Conn"] == {
-        "type": "app.Conn", "before": 1_000, "after": 1_500, "growth": 500, "bound": True
+        "name": "app.Conn", "before": 1_000, "after": 1_500, "growth": 500, "bound": True
     }  # fmt: skip
     # list fell below B's listed top: it has at most B's smallest listed count.
     assert by_type["list"] == {
-        "type": "list", "before": 3_000, "after": 1_500, "growth": -1_500, "bound": True
+        "name": "list", "before": 3_000, "after": 1_500, "growth": -1_500, "bound": True
     }  # fmt: skip
     table = cli(capsys, "diff", str(a), str(b)).out
     assert ">=+500" in table

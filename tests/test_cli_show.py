@@ -169,8 +169,9 @@ def test_heap_profiles_types_and_what_grew_between_the_gcheap_pair(capsys, tmp_p
     out = cli(capsys, "show", str(folder)).out
 
     grew = out[out.index("── heap.pb.gz → heap-2.pb.gz") :].splitlines()
-    assert "1 site grew" in grew[0]
-    assert grew[2].split()[:3] == ["+1.9", "MiB", "2.9"]
+    assert "2 sites held memory in both windows, 1 grew" in grew[0]
+    # held, growth, after: remember() kept memory in both windows, and more in the second.
+    assert grew[2].split()[:6] == ["976.6", "KiB", "+1.9", "MiB", "2.9", "MiB"]
     assert "remember (cache.py:21)" in grew[2]
     types = out[out.index("── heap-types.txt") :].splitlines()
     assert "40,500 objects; fastest growing types" in types[0]

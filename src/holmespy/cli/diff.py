@@ -16,8 +16,11 @@ types, so a type missing from A's list had at most A's smallest listed
 count, and its growth is shown as at least `B - that` (`>=`).
 
 Remember what a holmespy heap profile holds: allocations of its tracing
-window still live at the window's end. Comparing two windows shows which
-sites keep more memory alive as time goes on: a leak's signature.
+window still live at the window's end. A steady leak keeps about the same
+amount alive in every window, so its site shows *the same* in both profiles:
+growth ~0. Sites are therefore ranked first by what they held in both windows
+(`held`, the smaller of the two), then by growth: the site that holds memory
+in every window is the leak, however steady it is.
 """
 
 from __future__ import annotations
@@ -92,6 +95,11 @@ class Change:
     @property
     def growth(self) -> int:
         return self.after - self.before
+
+    @property
+    def held(self) -> int:
+        """What the site kept alive in both windows (0 when one of them had none)."""
+        return min(self.before, self.after) if self.before > 0 and self.after > 0 else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,9 +214,12 @@ def by_site(profile: Profile, sample_type: str) -> dict[str, int]:
 
 
 def site_changes(a: Profile, b: Profile, sample_type: str) -> list[Change]:
+    """Sites that held memory in both windows, most first, then the rest by growth."""
     before, after = by_site(a, sample_type), by_site(b, sample_type)
     changes = [Change(s, before.get(s, 0), after.get(s, 0)) for s in before.keys() | after.keys()]
-    return _ranked(changes)
+    changes = [c for c in changes if c.growth or c.held]
+    changes.sort(key=lambda c: (-c.held, -c.growth, c.name))
+    return changes
 
 
 def type_changes(a: Census, b: Census) -> list[Change]:
@@ -249,20 +260,25 @@ def _ranked(changes: list[Change]) -> list[Change]:
 
 def render_sites(changes: list[Change], sample_type: str, unit: str, count: int) -> str:
     grew = [c for c in changes if c.growth > 0]
-    title = f"by allocation site ({sample_type}): {len(grew)} grew"
+    held = [c for c in changes if c.held]
+    title = (
+        f"by allocation site ({sample_type}): {len(held)} held memory in both windows,"
+        f" {len(grew)} grew"
+    )
     if not changes:
         return title + "\n  no change"
-    rows = [["growth", "before", "after", "site"]]
+    rows = [["held", "growth", "before", "after", "site"]]
     for c in changes[:count]:
         rows.append(
             [
+                quantity(c.held, unit) if c.held else "-",
                 signed(quantity(c.growth, unit), c.growth),
                 quantity(c.before, unit),
                 quantity(c.after, unit),
                 c.name,
             ]
         )
-    return title + "\n" + _indent(table(rows, right={"growth", "before", "after"}))
+    return title + "\n" + _indent(table(rows, right={"held", "growth", "before", "after"}))
 
 
 def render_types(changes: list[Change] | None, count: int) -> str:
@@ -292,13 +308,14 @@ def as_json(
     sites: list[Change],
     types: list[Change] | None,
 ) -> dict[str, Any]:
-    def rows(changes: list[Change], key: str) -> list[dict[str, Any]]:
+    def rows(changes: list[Change], *, held: bool) -> list[dict[str, Any]]:
         return [
             {
-                key: c.name,
+                "name": c.name,
                 "before": c.before,
                 "after": c.after,
                 "growth": c.growth,
+                **({"held": c.held} if held else {}),
                 "bound": c.bound,
             }
             for c in changes
@@ -309,6 +326,6 @@ def as_json(
         "after": b.label,
         "sample_type": sample_type,
         "unit": unit,
-        "by_site": rows(sites, "site"),
-        "by_type": rows(types, "type") if types is not None else None,
+        "by_site": rows(sites, held=True),
+        "by_type": rows(types, held=False) if types is not None else None,
     }

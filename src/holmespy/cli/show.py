@@ -46,6 +46,7 @@ from holmespy.cli.text import (
     plural,
     positive_int,
     quantity,
+    signed,
     size,
     table,
 )
@@ -319,13 +320,26 @@ def grew_part(folder: Path, top: int, max_size: int) -> list[str]:
             section("heap.pb.gz → heap-2.pb.gz", "cannot compare"),
             f"!! {field(str(exc), 2 * WIDE)}",
         ]
-    grew = [c for c in changes if c.growth > 0][:top]
-    summary = f"{plural(len(grew), 'site')} grew (holmespy diff for more)"
+    # A leak keeps memory alive in both windows: such sites first, then what grew.
+    shown = [c for c in changes if c.held or c.growth > 0][:top]
+    held = sum(1 for c in changes if c.held)
+    grew = sum(1 for c in changes if c.growth > 0)
+    summary = (
+        f"{plural(held, 'site')} held memory in both windows, {grew} grew (holmespy diff for more)"
+    )
     out = [section("heap.pb.gz → heap-2.pb.gz", summary)]
-    rows = [["growth", "after", "site"]]
-    for c in grew:
-        rows.append([f"+{quantity(c.growth, 'bytes')}", quantity(c.after, "bytes"), _short(c.name)])
-    return out + (_indent(table(rows, right={"growth", "after"})) if grew else ["  nothing grew"])
+    rows = [["held", "growth", "after", "site"]]
+    for c in shown:
+        rows.append(
+            [
+                quantity(c.held, "bytes") if c.held else "-",
+                signed(quantity(c.growth, "bytes"), c.growth),
+                quantity(c.after, "bytes"),
+                field(_short(c.name)),
+            ]
+        )
+    right = {"held", "growth", "after"}
+    return out + (_indent(table(rows, right=right)) if shown else ["  nothing held or grew"])
 
 
 def threads_part(path: Path, top: int, max_size: int) -> list[str]:
