@@ -103,7 +103,7 @@ def test_a_bad_setting_stops_before_the_command_runs(capsys, tmp_path, monkeypat
 def test_exit_status_and_errors(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HOLMES_DUMP_PATH", str(tmp_path / "dumps"))
 
-    assert cli(capsys, "run", "--", sys.executable, "-c", "raise SystemExit(7)").code == 7
+    assert script("run", "--", sys.executable, "-c", "raise SystemExit(7)").code == 7
     missing = cli(capsys, "run", "--", "no-such-program-here")
     assert missing.code == 1
     assert missing.err.strip() == "holmespy: no-such-program-here: command not found"
@@ -139,6 +139,64 @@ def test_sigterm_reaches_the_command(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+COUNT_SIGTERMS = """
+import os, pathlib, signal, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda *a: got.append(1))
+pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+while not got:
+    time.sleep(0.01)
+time.sleep(1)  # a graceful shutdown: a second SIGTERM would arrive now
+print(len(got), flush=True)
+"""
+
+
+def test_a_sigterm_to_the_whole_process_group_arrives_once(tmp_path):
+    # systemd's KillMode=control-group, or `kill -TERM -PGID`: every process of
+    # the group gets it. A forwarding parent sent the command a second one.
+    holmespy = Path(sys.executable).parent / "holmespy"
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [str(holmespy), "run", "--", sys.executable, "-c", COUNT_SIGTERMS, str(ready)],
+        env=clean_env(HOLMES_DUMP_PATH=str(tmp_path / "dumps"), HOLMES_LOG_LEVEL="WARNING"),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() or not ready.read_text():
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.05)
+        assert int(ready.read_text()) == proc.pid  # run became the command: same pid
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert out.strip() == "1"
+
+
+def test_the_injection_folder_is_reused_only_when_it_is_ours(tmp_path):
+    from holmespy.cli.run import injection_folder, sitecustomize_text
+
+    first = injection_folder(tmp_path)
+    assert first.parent == tmp_path / "holmespy"
+    assert (first / "sitecustomize.py").read_text() == sitecustomize_text()
+    assert injection_folder(tmp_path) == first  # the same text: the same folder
+
+    # Someone put their own sitecustomize where ours goes: replaced, never run.
+    (first / "sitecustomize.py").chmod(0o600)
+    (first / "sitecustomize.py").write_text("import os; os.system('evil')\n")
+    again = injection_folder(tmp_path)
+    assert (again / "sitecustomize.py").read_text() == sitecustomize_text()
+    # A folder others may write to is not ours either.
+    again.chmod(0o777)
+    third = injection_folder(tmp_path)
+    assert third.stat().st_mode & 0o077 == 0
 
 
 def test_an_interpreter_without_holmespy_gets_it_from_where_run_came_from(tmp_path):

@@ -1,7 +1,7 @@
 """`holmespy run -- CMD ...`: run CMD with holmespy watching it, without editing CMD.
 
 Python imports `sitecustomize` from its path at every start-up. `run`
-writes one into a temp folder put first on PYTHONPATH; it runs the
+writes one into a private folder put first on PYTHONPATH; it runs the
 `sitecustomize` it shadows (if any), then `holmespy.start()`, which reads
 the HOLMES_* variables like any program that calls it. So every Python
 process CMD starts is watched, forked workers included, and CMD itself may
@@ -9,26 +9,30 @@ be a shell script that ends up in Python. The environment is passed through;
 the settings are checked here first, so a typo fails before CMD starts
 rather than in every process it spawns.
 
+Then `run` *becomes* CMD (exec): same pid, and no parent in between to
+forward signals. A forwarding parent doubled every signal sent to the whole
+process group or cgroup (systemd's default KillMode=control-group): the
+server got a second SIGTERM in the middle of its graceful shutdown. The
+folder is kept (in the user's cache, named after its content, so every run
+reuses it): CMD's processes read it for as long as they start.
+
 Interpreters started with -I, -E or -S ignore PYTHONPATH or site and run
-unwatched. CMD's exit status is returned (128+N when signal N ended it);
-SIGTERM, SIGHUP, SIGQUIT and SIGUSR1/2 sent to `holmespy run` go on to CMD,
-and Ctrl-C reaches CMD from the terminal directly.
+unwatched.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
 import signal
-import subprocess
+import stat
+import sys
 import tempfile
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from holmespy.cli.errors import BadUsage, CLIError, NotFound
 from holmespy.cli.text import warn
@@ -37,7 +41,10 @@ from holmespy.config import Config
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holmespy is imported from: added to the path of a child that lacks it."""
 
-FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+RESTORED = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
+"""Signals Python ignores for itself: CMD gets their default back, as subprocess gives it."""
 
 SITECUSTOMIZE = '''\
 """Written by `holmespy run`: start holmespy in this interpreter, after the
@@ -97,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         raise BadUsage("run needs a command: holmespy run -- python app.py")
     check_settings()
-    with injected_environment(os.environ) as env:
-        return run_command(command, env)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _with_first(str(injection_folder()), env.get("PYTHONPATH"))
+    become(command, env)
 
 
 def check_settings() -> None:
@@ -109,46 +117,104 @@ def check_settings() -> None:
         warn(str(warning.message))
 
 
-@contextmanager
-def injected_environment(base: dict[str, str] | os._Environ[str]) -> Iterator[dict[str, str]]:
-    """`base` with PYTHONPATH starting at a folder holding the generated sitecustomize."""
-    package_root = str(PACKAGE_ROOT)
-    with tempfile.TemporaryDirectory(prefix="holmespy-run-") as folder:
-        text = SITECUSTOMIZE.replace("__HOLMESPY_PATH__", repr(package_root))
-        Path(folder, "sitecustomize.py").write_text(text)
-        env = dict(base)
-        old = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = folder + (os.pathsep + old if old else "")
-        yield env
+def sitecustomize_text() -> str:
+    return SITECUSTOMIZE.replace("__HOLMESPY_PATH__", repr(str(PACKAGE_ROOT)))
 
 
-def run_command(command: list[str], env: dict[str, str]) -> int:
+def injection_folder(cache: Path | None = None) -> Path:
+    """A private folder holding our sitecustomize.py, reused by every run with the same text.
+
+    Under the user's cache (`$XDG_CACHE_HOME` or `~/.cache`), named after a
+    hash of the text. A folder found there is used only if it is ours: owned
+    by us, a real folder (no symlink), writable by us alone, its file too,
+    with the very text we would write. Otherwise, or without a usable cache,
+    a fresh private temp folder (left in place: CMD reads it as long as it runs).
+    """
+    text = sitecustomize_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    base = cache if cache is not None else _cache_home()
+    if base is not None:
+        folder = base / "holmespy" / f"run-{digest}"
+        try:
+            if not _is_ours(folder, text):
+                _create(folder, text)
+            if _is_ours(folder, text):
+                return folder
+        except OSError:
+            pass
+    folder = Path(tempfile.mkdtemp(prefix="holmespy-run-"))
+    _write(folder / "sitecustomize.py", text)
+    return folder
+
+
+def _cache_home() -> Path | None:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg)
     try:
-        child = subprocess.Popen(command, env=env)
-    except FileNotFoundError:
-        raise NotFound(f"{command[0]}: command not found") from None
-    except PermissionError:
-        raise CLIError(f"{command[0]}: permission denied (not executable?)") from None
-    with _forwarding(child):
-        code = child.wait()
-    return 128 - code if code < 0 else code
+        return Path.home() / ".cache"
+    except RuntimeError:  # no home directory
+        return None
 
 
-@contextmanager
-def _forwarding(child: subprocess.Popen[bytes]) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; the signals still reach us by default
-        return
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-    # The terminal sends Ctrl-C to CMD too; CMD decides what it means, we wait for its status.
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _is_ours(folder: Path, text: str) -> bool:
+    me = os.getuid()
     try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for path in (folder, folder / "sitecustomize.py"):
+            st = path.lstat()
+            if st.st_uid != me or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return False
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            return False
+        file = folder / "sitecustomize.py"
+        if not stat.S_ISREG(file.lstat().st_mode):
+            return False
+        return file.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _create(folder: Path, text: str) -> None:
+    """Build the folder under a temp name beside it and rename it in place (atomic)."""
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.exists() or folder.is_symlink():
+        # Not ours, or stale: out of the way, never into it.
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink()
+    staging = Path(tempfile.mkdtemp(prefix=".run-", dir=folder.parent))
+    try:
+        _write(staging / "sitecustomize.py", text)
+        os.rename(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _with_first(folder: str, old: str | None) -> str:
+    return folder + (os.pathsep + old if old else "")
+
+
+def become(command: list[str], env: dict[str, str]) -> NoReturn:
+    """Replace this process with `command`: its exit status and signals are its own."""
+    path = shutil.which(command[0], path=env.get("PATH", os.defpath))
+    if path is None:
+        if os.sep in command[0] and os.path.exists(command[0]):
+            raise CLIError(f"{command[0]}: permission denied (not executable?)")
+        raise NotFound(f"{command[0]}: command not found")
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    for sig in RESTORED:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execve(path, command, env)
+    except OSError as exc:
+        raise CLIError(f"{command[0]}: cannot run it: {exc.strerror}") from None
