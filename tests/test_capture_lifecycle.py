@@ -56,7 +56,7 @@ threading.Thread(target=burn, name="hot", daemon=True).start()
 watcher = holmespy.current()
 while not watcher.capturer.window.busy:
     time.sleep(0.01)
-time.sleep(0.5)  # let the CPU window take samples
+time.sleep(1.0)  # let the CPU window take samples
 print("window running", time.monotonic(), flush=True)
 
 if HOST_HANDLER == "uvicorn":

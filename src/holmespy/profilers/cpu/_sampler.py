@@ -85,7 +85,7 @@ class _Sampler:
         while not self.stop.is_set() and not (cut is not None and cut.is_set()):
             now = time.monotonic()
             if now >= self.end:
-                return
+                break
             self._tick(skip)
             self.ticks += 1
             next_tick += interval
@@ -95,6 +95,10 @@ class _Sampler:
             wait = min(next_tick, self.end) - now
             if wait > 0:
                 self.stop.wait(wait)
+        if self.ticks:
+            # The CPU used since the last tick, up to the end (or the cut), counts too.
+            self._tick(skip)
+            self.ticks += 1
 
     def _tick(self, skip: frozenset[int] | set[int]) -> None:
         frames = sys._current_frames()
