@@ -230,3 +230,31 @@ print("ok")
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_exit_with_a_window_in_flight_and_a_silent_store_is_bounded(tmp_path: Path) -> None:
+    # A store that accepts connections and never answers: exit once took 14.5 s.
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    try:
+        program = Program(
+            tmp_path,
+            EXIT="1",
+            HOLMES_STORAGE="s3://silent-bucket/prod",
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        exiting = program.wait_for("exiting")
+        code, gone, err = program.finish()
+    finally:
+        silent.close()
+
+    assert code == 0, err
+    assert_partial_cpu_event(program, "the process was exiting")  # kept in the spool
+    assert gone - exiting < WINDOW / 3
