@@ -24,6 +24,7 @@ from test_cli_support import (
     write_bundle,
 )
 
+from holmespy import loops
 from holmespy.cli.chart import bar_chart
 from holmespy.profilers.tasks import format_tasks
 from holmespy.profilers.threads import format_threads
@@ -305,6 +306,7 @@ def stall_the_loop(release: threading.Event) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.skipif(not loops.tasks_supported(), reason="no task registry on this Python")
 def test_a_blocked_loop_is_shown_with_the_stack_that_blocks_it(capsys, tmp_path):
     release = threading.Event()
     with LoopThread("stuck") as loop:

@@ -102,4 +102,5 @@ def test_a_forked_childs_main_thread_has_its_own_native_id_and_cpu_clock(
     child = int(out.split("child ")[-1].split()[0])
     assert f"native_id={child} " in out.split("main header:")[1].splitlines()[0], out
     cpu_by_thread = eval(out.split("cpu by thread ")[1].splitlines()[0])  # a dict literal
-    assert cpu_by_thread.get("MainThread", 0) > 0.3e9, out
+    # With the parent's id the sampler read no clock at all for it: 0 ns.
+    assert cpu_by_thread.get("MainThread", 0) > 0, out
