@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import gc
 import math
+import operator
 import os
 import sys
 import threading
@@ -27,7 +28,7 @@ import types
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import compress, groupby, repeat
 from operator import itemgetter
 from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import Any
@@ -700,23 +701,40 @@ def _add_sizes(
     sizers: dict[type, Callable[[object], int] | int],
     totals: dict[type, int],
 ) -> None:
-    for obj, kind in zip(chunk, kinds, strict=True):
-        sizer = sizers.get(kind)
-        if sizer is None:
-            sizer = sizers[kind] = _sizer(kind)
-        if not isinstance(sizer, int):
-            try:
-                size = sizer(obj)
-            except Exception:
-                continue
-            totals[kind] = totals.get(kind, 0) + size
+    """Add the shallow bytes of `chunk`'s variable-size objects to `totals`, by type.
+
+    Every loop over objects runs in C (map, compress): only the handful of
+    distinct types in a chunk are looped over in Python.
+    """
+    present = set(kinds)
+    for kind in present - sizers.keys():
+        sizers[kind] = _sizer(kind)
+    variable = frozenset(k for k in present if sizers[k] is sys.getsizeof)
+    if not variable:
+        return
+    mask = list(map(variable.__contains__, kinds))
+    var_kinds = list(compress(kinds, mask))
+    sizes = list(map(sys.getsizeof, compress(chunk, mask)))
+    for kind in variable:
+        picked = compress(sizes, map(operator.is_, var_kinds, repeat(kind)))
+        totals[kind] = totals.get(kind, 0) + sum(picked)
+
+
+_BLOB_SET = frozenset(_BLOB_TYPES)
+_BLOB_FLOOR = BLOB_MIN_BYTES - 1
 
 
 def _find_blobs(chunk: list[object], found: dict[int, object]) -> None:
-    """Big str/bytes/bytearray the chunk's objects hold: the collector lists none of them."""
-    for ref in gc.get_referents(*chunk):
-        if type(ref) in _BLOB_TYPES and len(ref) >= BLOB_MIN_BYTES:
-            found[id(ref)] = ref
+    """Big str/bytes/bytearray the chunk's objects hold: the collector lists none of them.
+
+    Filtered in C: by type, then by length, so the millions of small strings
+    (every dict key) never reach a Python loop.
+    """
+    refs = gc.get_referents(*chunk)
+    blobs = list(compress(refs, map(_BLOB_SET.__contains__, map(type, refs))))
+    del refs
+    for blob in compress(blobs, map(_BLOB_FLOOR.__lt__, map(len, blobs))):
+        found[id(blob)] = blob
 
 
 def _type_name(kind: type) -> str:
