@@ -177,6 +177,24 @@ def test_start_salvages_and_counts_it_in_status(tmp_path: Path, dead_pid: int) -
     assert (tmp_path / "svc" / DAY / EVENT_ID / EVENT_FILE).is_file()
 
 
+def test_a_folder_whose_py_spy_is_still_writing_waits(tmp_path: Path, dead_pid: int) -> None:
+    folder = leftover(tmp_path, dead_pid)
+    checkpoint(folder)
+    (folder / ".pyspy").mkdir()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], cwd=folder / ".pyspy"
+    )
+    try:
+        found = salvage(tmp_path)
+        assert found.deferred == [folder]
+        assert found.published == []
+        assert folder.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert salvage(tmp_path).published == [tmp_path / "svc" / DAY / EVENT_ID]
+
+
 def test_py_spy_folders_of_dead_processes_are_removed(tmp_path: Path, dead_pid: int) -> None:
     dead = tmp_path / f"holmespy-pyspy-{dead_pid}-abc"
     live = tmp_path / f"holmespy-pyspy-{os.getpid()}-def"
@@ -228,12 +246,12 @@ def test_a_worker_killed_outright_is_salvaged_by_the_next_start(tmp_path: Path) 
     assert proc.stdout.readline().startswith("window running")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    # py-spy notices its target is gone and writes what it sampled.
+    # py-spy notices its target is gone and writes what it sampled; until it
+    # is done, a salvage leaves the folder for later instead of losing them.
     deadline = time.monotonic() + 30
-    while not list(dump.rglob(".pyspy/raw.txt")) and time.monotonic() < deadline:
+    while (found := salvage(dump)).deferred:
+        assert time.monotonic() < deadline, "py-spy did not finish"
         time.sleep(0.05)
-
-    found = salvage(dump)
 
     (published,) = found.published
     event = json.loads((published / EVENT_FILE).read_text())

@@ -58,6 +58,8 @@ _PYSPY_TEMP = re.compile(r"holmespy-pyspy-(\d+)-")
 class Salvage:
     published: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
+    deferred: list[Path] = field(default_factory=list)
+    """Folders of dead processes whose py-spy is still writing: salvage them a moment later."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -98,6 +100,11 @@ def _one(temp: Path, service: str, host: str, now: float, result: Salvage) -> No
     checkpoint = _read_checkpoint(temp / PARTIAL_FILE)
     age = now - _newest_mtime(temp)
     if not _dead(pid, checkpoint, host, age):
+        return
+    if age < STALE_SECONDS and _pyspy_running(temp):
+        # The host died and its py-spy is writing what it sampled (a replacement
+        # worker starts at once): taking the folder now would lose the samples.
+        result.deferred.append(temp)
         return
     mine = temp_folder(temp.parent / event_id)
     try:
@@ -140,6 +147,29 @@ def _dead(pid: int, checkpoint: dict[str, Any] | None, host: str, age: float) ->
     if checkpoint is None and age < YOUNG_SECONDS:
         return False
     return not _pid_alive(pid)
+
+
+def _pyspy_running(folder: Path) -> bool:
+    """A process still works in the folder's `.pyspy` (py-spy runs with it as its cwd)."""
+    from holmespy.profilers.cpu._pyspy import WORKDIR_NAME
+
+    workdir = folder / WORKDIR_NAME
+    if not workdir.is_dir():
+        return False
+    target = str(workdir)
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/cwd") == target:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _newest_mtime(folder: Path) -> float:

@@ -37,6 +37,8 @@ UNITS: dict[str, str] = {
     "thread": "threads",
     "task": "tasks",
 }
+SALVAGE_RETRY = 2.0
+"""Seconds before a leftover whose py-spy is still writing is looked at again."""
 ERROR_LOG_EVERY = 60.0
 """Seconds between two log lines about the same recurring internal error."""
 
@@ -97,6 +99,7 @@ class Watcher:
         self.stale_removed = 0
         self.last_error: str | None = None
         self.last_sample: Sample | None = None
+        self._salvage_again_at: float | None = None
         self._error_logged_at: dict[str, float] = {}
         self._limit_logged: set[str] = set()
 
@@ -205,6 +208,8 @@ class Watcher:
                 self.tick()
             except Exception as exc:
                 self.internal_error("tick", exc)
+            if self._salvage_again_at is not None and time.monotonic() >= self._salvage_again_at:
+                self._salvage()
             interval = self.config.interval
             now = time.monotonic()
             next_at += interval
@@ -315,6 +320,8 @@ class Watcher:
             return
         self.salvaged += len(found.published)
         self.stale_removed += len(found.removed)
+        # A dead worker's py-spy may still be writing its samples: look again soon.
+        self._salvage_again_at = time.monotonic() + SALVAGE_RETRY if found.deferred else None
         for path in found.published:
             log.warning("holmespy salvaged a partial event a dead process left: %s", path)
             self.uploader.notify(path)
