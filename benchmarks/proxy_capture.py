@@ -98,11 +98,12 @@ def measure(rounds: int) -> dict[str, Any]:
         try:
             rig.finish_wrk(rig.start_wrk(proxy.url("/"), 12))  # rules warm up under the load
             rig.wait_ticks(proxy, 11, timeout=10)
-            tids = rig.holmespy_tids(proxy)
             # One capture first, not measured: it starts the cpu rule's cooldown
             # (1 min), so that the load's own swings cannot fire a capture into a
-            # baseline window while the rounds run.
-            captured(proxy, dumps, seconds, tids)
+            # baseline window while the rounds run; and it starts the capture lanes,
+            # whose threads are then measured.
+            captured(proxy, dumps, seconds, rig.holmespy_tids(proxy))
+            tids = rig.holmespy_tids(proxy)
             # B C B C ... B: each capture window against the mean of its two neighbours.
             bases = [window(proxy, seconds, tids)]
             caps = []

@@ -23,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_DIR = ROOT / "examples" / "proxy"
-HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture")
+HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture", "holmespy-window")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -126,7 +126,10 @@ def wait_ticks(server: Server, ticks: int, timeout: float) -> dict[str, Any]:
 
 
 def holmespy_tids(server: Server) -> list[int]:
-    """Native ids of holmespy's threads, in `HOLMESPY_THREADS` order (watcher, capture)."""
+    """Native ids of holmespy's threads alive now, in `HOLMESPY_THREADS` order.
+
+    The capture lanes start with the first event: read them after one.
+    """
     by_name = {t["name"]: t["native_id"] for t in status(server)["threads"]}
     return [by_name[name] for name in HOLMESPY_THREADS if name in by_name]
 
