@@ -133,8 +133,12 @@ def test_a_full_disk_loses_the_event_cleanly_and_says_what_to_do(
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def full_at(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(bundle, "write_private", full)
     monkeypatch.setattr("holmespy.profilers.write_private", full)
+    monkeypatch.setattr("holmespy.safefs.write_file", full_at)  # event.json and its checkpoint
     holmespy.start(quiet_config(tmp_path, thread=QUICK))
     wait_for(lambda: holmespy.status().capture_failures >= 1)
     assert "free disk space or point HOLMES_DUMP_PATH elsewhere" in (
@@ -168,6 +172,7 @@ def test_cooldown_and_limit_skips_are_counted_in_status(tmp_path: Path) -> None:
     rule = Rule(min=0, diff=0, abs=0, cooldown=3600)
     holmespy.start(quiet_config(tmp_path, thread=rule))
     wait_for(lambda: holmespy.status().skipped.get("thread", {}).get("cooldown", 0) >= 3)
+    wait_for(lambda: holmespy.status().events >= 1)  # its capture lane publishes it meanwhile
     assert holmespy.status().events == 1
 
 

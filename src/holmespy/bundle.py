@@ -104,9 +104,7 @@ def encode_event(event: dict[str, Any]) -> bytes:
     return json.dumps(event, indent=2, sort_keys=False, default=str).encode() + b"\n"
 
 
-def publish_in(
-    day_fd: int, temp: str, final: str, event: dict[str, Any], *, where: Path
-) -> None:
+def publish_in(day_fd: int, temp: str, final: str, event: dict[str, Any], *, where: Path) -> None:
     """Write `event.json` into `day_fd/temp` (listing each file), then rename it to `final`.
 
     The checkpoint and hidden work folders (py-spy's output) are removed
@@ -199,36 +197,6 @@ class BundleWriter:
             if fd >= 0:
                 os.close(fd)
         self._temp_fd = self._day_fd = -1
-
-
-def remove_stale_temps(dump_path: Path, service: str) -> list[Path]:
-    """Remove temp folders left by crashed processes (their pid is gone) of this service."""
-    removed: list[Path] = []
-    root = open_dump_root(dump_path, create=False)
-    if root is None:
-        return removed
-    with safefs.owned(root):
-        service_fd = safefs.open_below(root, dump_path, [service], create=False)
-    if service_fd is None:
-        return removed
-    with safefs.owned(service_fd):
-        for day in safefs.subfolders(service_fd):
-            try:
-                day_fd = safefs.open_below(service_fd, dump_path / service, [day], create=False)
-            except OSError:
-                continue  # not ours to clean; the writer says so if it ever needs that folder
-            if day_fd is None:
-                continue
-            with safefs.owned(day_fd):
-                for name in os.listdir(day_fd):
-                    pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
-                    if not name.startswith(TMP_PREFIX) or not pid_text.isdigit():
-                        continue
-                    if not _pid_alive(int(pid_text)):
-                        with contextlib.suppress(OSError):
-                            safefs.remove_tree(day_fd, name)
-                            removed.append(dump_path / service / day / name)
-    return removed
 
 
 def _pid_alive(pid: int) -> bool:

@@ -24,20 +24,21 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from holmespy import safefs
 from holmespy.bundle import (
     EVENT_FILE,
     PARTIAL_FILE,
-    TMP_PREFIX,
     _pid_alive,
-    data_files,
-    publish_folder,
-    temp_folder,
+    open_dump_root,
+    publish_in,
+    temp_name,
 )
 
 log = logging.getLogger("holmespy")
@@ -50,7 +51,7 @@ YOUNG_SECONDS = 60.0
 
 MAX_CHECKPOINT_BYTES = 4 << 20
 
-_TEMP_NAME = re.compile(r"\.tmp-(\d+)-(\d{8}T\d{6}\.\d{3}Z-[a-z]+-[0-9a-f]+)")
+_TEMP_NAME = re.compile(r"\.tmp-(\d+)-(\d{8}T\d{6}\.\d{3}Z-[a-z0-9]+-[0-9a-f]+)")
 _PYSPY_TEMP = re.compile(r"holmespy-pyspy-(\d+)-")
 
 
@@ -64,66 +65,87 @@ class Salvage:
 
 
 def salvage(dump_path: Path, *, now: float | None = None) -> Salvage:
-    """Publish or remove the temp folders of dead processes under `dump_path`; never raises."""
+    """Publish or remove the temp folders of dead processes under `dump_path`; never raises.
+
+    Every folder is reached through `holmespy.safefs` by descriptor: a link
+    is never followed, and a root, service or day folder that someone else
+    could write is left alone.
+    """
     result = Salvage()
     now = time.time() if now is None else now
     host = socket.gethostname()
     try:
-        services = [p for p in dump_path.iterdir() if p.is_dir() and not p.is_symlink()]
-    except OSError:
+        root = open_dump_root(dump_path, create=False)
+    except OSError as exc:
+        result.errors.append(f"{dump_path}: {exc}")
         return result
-    for service in services:
-        try:
-            days = [p for p in service.iterdir() if p.is_dir() and not p.is_symlink()]
-        except OSError:
-            continue
-        for day in days:
+    if root is None:
+        return result
+    with safefs.owned(root):
+        for service in safefs.subfolders(root):
             try:
-                temps = [p for p in day.iterdir() if p.name.startswith(TMP_PREFIX)]
+                service_fd = safefs.open_below(root, dump_path, [service], create=False)
             except OSError:
+                continue  # not ours: the writer says so if it ever needs that folder
+            if service_fd is None:
                 continue
-            for temp in temps:
-                try:
-                    _one(temp, service.name, host, now, result)
-                except Exception as exc:  # one bad folder must not stop the others
-                    result.errors.append(f"{temp}: {type(exc).__name__}: {exc}")
+            with safefs.owned(service_fd):
+                for day in safefs.subfolders(service_fd):
+                    where = dump_path / service / day
+                    try:
+                        day_fd = safefs.open_below(
+                            service_fd, dump_path / service, [day], create=False
+                        )
+                    except OSError:
+                        continue
+                    if day_fd is None:
+                        continue
+                    with safefs.owned(day_fd):
+                        for name in os.listdir(day_fd):
+                            try:
+                                _one(day_fd, where, name, service, host, now, result)
+                            except Exception as exc:  # one bad folder must not stop the others
+                                result.errors.append(f"{where / name}: {type(exc).__name__}: {exc}")
     return result
 
 
-def _one(temp: Path, service: str, host: str, now: float, result: Salvage) -> None:
-    match = _TEMP_NAME.fullmatch(temp.name)
-    if match is None or not temp.is_dir() or temp.is_symlink():
+def _one(
+    day_fd: int, where: Path, name: str, service: str, host: str, now: float, result: Salvage
+) -> None:
+    match = _TEMP_NAME.fullmatch(name)
+    if match is None:
         return  # not an event folder of ours (a store's temp file, say)
+    st = os.stat(name, dir_fd=day_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        return  # a link, a file, or someone else's: never ours to publish
     pid, event_id = int(match.group(1)), match.group(2)
     if pid == os.getpid():
         return
-    checkpoint = _read_checkpoint(temp / PARTIAL_FILE)
-    age = now - _newest_mtime(temp)
+    temp = where / name
+    with safefs.owned(os.open(name, safefs.DIR_FLAGS, dir_fd=day_fd)) as temp_fd:
+        checkpoint = _read_checkpoint(temp_fd, temp / PARTIAL_FILE)
+        age = now - _newest_mtime(temp_fd)
+        pyspy_busy = age < STALE_SECONDS and _pyspy_running(temp)
     if not _dead(pid, checkpoint, host, age):
         return
-    if age < STALE_SECONDS and _pyspy_running(temp):
+    if pyspy_busy:
         # The host died and its py-spy is writing what it sampled (a replacement
         # worker starts at once): taking the folder now would lose the samples.
         result.deferred.append(temp)
         return
-    mine = temp_folder(temp.parent / event_id)
+    mine = temp_name(event_id)
     try:
-        os.rename(temp, mine)  # claim it: another starting process gets ENOENT
+        os.rename(name, mine, src_dir_fd=day_fd, dst_dir_fd=day_fd)  # claim it first
     except FileNotFoundError:
-        return
-    if (mine / EVENT_FILE).exists():
-        # A published event the spool was deleting (upload confirmed, or over the cap).
-        shutil.rmtree(mine, ignore_errors=True)
-        result.removed.append(temp)
-        return
-    _convert_pyspy(mine)
-    if checkpoint is None and not data_files(mine):
-        shutil.rmtree(mine, ignore_errors=True)
-        result.removed.append(temp)
-        return
-    final = temp.parent / event_id
-    if final.exists():
-        shutil.rmtree(mine, ignore_errors=True)
+        return  # another starting process took it
+    with safefs.owned(os.open(mine, safefs.DIR_FLAGS, dir_fd=day_fd)) as temp_fd:
+        published = _has(temp_fd, EVENT_FILE)
+        if not published:
+            _convert_pyspy(temp_fd, where / mine)
+            useful = checkpoint is not None or _data_files(temp_fd)
+    if published or not useful or _has(day_fd, event_id):
+        # A published event the spool was deleting, an empty folder, or a duplicate.
+        safefs.remove_tree(day_fd, mine)
         result.removed.append(temp)
         return
     event = checkpoint if checkpoint is not None else _minimal_event(event_id, service, pid)
@@ -135,8 +157,26 @@ def _one(temp: Path, service: str, host: str, now: float, result: Salvage) -> No
     event["partial"] = True
     event["partial_reason"] = reason + (f"; before that: {earlier}" if earlier else "")
     event["salvaged"] = {"by_pid": os.getpid(), "at": _iso(now)}
-    publish_folder(mine, final, event)
-    result.published.append(final)
+    publish_in(day_fd, mine, event_id, event, where=where / mine)
+    result.published.append(where / event_id)
+
+
+def _has(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _data_files(temp_fd: int) -> list[str]:
+    out = []
+    for name in os.listdir(temp_fd):
+        if name.startswith(".") or name.startswith(PARTIAL_FILE) or name == EVENT_FILE:
+            continue
+        if stat.S_ISREG(os.stat(name, dir_fd=temp_fd, follow_symlinks=False).st_mode):
+            out.append(name)
+    return out
 
 
 def _dead(pid: int, checkpoint: dict[str, Any] | None, host: str, age: float) -> bool:
@@ -153,10 +193,7 @@ def _pyspy_running(folder: Path) -> bool:
     """A process still works in the folder's `.pyspy` (py-spy runs with it as its cwd)."""
     from holmespy.profilers.cpu._pyspy import WORKDIR_NAME
 
-    workdir = folder / WORKDIR_NAME
-    if not workdir.is_dir():
-        return False
-    target = str(workdir)
+    target = os.path.realpath(folder / WORKDIR_NAME)
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -172,22 +209,19 @@ def _pyspy_running(folder: Path) -> bool:
     return False
 
 
-def _newest_mtime(folder: Path) -> float:
-    newest = folder.stat().st_mtime
+def _newest_mtime(temp_fd: int) -> float:
+    newest = os.fstat(temp_fd).st_mtime
     with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
+        for name in os.listdir(temp_fd):
             with contextlib.suppress(OSError):
-                newest = max(newest, entry.lstat().st_mtime)
+                newest = max(newest, os.stat(name, dir_fd=temp_fd, follow_symlinks=False).st_mtime)
     return newest
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+def _read_checkpoint(temp_fd: int, path: Path) -> dict[str, Any] | None:
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CHECKPOINT_BYTES + 1)
-    except OSError:
-        return None
-    if len(raw) > MAX_CHECKPOINT_BYTES:
+        raw = safefs.read_file(temp_fd, PARTIAL_FILE, path, limit=MAX_CHECKPOINT_BYTES)
+    except OSError:  # missing, a link, too big...
         return None
     try:
         event = json.loads(raw)
@@ -210,32 +244,37 @@ def _minimal_event(event_id: str, service: str, pid: int) -> dict[str, Any]:
     }
 
 
-def _convert_pyspy(folder: Path) -> None:
+def _convert_pyspy(temp_fd: int, folder: Path) -> None:
     """py-spy's raw samples, left in the folder's `.pyspy`, as `cpu.pb.gz`."""
-    from holmespy.profilers.cpu._pyspy import RAW_NAME, WORKDIR_NAME
-
-    raw = folder / WORKDIR_NAME / RAW_NAME
-    target = folder / "cpu.pb.gz"
-    if target.exists() or not raw.is_file() or raw.is_symlink():
-        return
     from holmespy.formats.pprof import write_pprof
     from holmespy.profilers.cpu._common import add_stacks, sampling_profile
     from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
-    from holmespy.profilers.cpu._pyspy import MAX_OUTPUT_BYTES, parse_raw
+    from holmespy.profilers.cpu._pyspy import MAX_OUTPUT_BYTES, RAW_NAME, WORKDIR_NAME, parse_raw
 
-    with raw.open("rb") as fh:
-        text = fh.read(MAX_OUTPUT_BYTES).decode("utf-8", "replace")
+    if _has(temp_fd, "cpu.pb.gz"):
+        return
+    try:
+        work_fd = os.open(WORKDIR_NAME, safefs.DIR_FLAGS, dir_fd=temp_fd)
+    except OSError:
+        return  # none, or a link
+    with safefs.owned(work_fd):
+        try:
+            fd, st = safefs.open_file(work_fd, RAW_NAME, folder / WORKDIR_NAME / RAW_NAME)
+        except OSError:
+            return
+        with safefs.owned(fd):
+            raw = os.read(fd, MAX_OUTPUT_BYTES)
+    text = raw.decode("utf-8", "replace")
     if not text.strip():
         return
-    rate = 100
-    profile = sampling_profile(rate, int(raw.stat().st_mtime * 1e9))
+    profile = sampling_profile(100, int(st.st_mtime * 1e9))
     stacks, _ = parse_raw(text, ModuleNames(), ThreadTable(), frozenset(), profile.period)
     add_stacks(profile, stacks)
     profile.comments.append(
         "salvaged py-spy samples of a process that died during the capture: each sample"
         " counts 1/100 s of CPU (no thread clocks were read); thread names are unknown"
     )
-    write_pprof(profile, target)
+    write_pprof(profile, safefs.fd_path(temp_fd, folder) / "cpu.pb.gz")
 
 
 def remove_dead_pyspy_folders(tmp: Path | None = None) -> int:
