@@ -56,6 +56,15 @@ threading.Thread(target=burn, name="hot", daemon=True).start()
 watcher = holmespy.current()
 while not watcher.capturer.window.busy:
     time.sleep(0.01)
+if os.environ.get("HOLMES_CPU_ENGINE", "auto") == "auto":
+    # py-spy prints its banner once it samples (a loaded machine may take a while).
+    import pathlib
+    dumps = pathlib.Path(os.environ["HOLMES_DUMP_PATH"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(
+        p.stat().st_size for p in dumps.rglob(".pyspy/stdout.txt")
+    ):
+        time.sleep(0.02)
 time.sleep(1.0)  # let the CPU window take samples
 print("window running", time.monotonic(), flush=True)
 

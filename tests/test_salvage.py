@@ -244,6 +244,11 @@ def test_a_worker_killed_outright_is_salvaged_by_the_next_start(tmp_path: Path) 
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("window running")
+    # py-spy prints its banner once it samples: only then does it have samples to save.
+    deadline = time.monotonic() + 30
+    while not any(p.stat().st_size for p in dump.rglob(".pyspy/stdout.txt")):
+        assert time.monotonic() < deadline, "py-spy did not start sampling"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # py-spy notices its target is gone and writes what it sampled; until it
