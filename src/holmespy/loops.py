@@ -5,6 +5,11 @@ private interpreter) internals. Each one is named in a comment saying which
 Python versions have it and what happens when it is missing; every public
 function here degrades to an empty or "unknown" answer instead of raising.
 
+Where tasks live differs by Python version, so the registry is read by one of
+two classes named after the versions they serve (`_WeakSetRegistry` for 3.11
+to 3.13, `_PerThreadRegistry` for 3.14 and later), chosen once at import;
+`docs/versions.md` says what each version gives.
+
 The functions are called from holmespy's own worker thread while the host's
 loops keep running in theirs, so they only read: they copy registries before
 iterating them, never call `repr()` on host objects, and never wait without a
@@ -14,9 +19,8 @@ deadline.
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import gc
-import itertools
 import operator
 import sys
 import threading
@@ -34,14 +38,20 @@ __all__ = [
     "await_chain",
     "await_chains",
     "count_tasks",
+    "limitations",
     "probe_loop",
     "probe_loops",
+    "registry_name",
     "running_loops",
     "tasks_supported",
 ]
 
 MAX_CHAIN_DEPTH = 100
 """Longest await chain `await_chain` follows; it also stops a cycle (task A awaits B awaits A)."""
+
+MAX_STACK_WALK = 1000
+"""Frames walked down one thread's stack looking for the loop it runs (a runaway recursion
+is deeper than any real server's stack, and the loop frame sits near the bottom anyway)."""
 
 _COPY_RETRIES = 1000
 """Attempts to copy a registry that another thread is mutating (asyncio.all_tasks uses 1000)."""
@@ -58,43 +68,17 @@ _COPY_RETRIES = 1000
 # * Python 3.12 - 3.13: renamed `asyncio.tasks._scheduled_tasks` (same WeakSet)
 #   plus `asyncio.tasks._eager_tasks`, a plain set of the eager tasks that are
 #   still running their first step (eager task factory, new in 3.12).
-# * Python 3.14+: native tasks live in per-thread linked lists inside the C
-#   module and can only be listed for a known loop; `_scheduled_tasks` there
-#   holds only third-party task classes, so reading it would silently
-#   undercount. We report "unsupported" instead (tasks_supported() is False,
-#   all_tasks() is [] and count_tasks() is 0).
+# * Python 3.14+: native tasks (C `asyncio.Task` and its subclasses) live in
+#   per-thread linked lists inside the C module, walked only by the C
+#   `asyncio.all_tasks(loop)` for one known loop; third-party task classes are
+#   in a WeakSet of the C module that the same call includes. Pure-Python
+#   tasks (`asyncio.tasks._PyTask`) still register in the Python
+#   `_scheduled_tasks` / `_eager_tasks`, which the C call does not read. The
+#   loops themselves are registered nowhere: they are found on the thread
+#   stacks (the frame running `BaseEventLoop.run_forever` holds its loop).
 #
-# They are looked up once, at import: asyncio binds them when it is imported
-# and never rebinds them, and count_tasks() runs on every watcher tick.
-
-
-def _find_registries() -> tuple[Any, Any]:
-    """(WeakSet of scheduled tasks or None, set of eager tasks or None)."""
-    if sys.version_info >= (3, 14):
-        return None, None
-    tasks_mod = asyncio.tasks
-    weak = getattr(tasks_mod, "_all_tasks", None)  # 3.7 - 3.11
-    if weak is None:
-        weak = getattr(tasks_mod, "_scheduled_tasks", None)  # 3.12 - 3.13
-    eager = getattr(tasks_mod, "_eager_tasks", None)  # 3.12 - 3.13
-    if not isinstance(weak, weakref.WeakSet):
-        weak = None
-    if not isinstance(eager, set):
-        eager = None
-    return weak, eager
-
-
-_REGISTRIES = _find_registries()
-
-
-def _registries() -> tuple[Any, Any]:
-    return _REGISTRIES
-
-
-def tasks_supported() -> bool:
-    """True when this Python exposes a process-wide task registry we can read."""
-    weak, eager = _registries()
-    return weak is not None or eager is not None
+# The registries are looked up once, at import: asyncio binds them when it is
+# imported and never rebinds them, and count_tasks() runs on every watcher tick.
 
 
 def _copy(collection: Any) -> list[Any]:
@@ -129,9 +113,8 @@ def _weak_refs(weak: Any) -> list[Any]:
     return [weakref.ref(t) for t in _copy(weak)]
 
 
-def _snapshot() -> list[Any]:
-    """Every registered task object, done or not (strong references, briefly held)."""
-    weak, eager = _registries()
+def _registered(weak: Any, eager: Any) -> list[Any]:
+    """Every task object in a WeakSet of tasks and a set of eager tasks, done or not."""
     found: list[Any] = []
     if weak is not None:
         found.extend(t for t in map(operator.call, _weak_refs(weak)) if t is not None)
@@ -140,68 +123,18 @@ def _snapshot() -> list[Any]:
     return found
 
 
-def all_tasks() -> list[asyncio.Task[Any]]:
-    """Every not-done task of every event loop in the process, from any thread.
-
-    Unlike `asyncio.all_tasks()` this needs no running loop and covers every
-    loop; tasks of stopped or closed loops that never finished are included
-    (they are leaks worth seeing). [] when `tasks_supported()` is False.
-    """
+def _is_running(loop: Any) -> bool:
     try:
-        out: list[asyncio.Task[Any]] = []
-        for task in _snapshot():
-            try:
-                if not task.done():
-                    out.append(task)
-            except Exception:
-                continue
-        return out
+        return bool(loop.is_running())
     except Exception:
-        return []
+        return False
 
 
-_CTask: Any = asyncio.Task  # the C `_asyncio.Task` on CPython; its methods are C descriptors
-
-
-def count_tasks() -> int:
-    """How many tasks are not done and belong to a loop that is running now.
-
-    Called on every watcher tick, so the hot path iterates in C: it maps the
-    unbound C methods `Task.done` / `Task.get_loop` over the snapshot (about
-    half the cost of a Python loop) and asks each distinct loop once whether
-    it runs. Task classes that are not `asyncio.Task` subclasses make
-    the C descriptors raise TypeError; we then redo the count with plain
-    method calls. Never raises: 0 when unsupported or on an unexpected error.
-    """
-    try:
-        weak, eager = _registries()
-        alive: list[Any] = []
-        if weak is not None:
-            alive = list(filter(None, map(operator.call, _weak_refs(weak))))
-        if eager is not None:
-            alive.extend(_copy(eager))
-        try:
-            pending = list(itertools.filterfalse(_CTask.done, alive))
-            task_loops = list(map(_CTask.get_loop, pending))
-        except TypeError:
-            return _count_slow(alive)
-        if not task_loops:
-            return 0
-        first = task_loops[0]
-        first_count = task_loops.count(first)
-        if first_count == len(task_loops):  # the common case: one loop
-            return first_count if _is_running(first) else 0
-        per_loop = collections.Counter(map(id, task_loops))
-        by_id = {id(lp): lp for lp in task_loops}
-        return sum(n for key, n in per_loop.items() if _is_running(by_id[key]))
-    except Exception:
-        return 0
-
-
-def _count_slow(alive: Iterable[Any]) -> int:
+def _pending_of_running_loops(tasks: Iterable[Any]) -> int:
+    """How many of `tasks` are not done and belong to a loop that is running now."""
     running: dict[int, bool] = {}
     n = 0
-    for task in alive:
+    for task in tasks:
         try:
             if task.done():
                 continue
@@ -215,11 +148,267 @@ def _count_slow(alive: Iterable[Any]) -> int:
     return n
 
 
-def _is_running(loop: Any) -> bool:
+class _WeakSetRegistry:
+    """Python 3.11 - 3.13: one process-wide WeakSet of every task, plus (3.12+) the eager set.
+
+    Counting reads the registry's size: the number of live Task objects of
+    every loop. That is ~1 µs whatever the number of tasks, where filtering
+    them (not done, loop running) costs ~65 µs per 1,000 tasks. The size also
+    includes finished tasks that something still references and pending tasks
+    of loops that are not running; docs/versions.md says why the task rule can
+    afford that. Listing (`tasks()`, for tasks.txt) copies the registry and is
+    exact.
+    """
+
+    name = "3.11-3.13: process-wide WeakSet of tasks"
+
+    def __init__(self, weak: Any, eager: Any) -> None:
+        self._weak = weak
+        self._eager = eager
+
+    def count(self) -> int:
+        # WeakSet.__len__ subtracts references of tasks being collected right now.
+        n = len(self._weak)
+        if self._eager is not None:
+            n += len(self._eager)
+        return n
+
+    def tasks(self) -> list[Any]:
+        return _registered(self._weak, self._eager)
+
+    def loop_threads(self) -> dict[int, int]:
+        return {}  # BaseEventLoop._thread_id names them (see _loop_thread_id)
+
+
+_RUN_FOREVER_CODE: Any = getattr(
+    getattr(getattr(asyncio.base_events, "BaseEventLoop", None), "run_forever", None),
+    "__code__",
+    None,
+)
+"""`asyncio.BaseEventLoop.run_forever` (3.4+): every stdlib loop, whichever way it is run
+(`asyncio.run`, `run_until_complete`, `run_forever`), runs in this frame, with `self` the loop."""
+
+_RUNNER_RUN_CODE: Any = getattr(
+    getattr(getattr(asyncio, "Runner", None), "run", None), "__code__", None
+)
+"""`asyncio.Runner.run` (3.11+), with `self._loop` its loop: how `asyncio.run()` and
+`uvloop.run()` run a loop whose `run_forever` is not Python code (uvloop's is Cython)."""
+
+
+def _loop_on_stack(frame: Any) -> Any:
+    """The loop that the thread whose innermost frame is `frame` runs, or None."""
+    depth = 0
+    while frame is not None and depth < MAX_STACK_WALK:
+        code = frame.f_code
+        if code is _RUN_FOREVER_CODE:
+            return frame.f_locals.get("self")
+        if code is _RUNNER_RUN_CODE:
+            return getattr(frame.f_locals.get("self"), "_loop", None)
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def _running_loops_on_stacks() -> list[tuple[int, Any]]:
+    """(thread ident, loop) for every loop some thread is running now, from the thread stacks.
+
+    `sys._current_frames()` (CPython, every version) holds each thread's
+    innermost frame; the walk only reads `f_code`, `f_back` and the `self`
+    local of two stdlib frames. A loop found this way whose `is_running()`
+    is false (it is starting up or shutting down) is left out.
+    """
+    found: list[tuple[int, Any]] = []
+    seen: set[int] = set()
+    frames = sys._current_frames()
     try:
-        return bool(loop.is_running())
+        for tid, top in frames.items():
+            try:
+                loop = _loop_on_stack(top)
+            except Exception:
+                continue
+            if loop is not None and id(loop) not in seen and _is_running(loop):
+                seen.add(id(loop))
+                found.append((tid, loop))
+    finally:
+        del frames  # other threads' frames keep their locals alive
+    return found
+
+
+class _PerThreadRegistry:
+    """Python 3.14+: native tasks in the C module's per-thread lists, listed one loop at a time.
+
+    Counting finds every running loop on the thread stacks and asks the C
+    `asyncio.all_tasks(loop)` for each (it walks every thread's list and keeps
+    that loop's pending tasks: ~30 µs per 1,000 tasks in the process, per
+    loop), then adds the pending pure-Python tasks of running loops. Listing
+    also covers loops holmespy saw running before that have stopped since
+    (their pending tasks never run: a leak worth showing); a loop that never
+    ran while holmespy looked cannot be found.
+    """
+
+    name = "3.14+: per-thread task lists, loops found on the thread stacks"
+
+    def __init__(self, c_all_tasks: Any, py_weak: Any, py_eager: Any) -> None:
+        self._all_tasks = c_all_tasks
+        self._py_weak = py_weak
+        self._py_eager = py_eager
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._threads: dict[int, int] = {}  # id(loop) -> thread ident, from the last look
+
+    def _running(self) -> list[tuple[int, Any]]:
+        found = _running_loops_on_stacks()
+        self._threads = {id(loop): tid for tid, loop in found}
+        for _, loop in found:
+            # A loop class without weakref support raises TypeError: not remembered.
+            with contextlib.suppress(TypeError):
+                if loop not in self._seen:
+                    self._seen.add(loop)
+        return found
+
+    def _py_tasks(self) -> list[Any]:
+        if not self._py_weak and not self._py_eager:  # the usual case: no _PyTask anywhere
+            return []
+        return _registered(self._py_weak, self._py_eager)
+
+    def count(self) -> int:
+        n = 0
+        for _, loop in self._running():
+            try:
+                n += len(self._all_tasks(loop))
+            except Exception:
+                continue
+        py_tasks = self._py_tasks()
+        if py_tasks:
+            n += _pending_of_running_loops(py_tasks)
+        return n
+
+    def tasks(self) -> list[Any]:
+        known = {id(loop): loop for _, loop in self._running()}
+        for loop in _copy(self._seen):
+            known.setdefault(id(loop), loop)
+        py_tasks = self._py_tasks()
+        found: list[Any] = []
+        for loop in known.values():
+            try:
+                found.extend(self._all_tasks(loop))
+            except Exception:
+                continue
+        found.extend(py_tasks)
+        return found
+
+    def loop_threads(self) -> dict[int, int]:
+        return dict(self._threads)
+
+
+_Registry = _WeakSetRegistry | _PerThreadRegistry
+
+
+def _pick_registry() -> _Registry | None:
+    """The registry of this interpreter, or None when it has none holmespy can read."""
+    tasks_mod = asyncio.tasks
+    if sys.version_info >= (3, 14):
+        c_all_tasks = getattr(tasks_mod, "_c_all_tasks", None)
+        if c_all_tasks is not None and asyncio.all_tasks is c_all_tasks:
+            if _RUN_FOREVER_CODE is None:
+                return None
+            return _PerThreadRegistry(
+                c_all_tasks,
+                _as_weakset(getattr(tasks_mod, "_scheduled_tasks", None)),
+                _as_set(getattr(tasks_mod, "_eager_tasks", None)),
+            )
+        # Without the C module every task is a _PyTask in the Python sets below.
+    weak = getattr(tasks_mod, "_all_tasks", None)  # 3.7 - 3.11
+    if weak is None:
+        weak = getattr(tasks_mod, "_scheduled_tasks", None)  # 3.12+
+    weak = _as_weakset(weak)
+    if weak is None:
+        return None
+    return _WeakSetRegistry(weak, _as_set(getattr(tasks_mod, "_eager_tasks", None)))
+
+
+def _as_weakset(obj: Any) -> Any:
+    return obj if isinstance(obj, weakref.WeakSet) else None
+
+
+def _as_set(obj: Any) -> Any:
+    return obj if isinstance(obj, set) else None
+
+
+_REGISTRY: _Registry | None = _pick_registry()
+
+
+def tasks_supported() -> bool:
+    """True when this Python has a task registry holmespy can read."""
+    return _REGISTRY is not None
+
+
+def registry_name() -> str:
+    """Which registry this Python gives holmespy (for docs and event.json), or "none"."""
+    return _REGISTRY.name if _REGISTRY is not None else "none"
+
+
+def all_tasks() -> list[asyncio.Task[Any]]:
+    """Every not-done task of every event loop in the process, from any thread.
+
+    Unlike `asyncio.all_tasks()` this needs no running loop and covers every
+    loop; tasks of stopped or closed loops that never finished are included
+    (they are leaks worth seeing; on 3.14+ only for loops holmespy saw
+    running). [] when `tasks_supported()` is False.
+    """
+    registry = _REGISTRY
+    if registry is None:
+        return []
+    try:
+        out: list[asyncio.Task[Any]] = []
+        for task in registry.tasks():
+            try:
+                if not task.done():
+                    out.append(task)
+            except Exception:
+                continue
+        return out
     except Exception:
-        return False
+        return []
+
+
+def count_tasks() -> int:
+    """The value of the `task` rule: how many tasks the process has, over all loops.
+
+    Called on every watcher tick, so it is cheap rather than exact where
+    exactness costs (see the registry classes): on 3.11 - 3.13 it is the
+    number of live Task objects, on 3.14+ the pending tasks of running
+    loops. Never raises: 0 when unsupported or on an unexpected error.
+    """
+    registry = _REGISTRY
+    if registry is None:
+        return 0
+    try:
+        return registry.count()
+    except Exception:
+        return 0
+
+
+def limitations() -> dict[str, str]:
+    """What the task dump and the task rule cannot see on this Python, for `event.json`.
+
+    Keys name the feature; values say what is missing and why. Empty when
+    nothing is.
+    """
+    registry = _REGISTRY
+    if registry is None:
+        return {
+            "tasks": f"no readable asyncio task registry on {sys.implementation.name} "
+            f"{sys.version.split()[0]}: the task rule is off and tasks.txt is empty"
+        }
+    if isinstance(registry, _WeakSetRegistry):
+        return {
+            "task_count": "Python 3.11-3.13 counts live Task objects (the registry's size):"
+            " finished tasks still referenced and pending tasks of stopped loops are included",
+        }
+    return {
+        "tasks_of_unseen_loops": "Python 3.14+ keeps no registry of loops: tasks.txt lists"
+        " tasks of loops seen running, not of a loop that never ran while holmespy looked",
+    }
 
 
 # -- loops --------------------------------------------------------------------
@@ -245,12 +434,16 @@ def _loop_thread_id(loop: Any) -> int | None:
     """Ident of the thread running `loop`, or None.
 
     `BaseEventLoop._thread_id` (private; set by run_forever() and reset to None
-    when it returns, unchanged from Python 3.4 through 3.14). Loops that do not
-    derive from BaseEventLoop may lack it (uvloop keeps its own): then None,
-    and the caller shows the thread as unknown.
+    when it returns, unchanged from Python 3.4 through 3.15). Loops that do not
+    derive from BaseEventLoop may lack it (uvloop keeps its own): then the
+    thread found on the stacks (3.14+), else None and the caller shows the
+    thread as unknown.
     """
     tid = getattr(loop, "_thread_id", None)
-    return tid if isinstance(tid, int) else None
+    if isinstance(tid, int):
+        return tid
+    registry = _REGISTRY
+    return registry.loop_threads().get(id(loop)) if registry is not None else None
 
 
 def running_loops(tasks: Iterable[asyncio.Task[Any]] | None = None) -> list[LoopInfo]:
