@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from holmespy.bundle import BundleWriter, write_private
 from holmespy.config import Config
 from holmespy.storage.base import ObjectInfo
 from holmespy.storage.local import LocalStore
@@ -108,6 +109,26 @@ def test_the_cap_drops_the_oldest_events_and_keeps_the_newest(tmp_path: Path) ->
     assert [e.id for e in dropped] == [folders[1].name]
     assert spooled(tmp_path) == [folders[2].name]
     assert total > 100
+
+
+def publish_with_id(dump_path: Path, event_id: str, data: bytes) -> Path:
+    with BundleWriter(dump_path, SERVICE, event_id) as bundle:
+        write_private(bundle.temp / "heap.pb.gz", data)
+        return bundle.publish({"id": event_id, "service": SERVICE})
+
+
+def test_events_of_one_millisecond_keep_the_order_they_were_published_in(tmp_path: Path) -> None:
+    # Same millisecond, and the random part of the later id sorts first: the
+    # order must come from when each was published, not from chance.
+    same_ms = "20261124T040833.180Z-thread-"
+    first = publish_with_id(tmp_path, same_ms + "ffffffffff", os.urandom(10_000))
+    second = publish_with_id(tmp_path, same_ms + "0000000000", os.urandom(10_000))
+    third = publish_with_id(tmp_path, same_ms + "8888888888", os.urandom(10_000))
+
+    assert spooled(tmp_path) == [first.name, second.name, third.name]
+    dropped, _ = Spool(tmp_path, on_disk(second) + on_disk(third)).enforce_cap()
+    assert [e.id for e in dropped] == [first.name]
+    assert spooled(tmp_path) == [second.name, third.name]
 
 
 def test_an_event_held_by_one_uploader_cannot_be_claimed_by_another(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import os
 import re
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +120,29 @@ def publish_in(day_fd: int, temp: str, final: str, event: dict[str, Any], *, whe
         names = sorted(n for n in os.listdir(temp_fd) if n != EVENT_FILE)
         files = [file_digest(where / n, dir_fd=temp_fd) for n in names]
         safefs.write_file(temp_fd, EVENT_FILE, encode_event({**event, "files": files}))
+        stamp = _publish_stamp()
+        os.utime(EVENT_FILE, ns=(stamp, stamp), dir_fd=temp_fd, follow_symlinks=False)
     os.rename(temp, final, src_dir_fd=day_fd, dst_dir_fd=day_fd)
     os.fsync(day_fd)
+
+
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
+def _publish_stamp() -> int:
+    """Now, in epoch nanoseconds, later than any stamp this process gave before.
+
+    It becomes the mtime of `event.json`: the spool orders events by it (the
+    oldest goes first when the spool is full), so two events of the same
+    millisecond keep the order they were published in, whatever their ids'
+    random parts. Set explicitly because some filesystems keep mtimes only to
+    the kernel tick; strictly increasing because the wall clock may step back.
+    """
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        return _last_stamp
 
 
 class BundleWriter:

@@ -57,6 +57,9 @@ class SpooledEvent:
     """`<service>/<YYYY-MM-DD>/<event-id>`: the path below the root, also the object key prefix."""
     size: int
     """Bytes on disk of event.json and the files it lists."""
+    published_ns: int = 0
+    """When it was published: its event.json's mtime (epoch ns), which `BundleWriter.publish`
+    sets. The spool's notion of an event's age."""
 
     @property
     def id(self) -> str:
@@ -79,7 +82,7 @@ class OddEntry:
 @dataclass(frozen=True)
 class Scan:
     events: list[SpooledEvent]
-    """Oldest first (event ids begin with their UTC time)."""
+    """Oldest published first (see `Spool.events`)."""
     odd: list[OddEntry]
 
 
@@ -122,7 +125,12 @@ class Spool:
         return self._root if self._root is not None else default_dump_path()
 
     def events(self, service: str | None = None) -> list[SpooledEvent]:
-        """Finished events, oldest first (event ids begin with their UTC time)."""
+        """Finished events, oldest published first.
+
+        The publish time, not the id, gives the order: ids carry their time
+        only to the millisecond, and then a random part, so two events of
+        one millisecond would otherwise sort by chance.
+        """
         return self.scan(service).events
 
     def scan(self, service: str | None = None) -> Scan:
@@ -145,7 +153,7 @@ class Spool:
                     with safefs.owned(day_fd):
                         self._scan_day(day_fd, root, f"{name}/{day}", found, odd)
         self._manifests.forget_unseen()
-        return Scan(sorted(found, key=lambda e: (e.id, e.key)), odd)
+        return Scan(sorted(found, key=lambda e: (e.published_ns, e.id, e.key)), odd)
 
     def _scan_day(
         self, day_fd: int, root: Path, base: str, found: list[SpooledEvent], odd: list[OddEntry]
@@ -157,9 +165,9 @@ class Spool:
             try:
                 fd = _open_entry(day_fd, name)
                 with safefs.owned(fd):
-                    size = inspect_event(
+                    inspected = inspect_event(
                         fd, root / key, now=self.clock(), known=self._manifests
-                    ).size
+                    )
             except FileNotFoundError:
                 continue  # shipped or dropped by a sibling while we looked
             except OddEvent as exc:
@@ -167,7 +175,7 @@ class Spool:
             except OSError as exc:
                 odd.append(OddEntry(root / key, key, f"the folder cannot be read ({exc.strerror})"))
             else:
-                found.append(SpooledEvent(path=root / key, key=key, size=size))
+                found.append(SpooledEvent(root / key, key, inspected.size, inspected.published_ns))
 
     def claim(self, event: SpooledEvent) -> Claim | None:
         """Hold `event`, or None if another uploader holds it or it is already gone."""
@@ -309,6 +317,8 @@ class Inspected:
     """event.json as read; None when its manifest was `known`."""
     size: int
     """Bytes on disk of event.json and the files it lists."""
+    published_ns: int
+    """event.json's mtime (epoch ns): when the event was published."""
 
 
 class Manifests:
@@ -375,7 +385,7 @@ def inspect_event(fd: int, path: Path, *, now: float, known: Manifests | None = 
                 f"{listed.name} is {fst.st_size} bytes where {EVENT_FILE} says {listed.size}"
             )
         size += _on_disk(fst)
-    return Inspected(manifest, raw, size)
+    return Inspected(manifest, raw, size, est.st_mtime_ns)
 
 
 def _read_manifest(
