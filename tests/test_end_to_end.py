@@ -95,6 +95,9 @@ def test_event_json_carries_the_contract_fields(run_program: RunProgram) -> None
     assert event["thresholds"]["abs"] == 70
     assert event["versions"]["holmespy"]
     assert event["versions"]["python"]
+    # What this Python cannot give holmespy (docs/versions.md), one key per feature.
+    assert isinstance(event["versions"]["lacks"], dict)
+    assert all(isinstance(v, str) and v for v in event["versions"]["lacks"].values())
     names = {f["name"] for f in event["files"]}
     assert names == {p.name for p in bundle.path.iterdir()} - {"event.json"}
     assert all(len(f["sha256"]) == 64 for f in event["files"])

@@ -248,6 +248,7 @@ def describe_os_error(exc: OSError, where: Path) -> str:
 
 def host_facts() -> dict[str, Any]:
     from holmespy import __version__
+    from holmespy.support import lacks
 
     return {
         "host": socket.gethostname(),
@@ -256,5 +257,6 @@ def host_facts() -> dict[str, Any]:
             "python": sys.version.split()[0],
             "implementation": sys.implementation.name,
             "holmespy": __version__,
+            "lacks": lacks(),
         },
     }
