@@ -419,12 +419,13 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
+_SAMPLE_FIELD: dict[str, str] = {"cpu": "cpu", "mem": "mem", "thread": "threads", "task": "tasks"}
+
+
 def _values(name: RuleName, sample: Sample) -> Iterable[float]:
     if name == "gcheap":
         return sample.gcheap
-    value = {"cpu": sample.cpu, "mem": sample.mem, "thread": sample.threads, "task": sample.tasks}[
-        name
-    ]
+    value = getattr(sample, _SAMPLE_FIELD[name])
     return () if value is None else (float(value),)
 
 
