@@ -277,6 +277,52 @@ def test_a_loop_whose_run_forever_is_not_asyncios_is_found_through_asyncio_runne
     assert [(i.thread_name, i.task_count) for i in infos] == [("own-loop", 5)]
 
 
+@pytest.mark.skipif(not PER_THREAD, reason="3.11-3.13 count every loop at once")
+def test_on_3_14_each_count_refreshes_one_loop_and_a_change_shows_within_one_round() -> None:
+    # One C all_tasks(loop) call walks every task of the process, so with
+    # several loops a count refreshes one of them and reuses the others'.
+    gc.collect()
+    with LoopThread("loop-A") as a, LoopThread("loop-B") as b:
+        a.spawn(park())
+        b.spawn(park())
+        a.settle()
+        b.settle()
+        first = loops.count_tasks()  # both loops are new: both counted now
+        for _ in range(5):
+            a.spawn(park())
+        a.settle()
+
+        seen = [loops.count_tasks() for _ in range(2)]  # two loops: one round
+
+    assert seen[-1] == first + 5
+    assert set(seen) <= {first, first + 5}
+
+
+@pytest.mark.skipif(not PER_THREAD, reason="3.11-3.13 need no loop discovery")
+def test_on_3_14_with_many_threads_a_new_loop_is_found_within_the_discovery_stride() -> None:
+    release = threading.Event()
+    idle = [threading.Thread(target=release.wait, daemon=True) for _ in range(150)]
+    for thread in idle:
+        thread.start()
+    try:
+        loops.count_tasks()
+        registry: Any = loops._REGISTRY
+        stride = registry.discovery_stride
+        assert stride == -(-threading.active_count() // loops.THREADS_PER_DISCOVERY) >= 3
+        before = loops.count_tasks()
+        with LoopThread("late") as late:
+            for _ in range(3):
+                late.spawn(park())
+            late.settle()
+            counts = [loops.count_tasks() for _ in range(stride)]
+    finally:
+        release.set()
+        for thread in idle:
+            thread.join(5)
+
+    assert counts[-1] == before + 3
+
+
 def test_count_tasks_is_zero_when_the_python_has_no_task_registry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import operator
 import sys
 import threading
@@ -234,16 +235,30 @@ def _running_loops_on_stacks() -> list[tuple[int, Any]]:
     return found
 
 
+THREADS_PER_DISCOVERY = 64
+"""3.14+: looking for loops on the thread stacks costs ~1 µs per thread (~900 µs with 500
+threads), so a count looks every time in a process of up to this many threads, and every
+`ceil(threads / THREADS_PER_DISCOVERY)` counts in a larger one (between two looks the loops
+already known are still counted, and a loop that stops is dropped at once). Set by the
+thread count rather than a timing, so that the same process always behaves the same."""
+
+MAX_DISCOVERY_STRIDE = 12
+"""3.14+: a loop started in a process with many threads is found within this many counts."""
+
+
 class _PerThreadRegistry:
     """Python 3.14+: native tasks in the C module's per-thread lists, listed one loop at a time.
 
-    Counting finds every running loop on the thread stacks and asks the C
-    `asyncio.all_tasks(loop)` for each (it walks every thread's list and keeps
-    that loop's pending tasks: ~30 µs per 1,000 tasks in the process, per
-    loop), then adds the pending pure-Python tasks of running loops. Listing
-    also covers loops holmespy saw running before that have stopped since
-    (their pending tasks never run: a leak worth showing); a loop that never
-    ran while holmespy looked cannot be found.
+    Loops are found on the thread stacks (see `THREADS_PER_DISCOVERY` for
+    how often). The C `asyncio.all_tasks(loop)` gives one loop's pending
+    tasks, but walks every task of the process to do so (~30 µs per 1,000),
+    so with several loops each count refreshes one loop in turn (and any loop
+    never counted yet) and reuses the others' last counts: one loop, the
+    usual case, is counted exactly every time, and a count costs one walk
+    whatever the number of loops. Pending pure-Python tasks of running loops
+    are added. Listing covers the running loops and the loops holmespy saw
+    running that stopped since (their pending tasks never run: a leak worth
+    showing); a loop that never ran while holmespy looked cannot be found.
     """
 
     name = "3.14+: per-thread task lists, loops found on the thread stacks"
@@ -252,18 +267,44 @@ class _PerThreadRegistry:
         self._all_tasks = c_all_tasks
         self._py_weak = py_weak
         self._py_eager = py_eager
+        self._lock = threading.Lock()  # the watcher counts while the capture worker lists
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._threads: dict[int, int] = {}  # id(loop) -> thread ident, from the last look
+        # Running loops by id(loop): (the loop, its thread). Held strongly only
+        # while running: a loop that stops is dropped at the next count.
+        self._running: dict[int, tuple[Any, int]] = {}
+        self._counts: dict[int, int] = {}  # id(loop) -> its pending tasks at its last count
+        self._counted_at: dict[int, int] = {}  # id(loop) -> the count() call that counted it
+        self._calls = 0
+        self._discover_in = 0
+        self.discovery_stride = 1
 
-    def _running(self) -> list[tuple[int, Any]]:
+    def _discover(self) -> None:
+        threads = threading.active_count()
+        self.discovery_stride = min(
+            MAX_DISCOVERY_STRIDE, max(1, math.ceil(threads / THREADS_PER_DISCOVERY))
+        )
+        self._discover_in = self.discovery_stride - 1
         found = _running_loops_on_stacks()
-        self._threads = {id(loop): tid for tid, loop in found}
-        for _, loop in found:
+        for tid, loop in found:
+            self._running[id(loop)] = (loop, tid)
             # A loop class without weakref support raises TypeError: not remembered.
             with contextlib.suppress(TypeError):
                 if loop not in self._seen:
                     self._seen.add(loop)
-        return found
+
+    def _drop_stopped(self) -> None:
+        for key, (loop, _) in list(self._running.items()):
+            if not _is_running(loop):
+                del self._running[key]
+                self._counts.pop(key, None)
+                self._counted_at.pop(key, None)
+
+    def _count_loop(self, key: int, loop: Any) -> None:
+        try:
+            self._counts[key] = len(self._all_tasks(loop))
+        except Exception:
+            self._counts[key] = 0
+        self._counted_at[key] = self._calls
 
     def _py_tasks(self) -> list[Any]:
         if not self._py_weak and not self._py_eager:  # the usual case: no _PyTask anywhere
@@ -271,33 +312,46 @@ class _PerThreadRegistry:
         return _registered(self._py_weak, self._py_eager)
 
     def count(self) -> int:
-        n = 0
-        for _, loop in self._running():
-            try:
-                n += len(self._all_tasks(loop))
-            except Exception:
-                continue
+        with self._lock:
+            self._calls += 1
+            if self._discover_in > 0:
+                self._discover_in -= 1
+            else:
+                self._discover()
+            self._drop_stopped()
+            running = self._running
+            fresh = [key for key in running if key not in self._counts]
+            if fresh:
+                for key in fresh:
+                    self._count_loop(key, running[key][0])
+            elif running:
+                oldest = min(running, key=self._counted_at.__getitem__)
+                self._count_loop(oldest, running[oldest][0])
+            n = sum(self._counts.values())
         py_tasks = self._py_tasks()
         if py_tasks:
             n += _pending_of_running_loops(py_tasks)
         return n
 
     def tasks(self) -> list[Any]:
-        known = {id(loop): loop for _, loop in self._running()}
+        with self._lock:
+            self._discover()
+            self._drop_stopped()
+            known = {key: loop for key, (loop, _) in self._running.items()}
         for loop in _copy(self._seen):
             known.setdefault(id(loop), loop)
-        py_tasks = self._py_tasks()
         found: list[Any] = []
         for loop in known.values():
             try:
                 found.extend(self._all_tasks(loop))
             except Exception:
                 continue
-        found.extend(py_tasks)
+        found.extend(self._py_tasks())
         return found
 
     def loop_threads(self) -> dict[int, int]:
-        return dict(self._threads)
+        with self._lock:
+            return {key: tid for key, (_, tid) in self._running.items()}
 
 
 _Registry = _WeakSetRegistry | _PerThreadRegistry
