@@ -284,20 +284,20 @@ class _PerThreadRegistry:
             MAX_DISCOVERY_STRIDE, max(1, math.ceil(threads / THREADS_PER_DISCOVERY))
         )
         self._discover_in = self.discovery_stride - 1
-        found = _running_loops_on_stacks()
-        for tid, loop in found:
-            self._running[id(loop)] = (loop, tid)
-            # A loop class without weakref support raises TypeError: not remembered.
-            with contextlib.suppress(TypeError):
-                if loop not in self._seen:
+        for tid, loop in _running_loops_on_stacks():
+            key = id(loop)
+            if key not in self._running:
+                # A loop class without weakref support raises TypeError: not remembered.
+                with contextlib.suppress(TypeError):
                     self._seen.add(loop)
+            self._running[key] = (loop, tid)
 
     def _drop_stopped(self) -> None:
-        for key, (loop, _) in list(self._running.items()):
-            if not _is_running(loop):
-                del self._running[key]
-                self._counts.pop(key, None)
-                self._counted_at.pop(key, None)
+        stopped = [key for key, (loop, _) in self._running.items() if not _is_running(loop)]
+        for key in stopped:
+            del self._running[key]
+            self._counts.pop(key, None)
+            self._counted_at.pop(key, None)
 
     def _count_loop(self, key: int, loop: Any) -> None:
         try:
@@ -307,9 +307,11 @@ class _PerThreadRegistry:
         self._counted_at[key] = self._calls
 
     def _py_tasks(self) -> list[Any]:
-        if not self._py_weak and not self._py_eager:  # the usual case: no _PyTask anywhere
+        # The usual case: no _PyTask anywhere (WeakSet.data: see _weak_refs).
+        weak, eager = self._py_weak, self._py_eager
+        if not getattr(weak, "data", weak) and not eager:
             return []
-        return _registered(self._py_weak, self._py_eager)
+        return _registered(weak, eager)
 
     def count(self) -> int:
         with self._lock:
