@@ -362,17 +362,21 @@ _Registry = _WeakSetRegistry | _PerThreadRegistry
 def _pick_registry() -> _Registry | None:
     """The registry of this interpreter, or None when it has none holmespy can read."""
     tasks_mod = asyncio.tasks
-    if sys.version_info >= (3, 14):
-        c_all_tasks = getattr(tasks_mod, "_c_all_tasks", None)
-        if c_all_tasks is not None and asyncio.all_tasks is c_all_tasks:
-            if _RUN_FOREVER_CODE is None:
-                return None
-            return _PerThreadRegistry(
-                c_all_tasks,
-                _as_weakset(getattr(tasks_mod, "_scheduled_tasks", None)),
-                _as_set(getattr(tasks_mod, "_eager_tasks", None)),
-            )
-        # Without the C module every task is a _PyTask in the Python sets below.
+    native = asyncio.Task is not getattr(tasks_mod, "_PyTask", asyncio.Task)
+    if sys.version_info >= (3, 14) and native:
+        # Native tasks are in the C module's per-thread lists. Only the C
+        # all_tasks(loop) reads them: without it (or without a way to find the
+        # loops) say "unsupported" rather than count the Python sets and undercount.
+        c_all_tasks = asyncio.all_tasks
+        if not isinstance(c_all_tasks, types.BuiltinFunctionType) or _RUN_FOREVER_CODE is None:
+            return None
+        return _PerThreadRegistry(
+            c_all_tasks,
+            _as_weakset(getattr(tasks_mod, "_scheduled_tasks", None)),
+            _as_set(getattr(tasks_mod, "_eager_tasks", None)),
+        )
+    # 3.11 - 3.13; or 3.14+ without the C module, where every task is a _PyTask
+    # in the Python sets.
     weak = getattr(tasks_mod, "_all_tasks", None)  # 3.7 - 3.11
     if weak is None:
         weak = getattr(tasks_mod, "_scheduled_tasks", None)  # 3.12+
