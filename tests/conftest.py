@@ -38,7 +38,9 @@ class Run:
     dump_path: Path
 
     def bundles(self, rule: str | None = None) -> list[Bundle]:
-        found = sorted(p.parent for p in self.dump_path.glob("*/*/*/event.json"))
+        # Published bundles only: not the `.tmp-*` folder a bundle is built in.
+        published = self.dump_path.glob("*/*/*/event.json")
+        found = sorted(p.parent for p in published if not p.parent.name.startswith("."))
         bundles = [Bundle(p) for p in found]
         return [b for b in bundles if rule is None or b.event["rule"] == rule]
 
