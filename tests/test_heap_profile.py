@@ -246,7 +246,7 @@ def test_the_window_ends_early_when_tracemalloc_holds_max_blocks() -> None:
     heap = window.capture
 
     assert heap.facts["window_end"] == "max_blocks"
-    assert heap.facts["window_elapsed_seconds"] < 2
+    assert heap.facts["window_elapsed_seconds"] < 5  # before the window's own end, however slow
     assert heap.facts["traced_blocks"] < 50_000
 
 
