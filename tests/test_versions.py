@@ -6,7 +6,6 @@ root): each test states what holds on the Python running it.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import time
@@ -60,27 +59,26 @@ def test_event_json_says_what_this_python_lacks() -> None:
         assert "task_count" in lacks
         assert "3.11-3.13" in lacks["task_count"]
     # This checkout's environment (make setup, the matrix) has every engine.
-    assert "pyspy" not in lacks
     assert "yappi" not in lacks
 
 
-def test_a_missing_engine_is_named_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "yappi" else real_find_spec(name, *a),
-    )
-    monkeypatch.setattr(
-        "holmespy.profilers.cpu._pyspy.find_pyspy", lambda explicit: (None, ["PATH"])
-    )
+def test_a_missing_yappi_is_named_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(support, "_installed", lambda name: name != "yappi")
 
     lacks = support.lacks()
 
-    assert "pip install holmespy[profile]" in lacks["pyspy"]
     assert "pip install holmespy[yappi]" in lacks["yappi"]
     if sys.version_info >= (3, 15):
         assert "python3.15-dev" in lacks["yappi"]
+
+
+def test_looking_for_an_engine_imports_nothing() -> None:
+    # The tick that fires builds event.json: in a worker that dropped
+    # privileges it may not be able to import anything new.
+    before = set(sys.modules)
+    assert support._installed("yappi") is True
+    assert support._installed("no_such_module_for_holmespy") is False
+    assert set(sys.modules) == before
 
 
 def test_an_interpreter_without_a_task_registry_says_the_task_rule_is_off(

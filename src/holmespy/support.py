@@ -2,13 +2,13 @@
 
 `docs/versions.md` has the whole table; this is the part a reader of one
 event needs: a key per missing feature, and a sentence saying what is
-missing and what to do. Called once per event (never per tick), so it may
-look at the filesystem.
+missing and what to do. Called once per event, from the tick that fires, so
+it imports nothing: a prefork worker that dropped privileges after the fork
+may no longer be able to read the standard library (see test_dump_root).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 from holmespy import loops
@@ -19,26 +19,32 @@ __all__ = ["lacks"]
 def lacks() -> dict[str, str]:
     """{feature: what is missing and why}; empty when this Python has everything."""
     out = dict(loops.limitations())
-    try:
-        from holmespy.profilers.cpu._pyspy import find_pyspy
-
-        if find_pyspy(None)[0] is None:
-            out["pyspy"] = (
-                "py-spy is not installed for this Python: CPU profiles come from the"
-                " in-process sampler (pip install holmespy[profile])"
-            )
-    except Exception as exc:  # a broken install must not cost the event
-        out["pyspy"] = f"could not look for py-spy: {type(exc).__name__}: {exc}"
-    try:
-        has_yappi = importlib.util.find_spec("yappi") is not None
-    except (ImportError, ValueError):
-        has_yappi = False
-    if not has_yappi:
+    if not _installed("yappi"):
         out["yappi"] = (
             "yappi is not installed for this Python: HOLMES_CPU_ENGINE=yappi is unavailable"
             f" (pip install holmespy[yappi]{_yappi_build_hint()})"
         )
     return out
+
+
+def _installed(name: str) -> bool:
+    """Whether `import name` would find a top-level module, asked of the finders already loaded.
+
+    Unlike `importlib.util.find_spec` this loads no module (not even
+    importlib.util) and never imports `name` itself.
+    """
+    if name in sys.modules:
+        return True
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        try:
+            if find_spec(name, None) is not None:
+                return True
+        except Exception:
+            continue
+    return False
 
 
 def _yappi_build_hint() -> str:
