@@ -16,7 +16,7 @@ from holmespy.watcher import Watcher
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("holmes_stopped")]
 
-QUICK = Rule(min=0, diff=0, abs=0, cooldown=0)  # fires on every sample after warm-up
+QUICK = Rule(min=0, diff=0, abs=0, cooldown=0)  # fires on every sample, the first one too
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -185,6 +185,24 @@ def test_tick_reports_every_rule_decision(tmp_path: Path) -> None:
     assert [d.verdict.value for _, d in decisions[0]] == ["warmup"]
     assert decisions[-1][0][0] == "thread"
     assert decisions[-1][0][1].verdict.value == "no-spike"
+
+
+def test_a_process_that_starts_over_abs_fires_on_its_first_tick(tmp_path: Path) -> None:
+    # A fresh worker that leaked threads before anyone watched: no blind warm-up.
+    never = threading.Event()
+    leaked = [threading.Thread(target=never.wait, daemon=True) for _ in range(12)]
+    for thread in leaked:
+        thread.start()
+    abs_below_now = threading.active_count() - 5
+    watcher = Watcher(quiet_config(tmp_path, thread=Rule(min=1, diff=25, abs=abs_below_now)))
+    try:
+        ((name, decision),) = watcher.tick()
+    finally:
+        watcher.stop()
+        never.set()
+    assert name == "thread"
+    assert decision.fire, decision.reason
+    assert decision.reason.endswith(f"> abs {abs_below_now}")
 
 
 def test_holmespy_threads_are_daemons_and_named(tmp_path: Path) -> None:
