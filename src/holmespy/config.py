@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from holmespy.errors import ConfigError, ConfigWarning
+from holmespy.fork import interpreter_target
 from holmespy.redact import public_url
 from holmespy.rules import Limit, Rule
 
@@ -266,11 +267,23 @@ def parse_choice(name: str, text: str, choices: tuple[str, ...], *, upper: bool 
 
 
 def default_service() -> str:
-    """The script's name, made safe for paths and object keys."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-    stem = Path(argv0).stem if argv0 else ""
-    if stem == "__main__":
-        stem = Path(argv0).parent.name
+    """The name of the program the user started, made safe for paths and object keys.
+
+    `python app.py` gives `app`, a console script its own name (`gunicorn`,
+    `uvicorn`), `python -m pkg.mod` gives `mod` (the name runpy's `argv[0]`
+    gives once the module runs; before that, in a `sitecustomize`, `argv[0]`
+    is still `-m` and the module is read from `sys.orig_argv`).
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 == "-m":
+        kind, module = interpreter_target(getattr(sys, "orig_argv", []))
+        stem = module.rpartition(".")[2] if kind == "-m" else ""
+    elif argv0 in ("", "-c"):
+        stem = ""
+    else:
+        stem = Path(argv0).stem
+        if stem == "__main__":
+            stem = Path(argv0).parent.name
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:128]
     return safe or "python"
 
