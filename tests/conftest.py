@@ -38,7 +38,8 @@ class Run:
     dump_path: Path
 
     def bundles(self, rule: str | None = None) -> list[Bundle]:
-        found = sorted(p.parent for p in self.dump_path.glob("*/*/*/event.json"))
+        # [!.]: not `.tmp-…` folders, whose event.json is written just before the rename.
+        found = sorted(p.parent for p in self.dump_path.glob("*/*/[!.]*/event.json"))
         bundles = [Bundle(p) for p in found]
         return [b for b in bundles if rule is None or b.event["rule"] == rule]
 
