@@ -259,10 +259,12 @@ if pid == 0:
     for n in range(40):
         threading.Thread(target=never.wait, name=f"worker-leak-{n}", daemon=True).start()
     dumps = os.environ["HOLMES_DUMP_PATH"]
-    while not any(f"-thread-" in name for _, dirs, _ in os.walk(dumps) for name in dirs):
+    while not any(  # published: renamed from its `.tmp-` name
+        "-thread-" in name and not name.startswith(".") for _, dirs, _ in os.walk(dumps)
+        for name in dirs
+    ):
         assert time.monotonic() < deadline, "no event from the worker"
         time.sleep(0.05)
-    time.sleep(0.5)  # the rename that publishes it is the last step; let it land
     os._exit(0)
 os.waitpid(pid, 0)
 """
@@ -356,7 +358,8 @@ def worker(dumps):
     mine = f'"pid": {os.getpid()},'
     while not any(
         mine in open(os.path.join(d, "event.json"), encoding="utf-8").read()
-        for d, _, files in os.walk(dumps) if "event.json" in files
+        for d, _, files in os.walk(dumps)
+        if "event.json" in files and not os.path.basename(d).startswith(".")
     ):
         assert time.monotonic() < deadline, "no event from worker %d" % os.getpid()
         time.sleep(0.05)
@@ -407,7 +410,7 @@ def test_spawned_workers_are_named_after_the_server_and_helpers_are_not_watched(
     assert result.code == 0, result.out + result.err
     seen = json.loads(result.out)
     assert set(seen["workers"].values()) == {0}, seen
-    events = [json.loads(p.read_text()) for p in dumps.glob("*/*/*/event.json")]
+    events = [json.loads(b.read_text()) for b in dumps.glob("*/*/[!.]*/event.json")]
     services = {e["pid"]: e["service"] for e in events}
     assert {services.get(int(pid)) for pid in seen["workers"]} == {"server"}, services
     assert set(seen["helper_threads"].values()) == {1}, seen  # no holmespy thread in a helper
@@ -461,7 +464,7 @@ def test_no_default_encoding_anywhere_on_the_watcher_or_cli_path(tmp_path: Path)
         assert done.returncode in (0, 1), (args, done.stdout + done.stderr)  # doctor may warn
 
     run(str(program))
-    events = sorted(p.parent for p in Path(dumps).glob("*/*/*/event.json"))
+    events = sorted(p.parent for p in Path(dumps).glob("*/*/[!.]*/event.json"))
     assert len(events) == 3
     run("-m", "holmespy", "ls", "--from", dumps)
     for event in events:

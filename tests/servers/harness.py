@@ -170,7 +170,8 @@ class Load:
 def events(dumps: Path) -> list[dict[str, Any]]:
     """Every published event under `dumps` (temp folders of captures in progress are not)."""
     found = []
-    for path in sorted(dumps.glob("*/*/*/event.json")):
+    # [!.]: not `.tmp-…` folders, whose event.json is written just before the rename.
+    for path in sorted(dumps.glob("*/*/[!.]*/event.json")):
         with contextlib.suppress(OSError, ValueError):
             event = json.loads(path.read_text(encoding="utf-8"))
             event["_path"] = str(path.parent)
