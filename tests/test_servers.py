@@ -31,6 +31,7 @@ from tests.servers.harness import (
     events,
     hottest_function,
     record,
+    record_cut,
     record_timing,
     running,
     temps_of,
@@ -263,6 +264,7 @@ def test_gunicorn_worker_timeout_publishes_a_partial_cpu_event_without_a_sigkill
     assert "SIGKILL" not in log, log
     assert "Perhaps out of memory" not in log, log
     assert event.get("partial") is True, event
+    record_cut("gunicorn --timeout 4", event)
     profile = Path(event["_path"]) / "cpu.pb.gz"
     function, share = hottest_function(profile)
     assert function.endswith("hot_spin"), (function, share, event["captures"]["cpu"])

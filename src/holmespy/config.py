@@ -555,7 +555,8 @@ OPTIONS: tuple[Option, ...] = (
         "HOLMES_SERVICE",
         "service",
         parse_service,
-        "service name used in dump paths, object keys and metadata (default: the script's name)",
+        "service name used in dump paths, object keys and metadata (default: the program's name:"
+        " the script, the console script such as gunicorn, or the -m module)",
     ),
     Option(
         "HOLMES_INTERVAL",
@@ -712,7 +713,7 @@ def help_table() -> str:
     """The table as text, for `holmespy --help-env` and the docs."""
     defaults = Config()
     # Defaults that depend on the program and user running, said as such.
-    placeholders = {"service": "<script name>", "dump_path": "$TMPDIR/holmespy-<euid>"}
+    placeholders = {"service": "<program name>", "dump_path": "$TMPDIR/holmespy-<euid>"}
     rows = [
         (o.env, placeholders.get(o.field) or o.show(getattr(defaults, o.field)), o.help)
         for o in OPTIONS

@@ -242,6 +242,18 @@ def record_timing(server: str, what: str, onset: float, event: dict[str, Any]) -
     record(server, what, fired_s=fired - onset, published_s=published - onset)
 
 
+def record_cut(server: str, event: dict[str, Any]) -> None:
+    """Record how long after its CPU capture was cut (the process was exiting) `event` was out."""
+    import datetime as dt
+
+    ended = event.get("captures", {}).get("cpu", {}).get("ended_after")
+    if ended is None:
+        return
+    fired = dt.datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+    published = (Path(event["_path"]) / "event.json").stat().st_mtime
+    record(server, "cut to published", cut_to_published_s=published - fired - ended)
+
+
 def record(server: str, what: str, **seconds: float) -> None:
     """Append figures to $HOLMESPY_TEST_TIMINGS (JSON lines) when it is set, for the docs."""
     target = os.environ.get("HOLMESPY_TEST_TIMINGS")
