@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -162,6 +163,32 @@ def test_lazy_start_waits_for_a_collection_after_the_grace_period() -> None:
         lazy.fire()
         assert started == ["started"]  # once
     finally:
+        lazy.disarm()
+
+
+def test_lazy_start_never_hides_a_collection_from_the_host_callback_after_it() -> None:
+    # The collector calls gc.callbacks by index: had ours removed itself while
+    # called, the host's own callback would miss that collection's "stop".
+    import gc
+
+    started = threading.Event()
+    phases: list[str] = []
+
+    def host_callback(phase: str, info: dict[str, Any]) -> None:
+        phases.append(phase)
+
+    lazy = fork.LazyStart(started.set, grace=0.0).arm()
+    gc.callbacks.append(host_callback)
+    try:
+        gc.collect()
+        assert started.wait(30)
+        assert phases == ["start", "stop"]
+        deadline = time.monotonic() + 30
+        while lazy._on_gc in gc.callbacks:  # removed by the start's own thread
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(host_callback)
         lazy.disarm()
 
 

@@ -224,6 +224,7 @@ class LazyStart:
         return self
 
     def disarm(self) -> None:
+        """Never start; leave `gc.callbacks` (not from inside a collection: see `_on_gc`)."""
         self._fired = True
         # A bound method compares equal to a fresh one, so `remove` finds ours.
         while self._on_gc in gc.callbacks:
@@ -244,23 +245,27 @@ class LazyStart:
         self._start()
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        # Inside the host's allocation path: never raise, never block.
+        # Inside the host's allocation path: never raise, never block. The
+        # collector walks `gc.callbacks` by index while it calls them, so
+        # removing ourselves here would skip the host's next callback: the
+        # bare thread does it instead, once this collection is over.
         try:
             if phase != "stop" or self._fired or os.getpid() != self.pid:
                 return
-            if self._clock() - self._since < self._grace:
+            if self._clock() - self._since < self._grace or sys.is_finalizing():
                 return
-            self.disarm()
-            _thread.start_new_thread(_launch, (self._start,))
+            self._fired = True
+            _thread.start_new_thread(_launch, (self,))
         except Exception:
             pass
 
 
-def _launch(start: Callable[[], None]) -> None:
+def _launch(lazy: LazyStart) -> None:
     # A bare thread (no `threading` bookkeeping, no locks taken at the GC's
     # point of call). It hands over to a named `threading` thread so that
     # logging from the start never registers a dummy thread in `threading`.
-    # `start` logs its own failures; a thread that cannot start leaves the
+    # The start logs its own failures; a thread that cannot start leaves the
     # child unwatched, silently, as it would be without holmespy.
     with contextlib.suppress(Exception):
-        threading.Thread(target=start, name="holmespy-start", daemon=True).start()
+        lazy.disarm()
+        threading.Thread(target=lazy._start, name="holmespy-start", daemon=True).start()
