@@ -57,6 +57,13 @@ SPAWN_CHILD = [
 ]
 TRACKER = ["python", "-B", "-c", "from multiprocessing.resource_tracker import main;main(5)"]
 FORKSERVER = ["python", "-c", "from multiprocessing.forkserver import main; main(3, 4, [])"]
+FORKSERVER_313 = [  # 3.13+: the server gets its parent's argv after the code
+    "python",
+    "-c",
+    "import sys; from multiprocessing.forkserver import main; main(3, 4, ['__main__'],"
+    " sys_argv=sys.argv[1:], **{})",
+    "/srv/server.py",
+]
 
 
 @pytest.mark.parametrize(
@@ -70,6 +77,9 @@ FORKSERVER = ["python", "-c", "from multiprocessing.forkserver import main; main
         ),
         pytest.param(TRACKER, ["-c"], fork.Role.HELPER, id="resource tracker"),
         pytest.param(FORKSERVER, ["-c"], fork.Role.FORKSERVER, id="fork server"),
+        pytest.param(
+            FORKSERVER_313, ["-c", "/srv/server.py"], fork.Role.FORKSERVER, id="3.13 fork server"
+        ),
     ],
 )
 def test_process_role_from_the_command_line(
@@ -100,6 +110,7 @@ def test_a_fork_server_child_is_a_program_and_the_server_is_not() -> None:
         ("gunicorn.arbiter", "reexec", fork.ForkKind.EXEC),
         ("multiprocessing.popen_fork", "_launch", fork.ForkKind.WORKER),
         ("subprocess", "_execute_child", fork.ForkKind.EXEC),
+        ("tornado.process", "fork_processes", fork.ForkKind.WORKER),
         ("__main__", "spawn_worker", fork.ForkKind.UNKNOWN),
         ("myserver", "prefork", fork.ForkKind.UNKNOWN),
     ],
@@ -108,7 +119,19 @@ def test_fork_kind_by_the_function_that_forked(
     module: str, function: str, kind: fork.ForkKind
 ) -> None:
     assert fork.fork_kind(frame_in(module, function)) is kind
-    assert fork.fork_kind(None) is fork.ForkKind.UNKNOWN  # forked from C
+
+
+def test_a_fork_from_c_is_an_embedding_servers_worker() -> None:
+    # uWSGI and mod_wsgi fork in C and run the fork hooks: no Python caller.
+    assert fork.fork_kind(None) is fork.ForkKind.WORKER
+
+
+def test_a_gevent_fork_is_classified_by_who_called_it() -> None:
+    namespace: dict[str, Any] = {"__name__": "gevent.os", "sys": sys}
+    exec("def fork():\n    return sys._getframe()\n", namespace)
+    arbiter: dict[str, Any] = {"__name__": "gunicorn.arbiter", "fork": namespace["fork"]}
+    exec("def spawn_worker():\n    return fork()\n", arbiter)
+    assert fork.fork_kind(arbiter["spawn_worker"]()) is fork.ForkKind.WORKER
 
 
 @pytest.mark.parametrize(
@@ -276,11 +299,11 @@ if pid == 0:
     # A hand-made prefork worker that never calls holmespy: it serves, it
     # allocates, and after a while it leaks threads.
     print("worker", os.getpid(), flush=True)
-    junk = None
+    cache = []
     deadline = time.monotonic() + 60
     while len(os.listdir("/proc/self/task")) == 1:
         assert time.monotonic() < deadline, "no watcher started in the worker"
-        junk = [[] for _ in range(1000)]
+        cache.append([{} for _ in range(1000)])  # it loads what it will serve
         time.sleep(0.01)
     never = threading.Event()
     for n in range(40):

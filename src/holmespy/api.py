@@ -217,7 +217,7 @@ def _restart_in_child() -> None:
         # Who called os.fork() says what the child will be; frame 1 is that caller.
         try:
             caller: FrameType | None = sys._getframe(1)
-        except ValueError:  # forked from C, with no Python frame above us
+        except ValueError:  # forked from C (uWSGI), with no Python frame above us
             caller = None
         kind = fork.fork_kind(caller)
         if kind is fork.ForkKind.WORKER:

@@ -49,9 +49,14 @@ WORKER_FORKERS = frozenset(
         ("gunicorn.util", "daemonize"),  # the child is the server from now on
         ("multiprocessing.popen_fork", "_launch"),  # Process.start() with the fork method
         ("billiard.popen_fork", "_launch"),  # celery's prefork pool
+        ("tornado.process", "fork_processes"),
+        ("rq.worker", "fork_work_horse"),  # one job, for as long as it runs
     }
 )
-"""(module, function) whose `os.fork()` always makes a long-lived worker: watched at once."""
+"""(module, function) whose `os.fork()` always makes a long-lived worker: watched at once.
+
+A fork from C with no Python frame above it (uWSGI, mod_wsgi, which run the
+fork hooks for their workers) counts as one too."""
 EXEC_FORKERS = frozenset(
     {
         ("subprocess", ANY),  # a `preexec_fn` child
@@ -59,6 +64,8 @@ EXEC_FORKERS = frozenset(
     }
 )
 """(module, function) whose fork is followed by `exec`: the child is never watched."""
+FORK_WRAPPERS = ("gevent.", "eventlet.")
+"""Modules whose own `fork()` wraps `os.fork()`: who called *them* says what the child is."""
 
 LAZY_GRACE = 1.0
 """Seconds a child of an unknown fork must live before a garbage collection starts its watcher."""
@@ -87,12 +94,13 @@ def process_role(
     code = _command(orig)
     if code is None:
         return Role.PROGRAM
-    if code.startswith(RESOURCE_TRACKER_MAIN):
+    # `in`, not `startswith`: 3.13+ put `import sys; ` before the fork server's.
+    if RESOURCE_TRACKER_MAIN in code:
         return Role.HELPER
-    if code.startswith(SPAWN_MAIN):
+    if SPAWN_MAIN in code:
         current = list(sys.argv if argv is None else argv)
         return Role.SPAWN_BOOTSTRAP if current == SPAWN_ARGV else Role.PROGRAM
-    if code.startswith(FORKSERVER_MAIN):
+    if FORKSERVER_MAIN in code:
         # The server's children share its command line; they are the ones
         # running `_serve_one` (and `prepare()` has restored their argv).
         start = sys._getframe(1) if frame is None else frame
@@ -180,8 +188,10 @@ class ForkKind(enum.Enum):
 
 def fork_kind(caller: FrameType | None) -> ForkKind:
     """Classify a fork by the Python function that called `os.fork()` (module and name)."""
+    while caller is not None and str(caller.f_globals.get("__name__")).startswith(FORK_WRAPPERS):
+        caller = caller.f_back
     if caller is None:
-        return ForkKind.UNKNOWN  # forked from C (uWSGI): nothing to go by
+        return ForkKind.WORKER  # forked from C by an embedding server (uWSGI, mod_wsgi)
     module, function = caller.f_globals.get("__name__"), caller.f_code.co_name
     if (module, function) in WORKER_FORKERS:
         return ForkKind.WORKER
