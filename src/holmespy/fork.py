@@ -142,10 +142,8 @@ def _command(orig_argv: list[str]) -> str | None:
 
 def _in_forkserver_child(frame: FrameType | None) -> bool:
     while frame is not None:
-        code = frame.f_code
-        if code.co_name == "_serve_one" and frame.f_globals.get("__name__") == (
-            "multiprocessing.forkserver"
-        ):
+        module = frame.f_globals.get("__name__")
+        if module == "multiprocessing.forkserver" and frame.f_code.co_name == "_serve_one":
             return True
         frame = frame.f_back
     return False
@@ -168,7 +166,7 @@ def call_after_prepare(callback: Callable[[], None]) -> None:
     def prepare(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)  # the host's behaviour, errors included, first
         if spawn.prepare is prepare:
-            spawn.prepare = original  # this process is prepared; its forks start from here
+            spawn.prepare = original  # once per process (a fork server's children each call it)
         callback()
         return result
 
@@ -204,11 +202,13 @@ class LazyStart:
     """Starts a forked child's watcher once the child has lived `grace` seconds.
 
     A child cannot be asked whether it will live on, and it has no thread to
-    wait with. What every living Python process does sooner or later is
-    collect garbage: the first collection at least `grace` seconds after the
-    fork starts the watcher, as does any call into holmespy's API (`fire()`).
-    A child that execs or exits at once never collects that late, so it never
-    sees a holmespy thread.
+    wait with. What a worker does once it gets going is allocate (it loads
+    code and data), and allocation brings garbage collections: the first one
+    at least `grace` seconds after the fork starts the watcher, as does any
+    call into holmespy's API (`fire()`). A child that execs or exits at once
+    never collects that late, so it never sees a holmespy thread. A child
+    that allocates no more than it frees never collects at all: it stays
+    unwatched until it calls holmespy (docs/servers.md says so).
 
     The collection can happen anywhere in the host, even while a host thread
     holds `threading`'s internal lock; so the callback only spawns a bare OS
