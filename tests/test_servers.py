@@ -304,12 +304,13 @@ def test_gunicorn_recycled_worker_is_replaced_without_waiting_for_its_capture(
     # --max-requests with one worker: the worker exits after its 10th request
     # while a 30 s CPU profile is in progress. Until the replacement has
     # booted nothing is served, so the request that waits for it measures
-    # the delay. The one wall-clock bound in this module: what is checked IS
-    # a delay, and the bound (5 s) is far from both the healthy value
-    # (about 1 s) and the broken one (the capture's 30 s, or the old 10 s
-    # exit flush).
+    # the delay (recorded for docs/servers.md). The exit must cut the window
+    # and publish what it has rather than wait for it: the event says so,
+    # and the delay is far below the window (the one wall-clock check here,
+    # half the broken value, so a slow machine cannot make it fail).
+    window = 30.0
     env = server_env(dumps, HOLMES_CPU="min=0,diff=0,abs=0,cooldown=1h")
-    env["HOLMES_CPU_PROFILE_SECONDS"] = "30"
+    env["HOLMES_CPU_PROFILE_SECONDS"] = str(window)
 
     def argv(port: int) -> list[str]:
         recycle = ["--max-requests", "10", "--max-requests-jitter", "0"]
@@ -328,9 +329,11 @@ def test_gunicorn_recycled_worker_is_replaced_without_waiting_for_its_capture(
             latencies.append((pid, time.monotonic() - started))
             if pid != worker:
                 break
+        event = wait_for_event(dumps, "cpu", rule="cpu", pid=worker, writer_gone=worker)
         log = server.output()
 
     assert latencies[-1][0] != worker, f"the worker was never recycled:\n{log}"
     delay = max(seconds for _, seconds in latencies)
     record("gunicorn --max-requests -w 1", "replacement delay", delay_s=delay)
-    assert delay < 5.0, f"replacement delayed {delay:.1f} s:\n{log}"
+    assert event.get("partial") is True, event
+    assert delay < window / 2, f"the replacement waited {delay:.1f} s for the capture:\n{log}"
