@@ -156,6 +156,21 @@ def test_default_service_is_the_program_the_user_started(
     assert default_service() == service
 
 
+@pytest.mark.parametrize("argv", [None, [], [None], ["-c"], "not-a-list", [b"bytes.py"]])
+def test_a_host_that_mangled_sys_argv_is_still_a_program_named_python(
+    monkeypatch: pytest.MonkeyPatch, argv: object
+) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-c", "pass"])
+    assert fork.process_role() is fork.Role.PROGRAM
+    assert default_service() == "python"
+
+
+def test_a_mangled_orig_argv_is_an_ordinary_program(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "orig_argv", [None, 3, "-c", None])
+    assert fork.process_role() is fork.Role.PROGRAM
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0

@@ -274,9 +274,10 @@ def default_service() -> str:
     gives once the module runs; before that, in a `sitecustomize`, `argv[0]`
     is still `-m` and the module is read from `sys.orig_argv`).
     """
-    argv0 = sys.argv[0] if sys.argv else ""
+    argv = getattr(sys, "argv", None)
+    argv0 = argv[0] if isinstance(argv, list) and argv and isinstance(argv[0], str) else ""
     if argv0 == "-m":
-        kind, module = interpreter_target(getattr(sys, "orig_argv", []))
+        kind, module = interpreter_target([str(a) for a in getattr(sys, "orig_argv", [])])
         stem = module.rpartition(".")[2] if kind == "-m" else ""
     elif argv0 in ("", "-c"):
         stem = ""

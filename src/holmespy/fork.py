@@ -89,7 +89,20 @@ def process_role(
     argv: Sequence[str] | None = None,
     frame: FrameType | None = None,
 ) -> Role:
-    """This process's role, from its original command line (`sys.orig_argv`)."""
+    """This process's role, from its original command line (`sys.orig_argv`).
+
+    Anything unexpected (a host that replaced `sys.argv` with something odd)
+    makes it an ordinary program: watched, never an error.
+    """
+    try:
+        return _role(orig_argv, argv, frame)
+    except Exception:
+        return Role.PROGRAM
+
+
+def _role(
+    orig_argv: Sequence[str] | None, argv: Sequence[str] | None, frame: FrameType | None
+) -> Role:
     orig = list(sys.orig_argv if orig_argv is None else orig_argv)
     code = _command(orig)
     if code is None:
@@ -103,7 +116,7 @@ def process_role(
     if FORKSERVER_MAIN in code:
         # The server's children share its command line; they are the ones
         # running `_serve_one` (and `prepare()` has restored their argv).
-        start = sys._getframe(1) if frame is None else frame
+        start = sys._getframe(2) if frame is None else frame
         return Role.PROGRAM if _in_forkserver_child(start) else Role.FORKSERVER
     return Role.PROGRAM
 
