@@ -14,7 +14,6 @@ tests/test_servers.py` appends onset-to-event times to that file.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from pathlib import Path
 import pytest
 from test_cli_support import clean_env
 
-from holmespy import Config
 from tests.servers.harness import (
     HERE,
     Load,
@@ -261,19 +259,6 @@ def test_aiohttp_task_pileup_writes_a_task_event(dumps: Path, tmp_path: Path) ->
     assert "parked_task" in tasks
 
 
-# The capture lifecycle (a capture in progress cut at exit and published marked
-# partial, within HOLMES_EXIT_SECONDS) is another branch's work, in flight when
-# these tests were written: until it is on main they are expected to fail, and
-# they run for real the moment holmespy has the setting.
-PARTIAL_EVENTS = "exit_seconds" in {f.name for f in dataclasses.fields(Config)}
-needs_partial_events = pytest.mark.xfail(
-    not PARTIAL_EVENTS,
-    reason="needs partial events at exit (HOLMES_EXIT_SECONDS, issue 12 item 1), not on main yet",
-    strict=False,
-)
-
-
-@needs_partial_events
 def test_gunicorn_worker_timeout_publishes_a_partial_cpu_event_without_a_sigkill(
     dumps: Path, tmp_path: Path
 ) -> None:
@@ -313,7 +298,6 @@ def _request_that_dies(server: Server, path: str) -> None:
         server.get(path, timeout=60)
 
 
-@needs_partial_events
 def test_gunicorn_recycled_worker_is_replaced_without_waiting_for_its_capture(
     dumps: Path, tmp_path: Path
 ) -> None:
