@@ -246,7 +246,9 @@ def test_tasks_are_counted_over_loops_in_any_thread_started_before_or_after(tmp_
 
 
 def test_a_queued_capture_is_skipped_if_cpu_rose_above_cpu_max_meanwhile(tmp_path: Path) -> None:
-    watcher = Watcher(quiet_config(tmp_path, thread=QUICK, cpu_max=50.0))
+    # A rule that only a diff could fire: its one tick (warm-up) queues nothing itself.
+    only_diff = Rule(min=0, diff=0, abs=1e9, cooldown=0)
+    watcher = Watcher(quiet_config(tmp_path, thread=only_diff, cpu_max=50.0))
     try:
         watcher.tick()
         assert watcher.last_sample is not None
