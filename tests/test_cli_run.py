@@ -18,7 +18,6 @@ LEAKY = """\
 import os, sys, threading, time
 
 print("pid", os.getpid(), flush=True)
-time.sleep(1.6)  # ten quiet samples at HOLMES_INTERVAL=100ms: the rule's warm-up
 never = threading.Event()
 for n in range(40):
     threading.Thread(target=never.wait, name=f"leaked-{n}", daemon=True).start()

@@ -13,8 +13,12 @@ STEADY_40 = [40.0] * RING_SIZE  # average 40: a spike starts at 40 * 1.25 = 50
 @pytest.mark.parametrize(
     ("previous", "cur", "verdict"),
     [
-        pytest.param([40.0] * 9, 99.0, Verdict.WARMUP, id="9 samples are still warm-up"),
-        pytest.param([], 99.0, Verdict.WARMUP, id="no samples is warm-up"),
+        pytest.param([40.0] * 9, 60.0, Verdict.WARMUP, id="9 samples: no diff comparison yet"),
+        pytest.param([], 60.0, Verdict.WARMUP, id="no samples: no diff comparison yet"),
+        pytest.param([], 70.01, Verdict.FIRE, id="above abs fires from the first sample"),
+        pytest.param([40.0] * 9, 99.0, Verdict.FIRE, id="above abs fires during warm-up"),
+        pytest.param([], 70.0, Verdict.WARMUP, id="at abs during warm-up waits for the ring"),
+        pytest.param([], 9.0, Verdict.BELOW_MIN, id="below min during warm-up"),
         pytest.param(STEADY_40, 9.99, Verdict.BELOW_MIN, id="below min never fires"),
         pytest.param([1.0] * 10, 9.0, Verdict.BELOW_MIN, id="a 9x jump below min is ignored"),
         pytest.param(STEADY_40, 50.0, Verdict.FIRE, id="exactly avg*(100+diff)/100 fires"),
@@ -26,6 +30,37 @@ STEADY_40 = [40.0] * RING_SIZE  # average 40: a spike starts at 40 * 1.25 = 50
 )
 def test_cpu_rule_truth_table(previous: list[float], cur: float, verdict: Verdict) -> None:
     assert evaluate(previous, cur, CPU, now=1000.0).verdict is verdict
+
+
+@pytest.mark.parametrize(
+    ("previous", "cur", "verdict"),
+    [
+        pytest.param([], 499.0, Verdict.FIRE, id="first sample over abs, under max"),
+        pytest.param([], 500.0, Verdict.AT_MAX, id="first sample at max"),
+        pytest.param([20.0] * 3, 60.0, Verdict.WARMUP, id="a 3x jump waits for the ring"),
+        pytest.param([20.0] * 10, 60.0, Verdict.FIRE, id="the same jump fires once warm"),
+    ],
+)
+def test_thread_rule_truth_table_from_the_first_sample(
+    previous: list[float], cur: float, verdict: Verdict
+) -> None:
+    # A fresh worker that leaks 100 threads in its first seconds is reported
+    # at once; only "more than usual" needs to know what usual is.
+    rule = Rule(min=10, diff=25, abs=70, max=500)
+    assert evaluate(previous, cur, rule, now=0.0).verdict is verdict
+
+
+def test_warm_up_reason_names_abs_and_the_samples_still_missing() -> None:
+    decision = evaluate([40.0] * 4, 60.0, CPU, now=0.0)
+    assert decision.average is None
+    assert decision.reason == "60 <= abs 70; the diff comparison is warming up: 4/10 samples"
+
+
+def test_a_fire_during_warm_up_has_no_average() -> None:
+    decision = evaluate([40.0] * 4, 90.0, CPU, now=0.0)
+    assert decision.fire
+    assert decision.average is None
+    assert decision.reason == "90 > abs 70"
 
 
 def test_average_is_float_so_holmes_integer_truncation_does_not_fire() -> None:
@@ -124,6 +159,13 @@ class TestRuleState:
         assert state.observe(80.0, now=11, wall=11).verdict is Verdict.COOLDOWN
         assert state.skipped == {Verdict.COOLDOWN: 1}
 
+    def test_a_fire_during_warm_up_starts_the_cooldown(self) -> None:
+        state = RuleState("thread", Rule(min=10, diff=25, abs=70, cooldown=60))
+        assert state.observe(100.0, now=0, wall=0).fire
+        assert state.observe(100.0, now=1, wall=1).verdict is Verdict.COOLDOWN
+        assert state.observe(100.0, now=60, wall=60).fire
+        assert list(state.ring) == [100.0] * 3
+
     def test_ring_keeps_the_last_samples_and_their_times(self) -> None:
         state = RuleState("cpu", CPU)
         for t in range(15):
@@ -135,8 +177,6 @@ class TestRuleState:
     def test_fires_older_than_the_window_are_forgotten(self) -> None:
         rule = Rule(min=0, diff=0, abs=0, cooldown=0, limit=Limit(1, 100))
         state = RuleState("cpu", rule)
-        for t in range(RING_SIZE):
-            state.observe(1.0, now=t, wall=t)
         assert state.observe(1.0, now=10, wall=10).fire
         assert state.observe(1.0, now=50, wall=50).verdict is Verdict.LIMITED
         assert state.observe(1.0, now=110, wall=110).fire

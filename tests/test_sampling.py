@@ -44,7 +44,7 @@ def test_reader_matches_the_real_process() -> None:
         sample = reader.read()
         assert sample.threads == threading.active_count() or sample.threads >= 1
         assert sample.rss_bytes > 1 << 20
-        assert reader.read().cpu_seconds >= sample.cpu_seconds  # the descriptor is re-read
+        assert reader.read().cpu_seconds >= sample.cpu_seconds  # the file is read again
     finally:
         reader.close()
 
@@ -106,13 +106,31 @@ def test_gc_watch_records_rss_after_each_full_collection_only() -> None:
     assert watch._on_gc not in gc.callbacks
 
 
-def test_gc_watch_callback_never_raises_into_the_collecting_thread() -> None:
+def test_gc_watch_callback_never_raises_into_the_collecting_thread(tmp_path: Path) -> None:
+    watch = GCWatch(str(tmp_path / "no-such-statm"))  # the file cannot be read
+    watch.install()
+    try:
+        gc.collect()
+    finally:
+        watch.uninstall()
+    assert watch.failures == 1
+
+
+def open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_reading_keeps_no_descriptor_open_between_reads() -> None:
+    # A host's open-fd metric or leak check must not see holmespy; a host that
+    # closes every descriptor it does not know cannot pull one from under it.
+    before = open_descriptors()
+    reader = ProcStatReader()
+    reader.read()
     watch = GCWatch()
     watch.install()
     try:
-        os.close(watch._fd)  # type: ignore[arg-type]  # the kept descriptor goes bad
         gc.collect()
+        assert len(watch.drain()) == 1
+        assert open_descriptors() - before == set()
     finally:
-        watch._fd = None
         watch.uninstall()
-    assert watch.failures == 1

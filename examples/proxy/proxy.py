@@ -258,7 +258,7 @@ async def capture_cpu_now() -> dict[str, Any]:
     The cpu rule is swapped for one that fires on any sample; `reconfigure`
     wakes the watcher, whose tick fires and queues the capture; the rule is
     put back as soon as the capture is queued, so exactly one event results.
-    Rules still warming up (the first 10 ticks) do not fire.
+    The first tick has no CPU reading yet, so it does not fire.
     """
     watcher = holmespy.current()
     if watcher is None:
@@ -274,7 +274,7 @@ async def capture_cpu_now() -> dict[str, Any]:
     try:
         while worker.pending() + worker.busy <= queued_before:
             if time.monotonic() > deadline:
-                return {"captured": False, "why": "no tick fired; rules may be warming up"}
+                return {"captured": False, "why": "no tick fired; holmespy may have just started"}
             await asyncio.sleep(0.005)
     finally:
         holmespy.reconfigure(original)

@@ -1,25 +1,50 @@
-"""`start()`, `stop()`, `status()`: the process-wide instance, and its life across `fork()`."""
+"""`start()`, `stop()`, `status()`: the process-wide instance, and its life in child processes.
+
+A forked child gets its own watcher, at once or lazily depending on who
+forked it; a spawned child (multiprocessing's spawn or forkserver) gets it
+right after `prepare()` has restored its server's `sys.argv`, which names
+it. See `holmespy.fork`.
+"""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
-from holmespy import signals
-from holmespy.config import Config
+from holmespy import fork, signals
+from holmespy.config import Config, default_service
 from holmespy.storage.reporter import StoredEvent
 from holmespy.watcher import Status, Watcher
+
+Callback = Callable[[StoredEvent], object]
 
 log = logging.getLogger("holmespy")
 
 _lock = threading.RLock()
 _instance: Watcher | None = None
 _disabled: Config | None = None
+_pending: _Pending | None = None
 _fork_hook_registered = False
+
+
+@dataclass
+class _Pending:
+    """A watcher this process starts later: after `prepare()`, or lazily in a forked child."""
+
+    config: Config
+    callbacks: tuple[Callback, ...] = ()
+    rename: bool = False
+    """The service was the default name: take it again from the argv `prepare()` restores."""
+    lazy: fork.LazyStart | None = None
+    """Set in a forked child whose watcher waits for a sign that the child lives on."""
+    pid: int = field(default_factory=os.getpid)
 
 
 def start(config: Config | None = None) -> Watcher | None:
@@ -29,35 +54,46 @@ def start(config: Config | None = None) -> Watcher | None:
     `ConfigError` naming any malformed variable. On a running instance, a
     `config` given here is applied live; without one, the instance is returned
     as it is. With `HOLMES_ENABLE=0` (or `Config(enable=False)`) it does
-    nothing and returns None.
+    nothing and returns None. In a multiprocessing child that has not been
+    prepared yet (`holmespy run` starts holmespy that early) the watcher
+    starts once it is, and this returns None; multiprocessing's resource
+    tracker is never watched.
     """
-    global _instance, _disabled, _fork_hook_registered
+    global _instance, _disabled, _pending
+    _start_lazy_child()
     with _lock:
         running = _instance if _instance is not None and _instance.pid == os.getpid() else None
         if running is not None and running.running:
             if config is not None and config != running.config:
                 running.reconfigure(config)
             return running
+        role = fork.process_role()
+        if role is fork.Role.HELPER:
+            log.debug("holmespy does not watch multiprocessing helper %d", os.getpid())
+            return None
         config = config if config is not None else Config.from_env()
         if not config.enable:
             _disabled = config
             return None
         _disabled = None
-        if not _fork_hook_registered:
-            os.register_at_fork(after_in_child=_restart_in_child)
-            atexit.register(_finish_at_exit)
-            _fork_hook_registered = True
-        _instance = Watcher(config).start()
-        if config.exit_seconds > 0:
-            signals.install(_finish_on_sigterm)
-        return _instance
+        if role is not fork.Role.PROGRAM:
+            # Too early to know the server's name, and (fork server) no place for threads.
+            rename = config.service == default_service()
+            _pending = _Pending(config, rename=rename)
+            fork.call_after_prepare(_start_prepared)
+            return None
+        _pending = None
+        return _start_watcher(config)
 
 
 def stop(timeout: float = 2.0) -> None:
     """Stop the watcher and its capture worker; `start()` works again afterwards."""
-    global _instance
+    global _instance, _pending
     with _lock:
         instance, _instance = _instance, None
+        pending, _pending = _pending, None
+    if pending is not None and pending.lazy is not None:
+        pending.lazy.disarm()
     if instance is not None and instance.pid == os.getpid():
         instance.stop(timeout)
         signals.uninstall()
@@ -65,17 +101,20 @@ def stop(timeout: float = 2.0) -> None:
 
 def status() -> Status:
     """What holmespy is doing and every failure it absorbed (never raises)."""
+    _start_lazy_child()
     instance = _instance
     if instance is None or instance.pid != os.getpid():
         return Status(
-            enabled=_disabled is None and instance is not None, running=False, pid=os.getpid()
+            enabled=_disabled is None and (instance is not None or _pending is not None),
+            running=False,
+            pid=os.getpid(),
         )
     return instance.status()
 
 
 def reconfigure(config: Config | None = None, **changes: Any) -> Config:
     """Change the running instance's settings live, e.g. `reconfigure(interval=1.0)`."""
-    instance = _instance
+    instance = current()
     if instance is None or not instance.running:
         raise RuntimeError("holmespy is not running: call holmespy.start() first")
     return instance.reconfigure(config, **changes)
@@ -96,28 +135,97 @@ def on_stored(callback: Callable[[StoredEvent], None]) -> None:
 
 def current() -> Watcher | None:
     """The running instance of this process, if any."""
+    _start_lazy_child()
     instance = _instance
     return instance if instance is not None and instance.pid == os.getpid() else None
+
+
+def _start_watcher(config: Config, callbacks: tuple[Callback, ...] = ()) -> Watcher:
+    # Called with `_lock` held.
+    global _instance, _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_restart_in_child)
+        atexit.register(_finish_at_exit)
+        _fork_hook_registered = True
+    watcher = Watcher(config)
+    for callback in callbacks:  # the child reports too
+        watcher.uploader.reporter.subscribe(callback)
+    _instance = watcher.start()
+    if config.exit_seconds > 0:
+        signals.install(_finish_on_sigterm)  # the main thread only: see signals.install
+    return _instance
+
+
+def _start_prepared() -> None:
+    # Right after multiprocessing's prepare() in a spawned (or fork-server) child.
+    global _pending
+    try:
+        with _lock:
+            pending = _pending
+            if pending is None or pending.lazy is not None:
+                return  # stopped meanwhile
+            _pending = None
+            if current() is not None:
+                return  # the program's own start() ran during prepare()
+            config = pending.config
+            if pending.rename:
+                config = config.replace(service=default_service())
+            _start_watcher(config, pending.callbacks)
+    except Exception:
+        log.exception("holmespy could not start in multiprocessing child %d", os.getpid())
+
+
+def _start_lazy_child() -> None:
+    # Any call into holmespy shows that a forked child lives on: start its watcher now.
+    pending = _pending
+    if pending is not None and pending.lazy is not None and pending.pid == os.getpid():
+        pending.lazy.fire()
+
+
+def _start_lazy() -> None:
+    global _pending
+    try:
+        with _lock:
+            pending = _pending
+            if pending is None or pending.lazy is None or pending.pid != os.getpid():
+                return
+            _pending = None
+            _start_watcher(pending.config, pending.callbacks)
+    except Exception:
+        log.exception("holmespy could not start its watcher in forked child %d", os.getpid())
 
 
 def _restart_in_child() -> None:
     # Runs in the child right after fork(): the parent's threads do not exist
     # here and its locks may be held forever, so build everything anew.
-    global _instance, _lock
+    global _instance, _lock, _pending
     _lock = threading.RLock()
-    parent = _instance
-    # Not `parent.running`: threading has already marked the parent's threads dead here.
-    if parent is None or parent.pid == os.getpid() or not parent.active:
-        return
+    parent, inherited = _instance, _pending
+    pid = os.getpid()
     try:
-        parent.abandon_after_fork()
-        _instance = None
-        child = Watcher(parent.config)
-        for callback in parent.uploader.reporter.callbacks:  # the child reports too
-            child.uploader.reporter.subscribe(callback)
-        _instance = child.start()
+        if parent is not None and parent.pid != pid and parent.active:
+            # Not `parent.running`: threading has already marked its threads dead here.
+            parent.abandon_after_fork()
+            _instance = None
+            config, callbacks = parent.config, tuple(parent.uploader.reporter.callbacks)
+        elif inherited is not None and inherited.lazy is not None and inherited.pid != pid:
+            inherited.lazy.disarm()  # forked by a child whose own watcher had not started
+            _pending = None
+            config, callbacks = inherited.config, inherited.callbacks
+        else:
+            return
+        # Who called os.fork() says what the child will be; frame 1 is that caller.
+        try:
+            caller: FrameType | None = sys._getframe(1)
+        except ValueError:  # forked from C (uWSGI), with no Python frame above us
+            caller = None
+        kind = fork.fork_kind(caller)
+        if kind is fork.ForkKind.WORKER:
+            _start_watcher(config, callbacks)
+        elif kind is fork.ForkKind.UNKNOWN:
+            _pending = _Pending(config, callbacks, lazy=fork.LazyStart(_start_lazy).arm())
     except Exception:
-        log.exception("holmespy could not restart its watcher in forked child %d", os.getpid())
+        log.exception("holmespy could not restart its watcher in forked child %d", pid)
 
 
 def _finish(reason: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 from holmespy.errors import ConfigError, ConfigWarning
+from holmespy.fork import interpreter_target
 from holmespy.redact import public_url
 from holmespy.rules import Limit, Rule
 
@@ -266,11 +267,24 @@ def parse_choice(name: str, text: str, choices: tuple[str, ...], *, upper: bool 
 
 
 def default_service() -> str:
-    """The script's name, made safe for paths and object keys."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-    stem = Path(argv0).stem if argv0 else ""
-    if stem == "__main__":
-        stem = Path(argv0).parent.name
+    """The name of the program the user started, made safe for paths and object keys.
+
+    `python app.py` gives `app`, a console script its own name (`gunicorn`,
+    `uvicorn`), `python -m pkg.mod` gives `mod` (the name runpy's `argv[0]`
+    gives once the module runs; before that, in a `sitecustomize`, `argv[0]`
+    is still `-m` and the module is read from `sys.orig_argv`).
+    """
+    argv = getattr(sys, "argv", None)
+    argv0 = argv[0] if isinstance(argv, list) and argv and isinstance(argv[0], str) else ""
+    if argv0 == "-m":
+        kind, module = interpreter_target([str(a) for a in getattr(sys, "orig_argv", [])])
+        stem = module.rpartition(".")[2] if kind == "-m" else ""
+    elif argv0 in ("", "-c"):
+        stem = ""
+    else:
+        stem = Path(argv0).stem
+        if stem == "__main__":
+            stem = Path(argv0).parent.name
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:128]
     return safe or "python"
 
@@ -542,7 +556,8 @@ OPTIONS: tuple[Option, ...] = (
         "HOLMES_SERVICE",
         "service",
         parse_service,
-        "service name used in dump paths, object keys and metadata (default: the script's name)",
+        "service name used in dump paths, object keys and metadata (default: the program's name:"
+        " the script, the console script such as gunicorn, or the -m module)",
     ),
     Option(
         "HOLMES_INTERVAL",
@@ -699,7 +714,7 @@ def help_table() -> str:
     """The table as text, for `holmespy --help-env` and the docs."""
     defaults = Config()
     # Defaults that depend on the program and user running, said as such.
-    placeholders = {"service": "<script name>", "dump_path": "$TMPDIR/holmespy-<euid>"}
+    placeholders = {"service": "<program name>", "dump_path": "$TMPDIR/holmespy-<euid>"}
     rows = [
         (o.env, placeholders.get(o.field) or o.show(getattr(defaults, o.field)), o.help)
         for o in OPTIONS

@@ -2,8 +2,10 @@
 
 A `gc.callbacks` hook runs on whichever host thread triggered the collection,
 so it does the least possible: after a generation-2 collection it reads RSS
-from a kept `/proc/<pid>/statm` descriptor (one `pread`) and appends it to a
-bounded deque; the watcher thread drains the deque on its next tick.
+from `/proc/<pid>/statm` (open, one read, close: a few µs next to a full
+collection's milliseconds, and no descriptor kept for the host to see) and
+appends it to a bounded deque; the watcher thread drains the deque on its
+next tick.
 """
 
 from __future__ import annotations
@@ -20,13 +22,10 @@ from holmespy.procstat import read_rss_bytes
 class GCWatch:
     def __init__(self, statm_path: str | None = None, maxlen: int = 64) -> None:
         self._path = statm_path or f"/proc/{os.getpid()}/statm"
-        self._fd: int | None = None
         self.samples: deque[tuple[float, int]] = deque(maxlen=maxlen)
         self.failures = 0
 
     def install(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
 
@@ -34,9 +33,6 @@ class GCWatch:
         # A bound method compares equal to a fresh one, so `remove` finds ours.
         while self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
 
     def drain(self) -> list[tuple[float, int]]:
         """(epoch time, RSS bytes) of each full GC since the last drain, oldest first."""
@@ -52,8 +48,6 @@ class GCWatch:
         if phase != "stop" or info.get("generation") != 2:
             return
         try:
-            fd = self._fd
-            if fd is not None:
-                self.samples.append((time.time(), read_rss_bytes(fd)))
+            self.samples.append((time.time(), read_rss_bytes(self._path)))
         except Exception:
             self.failures += 1

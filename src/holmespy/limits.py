@@ -121,7 +121,7 @@ def _host_memory(proc: Path) -> tuple[int, str]:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except (OSError, ValueError):  # ValueError: undecodable bytes or NUL in a garbled path
         return None
 

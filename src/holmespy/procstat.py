@@ -1,8 +1,12 @@
 """The watcher's cheapest read: CPU time, thread count and RSS from one `/proc` file.
 
-`/proc/self/stat` answers all three in one `pread` on a kept descriptor
-(3.4 µs here, against ~40 µs for the same numbers through psutil). `/proc/self`
-is resolved when the file is opened, so a forked child must open its own.
+`/proc/<pid>/stat` answers all three in one read (2.3 µs here for open, read
+and close, against ~40 µs for the same numbers through psutil). No
+descriptor is kept between reads: a kept one would show in the host's
+`/proc/self/fd` (a server's open-fd metric, a test that checks for leaked
+descriptors), would be inherited by a forked child, and could be closed under
+holmespy by a host that closes every descriptor it does not know. A kept
+`pread` would save 1.2 µs a tick.
 """
 
 from __future__ import annotations
@@ -38,23 +42,27 @@ def parse_stat(text: bytes) -> ProcSample:
 
 
 class ProcStatReader:
-    """Reads one process's stat file through a descriptor kept open between ticks."""
+    """Reads one process's stat file, opening it for each read."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = os.fspath(path) if path is not None else f"/proc/{os.getpid()}/stat"
-        self._fd: int | None = None
 
     def read(self) -> ProcSample:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        return parse_stat(os.pread(self._fd, 4096, 0))
+        return parse_stat(read_proc_file(self.path, 4096))
 
     def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        """Nothing to release: kept for callers that close what they open."""
 
 
-def read_rss_bytes(statm_fd: int) -> int:
-    """RSS from an open `/proc/<pid>/statm` (field 2, in pages): the cheapest RSS read."""
-    return int(os.pread(statm_fd, 256, 0).split()[1]) * _PAGE_SIZE
+def read_proc_file(path: str, size: int) -> bytes:
+    """One read of a small `/proc` file through a descriptor that lives only for that read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+def read_rss_bytes(statm_path: str) -> int:
+    """RSS from `/proc/<pid>/statm` (field 2, in pages): the cheapest RSS read."""
+    return int(read_proc_file(statm_path, 256).split()[1]) * _PAGE_SIZE

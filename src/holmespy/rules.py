@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 RING_SIZE = 10
-"""Samples kept per rule; also the warm-up: no decision before the ring is full."""
+"""Samples kept per rule; also the warm-up of the `diff` comparison, which needs a full ring."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Rule:
 
     A sample `cur` fires when `cur >= min` and (`cur > abs` or
     `cur >= avg(previous) * (100 + diff) / 100`) and, if `max` is set, `cur < max`.
+    `min`, `abs` and `max` apply from the first sample; the `diff` comparison
+    waits until `RING_SIZE` samples came before `cur`.
     """
 
     min: float
@@ -104,11 +106,12 @@ def evaluate(
     the process burns more CPU than `cpu_max`.
     """
     n = len(previous)
-    if n < RING_SIZE:
-        return Decision(Verdict.WARMUP, cur, None, lambda: f"warming up: {n}/{RING_SIZE} samples")
-    # The ring holds exactly RING_SIZE samples once warm: sum it without a copy.
-    avg = math.fsum(previous if n == RING_SIZE else list(previous)[-RING_SIZE:]) / RING_SIZE
-    spike_at = avg * (100.0 + rule.diff) / 100.0
+    # `abs` and `max` need no history: a fresh worker that starts broken is
+    # reported at once. Only the `diff` comparison waits for a full ring,
+    # which once warm holds exactly RING_SIZE samples: sum it without a copy.
+    avg: float | None = None
+    if n >= RING_SIZE:
+        avg = math.fsum(previous if n == RING_SIZE else list(previous)[-RING_SIZE:]) / RING_SIZE
     v: Callable[[], str] = lambda: _fmt_num(cur)  # noqa: E731
 
     if cur < rule.min:
@@ -123,7 +126,17 @@ def evaluate(
     why: Callable[[], str]
     if cur > rule.abs:
         why = lambda: f"{v()} > abs {_fmt_num(rule.abs)}"  # noqa: E731
-    elif cur >= spike_at:
+    elif avg is None:
+        return Decision(
+            Verdict.WARMUP,
+            cur,
+            None,
+            lambda: (
+                f"{v()} <= abs {_fmt_num(rule.abs)}; the diff comparison is warming up: "
+                f"{n}/{RING_SIZE} samples"
+            ),
+        )
+    elif cur >= (spike_at := avg * (100.0 + rule.diff) / 100.0):
         why = lambda: (  # noqa: E731
             f"{v()} >= {_fmt_num(spike_at)} = average {_fmt_num(avg)} of the last "
             f"{RING_SIZE} samples + diff {_fmt_num(rule.diff)}%"

@@ -138,7 +138,8 @@ def check_pyspy(config: Config | None) -> Finding:
             [sys.executable, "-c", _PYSPY_PROBE],
             env=env,
             capture_output=True,
-            text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=PYSPY_TIMEOUT,
             check=False,
         )
@@ -168,7 +169,7 @@ def check_pyspy(config: Config | None) -> Finding:
 def _ptrace_todo() -> str:
     fallback = "; until then CPU profiles come from the in-process sampler"
     try:
-        scope = int(YAMA_SCOPE.read_text().strip())
+        scope = int(YAMA_SCOPE.read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         scope = None
     if scope == 3:

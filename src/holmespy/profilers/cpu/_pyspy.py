@@ -148,7 +148,7 @@ def set_ptracer(value: int) -> str:
 def yama_scope(path: Path = YAMA_SCOPE) -> int | None:
     """Yama's ptrace_scope, or None without Yama; -1 when the file exists but is unreadable."""
     try:
-        return int(path.read_text().strip())
+        return int(path.read_text(encoding="ascii").strip())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
