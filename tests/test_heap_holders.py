@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -407,25 +411,47 @@ def test_growth_against_the_previous_snapshot(make_module: MakeModule) -> None:
     assert second.shares[session][0].holder == "holmes_app.grow.REGISTRY"
 
 
-def list_every_holder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The text lists the top 20 holders; in a long test session (boto3, servers
-    loaded) the small holders these format tests make may rank lower."""
-    import holmespy.profilers.holders as holders_module
+def render_in_a_fresh_interpreter(program: str) -> str:
+    """Run `program`, then print `render(holders_snapshot())`, in a new Python.
 
-    monkeypatch.setattr(holders_module, "TOP_HOLDERS_SHOWN", 100_000)
+    These tests check the text's form on a heap the test controls: inside a
+    long test session (boto3, servers, earlier tests' leftovers) the small
+    holders they make can rank anywhere, or be reached first from elsewhere.
+    """
+    src = Path(__file__).resolve().parent.parent / "src"
+    code = (
+        textwrap.dedent(program)
+        + "\nfrom holmespy.profilers.holders import holders_snapshot, render\n"
+        + "TEXT = render(holders_snapshot())\n"
+        + "after_snapshot()\n"
+        + "sys.stdout.write(TEXT)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
-def test_the_text_names_the_holder_the_type_and_the_bytes(
-    make_module: MakeModule, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    list_every_holder(monkeypatch)
-    make_module("holmes_app.text", REGISTRY={n: Session(n) for n in range(5000)})
-
-    text = render(holders_snapshot())
+def test_the_text_names_the_holder_the_type_and_the_bytes() -> None:
+    text = render_in_a_fresh_interpreter(
+        """
+        import sys, types
+        class Session:
+            def __init__(self, n):
+                self.n = n
+        module = types.ModuleType("holmes_app.text")
+        module.REGISTRY = {n: Session(n) for n in range(5000)}
+        sys.modules["holmes_app.text"] = module
+        def after_snapshot():
+            pass
+        """
+    )
 
     assert text.startswith("holmespy heap holders: pid ")
     line = next(x for x in text.splitlines() if "holmes_app.text.REGISTRY (a dict" in x)
-    assert f"5,000 {__name__}.Session" in line
+    assert "5,000 __main__.Session" in line
     assert "[1] " in text
     assert "holds " in text
 
@@ -440,24 +466,24 @@ def test_small_holders_are_summed_per_kind(make_module: MakeModule) -> None:
     assert any(h.label.startswith("(other module globals") and h.roots > 2 for h in others)
 
 
-def test_a_hostile_thread_name_stays_on_one_escaped_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    list_every_holder(monkeypatch)
-    ready, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        payload = [bytearray(70_000)]
-        ready.set()
-        done.wait(60)
-        del payload
-
-    thread = threading.Thread(target=hold, name='evil\n[1] fake.HOLDER\x1b]0;title\x07"')
-    thread.start()
-    try:
+def test_a_hostile_thread_name_stays_on_one_escaped_line() -> None:
+    text = render_in_a_fresh_interpreter(
+        """
+        import sys, threading
+        ready, done = threading.Event(), threading.Event()
+        def hold():
+            payload = [bytearray(70_000)]
+            ready.set()
+            done.wait(60)
+            del payload
+        thread = threading.Thread(target=hold, name='evil\\n[1] fake.HOLDER\\x1b]0;title\\x07"')
+        thread.start()
         assert ready.wait(30)
-        text = render(holders_snapshot())
-    finally:
-        done.set()
-        thread.join()
+        def after_snapshot():
+            done.set()
+            thread.join()
+        """
+    )
     assert "\x1b" not in text
     assert "\x07" not in text
     assert not [line for line in text.splitlines() if line.startswith("[1] fake.HOLDER")]
