@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 from collections.abc import Generator
 from typing import Any
 
@@ -321,6 +322,20 @@ def test_on_3_14_with_many_threads_a_new_loop_is_found_within_the_discovery_stri
             thread.join(5)
 
     assert counts[-1] == before + 3
+
+
+def test_holmespy_never_keeps_alive_a_loop_the_host_dropped() -> None:
+    lt = LoopThread("short-lived")
+    with lt:
+        lt.spawn(park())
+        lt.settle()
+        loops.count_tasks()  # seen running, and remembered on 3.14+
+        loops.all_tasks()
+    ref = weakref.ref(lt.loop)
+    del lt  # the host lets go of the loop, and holmespy counts no more
+
+    gc.collect()
+    assert ref() is None
 
 
 def test_count_tasks_is_zero_when_the_python_has_no_task_registry(

@@ -28,7 +28,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -269,9 +269,10 @@ class _PerThreadRegistry:
         self._py_eager = py_eager
         self._lock = threading.Lock()  # the watcher counts while the capture worker lists
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
-        # Running loops by id(loop): (the loop, its thread). Held strongly only
-        # while running: a loop that stops is dropped at the next count.
-        self._running: dict[int, tuple[Any, int]] = {}
+        # Running loops by id(loop): (a weak reference to the loop, its thread).
+        # Weak, so that holmespy never keeps a loop the host dropped alive,
+        # even when counting stops; a loop that stops is dropped at the next count.
+        self._running: dict[int, tuple[Callable[[], Any], int]] = {}
         self._counts: dict[int, int] = {}  # id(loop) -> its pending tasks at its last count
         self._counted_at: dict[int, int] = {}  # id(loop) -> the count() call that counted it
         self._calls = 0
@@ -286,18 +287,24 @@ class _PerThreadRegistry:
         self._discover_in = self.discovery_stride - 1
         for tid, loop in _running_loops_on_stacks():
             key = id(loop)
-            if key not in self._running:
+            known = self._running.get(key)
+            if known is None or known[0]() is not loop:  # new (an id may be reused)
+                self._forget(key)
                 # A loop class without weakref support raises TypeError: not remembered.
                 with contextlib.suppress(TypeError):
                     self._seen.add(loop)
-            self._running[key] = (loop, tid)
+            self._running[key] = (_weak(loop), tid)
 
     def _drop_stopped(self) -> None:
-        stopped = [key for key, (loop, _) in self._running.items() if not _is_running(loop)]
-        for key in stopped:
-            del self._running[key]
-            self._counts.pop(key, None)
-            self._counted_at.pop(key, None)
+        for key, (ref, _) in list(self._running.items()):
+            loop = ref()
+            if loop is None or not _is_running(loop):
+                self._forget(key)
+
+    def _forget(self, key: int) -> None:
+        self._running.pop(key, None)
+        self._counts.pop(key, None)
+        self._counted_at.pop(key, None)
 
     def _count_loop(self, key: int, loop: Any) -> None:
         try:
@@ -325,10 +332,10 @@ class _PerThreadRegistry:
             fresh = [key for key in running if key not in self._counts]
             if fresh:
                 for key in fresh:
-                    self._count_loop(key, running[key][0])
+                    self._count_loop(key, running[key][0]())
             elif running:
                 oldest = min(running, key=self._counted_at.__getitem__)
-                self._count_loop(oldest, running[oldest][0])
+                self._count_loop(oldest, running[oldest][0]())
             n = sum(self._counts.values())
         py_tasks = self._py_tasks()
         if py_tasks:
@@ -339,11 +346,13 @@ class _PerThreadRegistry:
         with self._lock:
             self._discover()
             self._drop_stopped()
-            known = {key: loop for key, (loop, _) in self._running.items()}
+            known = {key: ref() for key, (ref, _) in self._running.items()}
         for loop in _copy(self._seen):
             known.setdefault(id(loop), loop)
         found: list[Any] = []
         for loop in known.values():
+            if loop is None:
+                continue
             try:
                 found.extend(self._all_tasks(loop))
             except Exception:
@@ -354,6 +363,14 @@ class _PerThreadRegistry:
     def loop_threads(self) -> dict[int, int]:
         with self._lock:
             return {key: tid for key, (_, tid) in self._running.items()}
+
+
+def _weak(obj: Any) -> Callable[[], Any]:
+    """A weak reference to `obj`, or (for a class without weakref support) a strong one."""
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
 
 
 _Registry = _WeakSetRegistry | _PerThreadRegistry
