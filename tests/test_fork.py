@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import RunProgram
@@ -104,3 +108,55 @@ def test_a_forked_childs_main_thread_has_its_own_native_id_and_cpu_clock(
     cpu_by_thread = eval(out.split("cpu by thread ")[1].splitlines()[0])  # a dict literal
     # With the parent's id the sampler read no clock at all for it: 0 ns.
     assert cpu_by_thread.get("MainThread", 0) > 0, out
+
+
+LOCKS_HELD_AT_FORK = """
+import asyncio, json, os, sys, threading
+from pathlib import Path
+from holmespy import bundle, loops
+
+loop = asyncio.new_event_loop()
+threading.Thread(target=loop.run_forever, name="parent-loop", daemon=True).start()
+
+async def park():
+    await asyncio.sleep(3600)
+
+async def spawn():
+    return [asyncio.create_task(park()) for _ in range(3)]
+
+parked = asyncio.run_coroutine_threadsafe(spawn(), loop).result(10)
+parent_count = loops.count_tasks()
+
+# As if a thread of the parent were inside each lock at the moment of the fork.
+held = [bundle._stamp_lock, getattr(loops._REGISTRY, "_lock", None)]
+held = [lock for lock in held if lock is not None]
+for lock in held:
+    lock.acquire()
+pid = os.fork()
+if pid == 0:
+    child_count = loops.count_tasks()  # the parent's loop runs in no thread of the child
+    event_id = bundle.new_event_id("thread")
+    with bundle.BundleWriter(Path(sys.argv[0]).parent / "dumps", "forked", event_id) as writer:
+        published = writer.publish({"id": event_id, "service": "forked"})
+    print(json.dumps({"parent": parent_count, "child": child_count, "published": str(published)}))
+    sys.stdout.flush()
+    os._exit(0)
+for lock in held:
+    lock.release()
+_, code = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(code) == 0, code
+"""
+
+
+def test_a_child_forked_while_holmespy_held_its_locks_counts_and_publishes(
+    run_program: RunProgram,
+) -> None:
+    # A hang here (the run's timeout) would be a lock copied locked into the child.
+    run = run_program(LOCKS_HELD_AT_FORK, HOLMES_ENABLE="0")
+    out = json.loads(run.proc.stdout.strip().splitlines()[-1])
+    assert out["parent"] == 3
+    assert Path(out["published"], "event.json").is_file()
+    if sys.version_info >= (3, 14):
+        assert out["child"] == 0  # per-thread lists: only loops running in the child count
+    else:
+        assert out["child"] == 3  # the registry's size: the child's copies of the tasks

@@ -131,6 +131,15 @@ _last_stamp = 0
 _stamp_lock = threading.Lock()
 
 
+def _new_stamp_lock_in_child() -> None:
+    # A parent thread may have held the lock at the fork: the child's copy would never open.
+    global _stamp_lock
+    _stamp_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_stamp_lock_in_child)
+
+
 def _publish_stamp() -> int:
     """Now, in epoch nanoseconds, later than any stamp this process gave before.
 

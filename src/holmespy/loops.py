@@ -23,6 +23,7 @@ import contextlib
 import gc
 import math
 import operator
+import os
 import sys
 import threading
 import time
@@ -364,6 +365,20 @@ class _PerThreadRegistry:
         with self._lock:
             return {key: tid for key, (_, tid) in self._running.items()}
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: only the thread that forked is left.
+
+        The lock may have been held by a parent thread at the fork, and the
+        loops the parent's threads ran still say they run (their thread ids
+        are set) though no thread of the child runs them: start afresh.
+        Loops seen before stay listed (their tasks are the child's copies).
+        """
+        self._lock = threading.Lock()
+        self._running.clear()
+        self._counts.clear()
+        self._counted_at.clear()
+        self._discover_in = 0
+
 
 def _weak(obj: Any) -> Callable[[], Any]:
     """A weak reference to `obj`, or (for a class without weakref support) a strong one."""
@@ -412,6 +427,8 @@ def _as_set(obj: Any) -> Any:
 
 
 _REGISTRY: _Registry | None = _pick_registry()
+if isinstance(_REGISTRY, _PerThreadRegistry) and hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_REGISTRY.after_fork_in_child)
 
 
 def tasks_supported() -> bool:
