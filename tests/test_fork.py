@@ -25,7 +25,9 @@ if pid == 0:
     # The worker: a fresh watcher, its own pid, then a thread leak of its own.
     status = holmespy.status()
     assert status.pid == os.getpid() != parent, status
-    time.sleep(1.2)  # warm-up in the child
+    deadline = time.monotonic() + 30  # warm-up in the child: five ticks, however slow the machine
+    while holmespy.status().ticks < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert holmespy.status().ticks >= 5, holmespy.status()
     never = threading.Event()
     for n in range(40):
@@ -160,3 +162,36 @@ def test_a_child_forked_while_holmespy_held_its_locks_counts_and_publishes(
         assert out["child"] == 0  # per-thread lists: only loops running in the child count
     else:
         assert out["child"] == 3  # the registry's size: the child's copies of the tasks
+
+
+TEMPFILE_LOCK_HELD_AT_FORK = """
+import os, sys, tempfile, time
+import holmespy
+
+holmespy.start()
+# Right after start(), another thread of the host is inside tempfile's first use
+# (its first mkdtemp, say) when the host forks: the child gets that module lock
+# locked, and nobody will ever release it there.
+tempfile._once_lock.acquire()
+pid = os.fork()
+if pid == 0:
+    # The child's watcher salvages the dump folder and the temp folder before its
+    # first tick: it must not wait on tempfile's lock.
+    deadline = time.monotonic() + 30
+    while holmespy.status().ticks < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("child ticks:", holmespy.status().ticks, flush=True)
+    os._exit(0 if holmespy.status().ticks >= 3 else 3)
+tempfile._once_lock.release()
+_, code = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(code))
+"""
+
+
+def test_a_child_forked_while_the_host_held_tempfiles_lock_still_watches(
+    run_program: RunProgram,
+) -> None:
+    # examples/prefork_spin.py hung so: the parent's watcher was in tempfile.gettempdir()
+    # when the host forked, and each worker's watcher then waited on that lock forever.
+    run = run_program(TEMPFILE_LOCK_HELD_AT_FORK, HOLMES_INTERVAL="50ms")
+    assert "child ticks:" in run.proc.stdout, run.proc.stdout + run.proc.stderr

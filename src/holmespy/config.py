@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from holmespy.errors import ConfigError, ConfigWarning
 from holmespy.fork import interpreter_target
 from holmespy.redact import public_url
 from holmespy.rules import Limit, Rule
+from holmespy.safefs import temp_root
 
 RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
 RULE_NAMES: tuple[RuleName, ...] = ("cpu", "mem", "thread", "task", "gcheap")
@@ -298,7 +298,7 @@ def default_dump_path() -> Path:
     own user's folder. Why this place, and how it is kept private:
     docs/security.md.
     """
-    return Path(tempfile.gettempdir()) / f"holmespy-{os.geteuid()}"
+    return temp_root() / f"holmespy-{os.geteuid()}"
 
 
 # -- the typed configuration --

@@ -25,7 +25,6 @@ import re
 import shutil
 import socket
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,7 +278,7 @@ def _convert_pyspy(temp_fd: int, folder: Path) -> None:
 
 def remove_dead_pyspy_folders(tmp: Path | None = None) -> int:
     """`<tmp>/holmespy-pyspy-<pid>-*` of dead processes (py-spy output outside an event)."""
-    folder = Path(tempfile.gettempdir()) if tmp is None else tmp
+    folder = safefs.temp_root() if tmp is None else tmp
     removed = 0
     uid = os.getuid()
     try:

@@ -43,7 +43,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -55,6 +54,7 @@ from holmespy.formats.profile import Frame, Profile
 from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
+from holmespy.safefs import make_temp_dir_in, temp_root
 from holmespy.teardown import Cut
 
 PYSPY_NAME = "py-spy"
@@ -233,7 +233,7 @@ def record(
         workdir = os.path.join(folder, WORKDIR_NAME)
         os.mkdir(workdir, 0o700)
     else:
-        workdir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+        workdir = str(make_temp_dir_in(temp_root(), f"{TEMP_PREFIX}{os.getpid()}-"))
     output = os.path.join(workdir, RAW_NAME)
     whole = max(1, math.ceil(seconds))
     argv = [
