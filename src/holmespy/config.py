@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 from holmespy.errors import ConfigError, ConfigWarning
 from holmespy.fork import interpreter_target
 from holmespy.redact import public_url
+from holmespy.registry import RULE_NAMES as RULE_NAMES  # the one list: holmespy.registry
+from holmespy.registry import RuleName as RuleName
 from holmespy.rules import Limit, Rule
 from holmespy.safefs import temp_root
 
-RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
-RULE_NAMES: tuple[RuleName, ...] = ("cpu", "mem", "thread", "task", "gcheap")
 CpuEngine: TypeAlias = Literal["auto", "pyspy", "sampler", "yappi"]
 CPU_ENGINES: tuple[CpuEngine, ...] = ("auto", "pyspy", "sampler", "yappi")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

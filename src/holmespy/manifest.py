@@ -48,15 +48,6 @@ class Manifest:
     """The whole event.json, as parsed (its shape beyond `files` is unchecked)."""
     files: tuple[ListedFile, ...]
 
-    def text(self, field: str) -> str:
-        """A scalar field as text, or "" when it is missing or not a scalar."""
-        value = self.event.get(field)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        return ""
-
     @property
     def names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.files)

@@ -20,9 +20,11 @@ from typing import Any
 from holmespy.bundle import describe_os_error, host_facts, new_event_id, open_dump_root
 from holmespy.capturer import Capturer, EventJob
 from holmespy.config import RULE_NAMES, Config, RuleName
+from holmespy.event import Event, Point, ProcessLimits, Thresholds, Versions
 from holmespy.gcwatch import GCWatch
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
+from holmespy.registry import METRICS, RULES
 from holmespy.rules import Decision, Rule, RuleState, Verdict
 from holmespy.safefs import temp_root
 from holmespy.salvage import remove_dead_pyspy_folders, salvage
@@ -31,13 +33,7 @@ from holmespy.storage.uploader import Uploader
 
 log = logging.getLogger("holmespy")
 
-UNITS: dict[str, str] = {
-    "cpu": "%",
-    "mem": "%",
-    "gcheap": "%",
-    "thread": "threads",
-    "task": "tasks",
-}
+UNITS: dict[str, str] = {metric.name: metric.unit for metric in METRICS}
 SALVAGE_RETRY = 2.0
 """Seconds before a leftover whose py-spy is still writing is looked at again."""
 ERROR_LOG_EVERY = 60.0
@@ -290,29 +286,38 @@ class Watcher:
         self, event_id: str, name: str, state: RuleState, decision: Decision, sample: Sample
     ) -> dict[str, Any]:
         rule = state.rule
-        return {
-            "id": event_id,
-            "service": self.config.service,
-            **host_facts(),
-            "rule": name,
-            "reason": decision.reason,
-            "value": decision.value,
-            "unit": UNITS[name],
-            "thresholds": {
-                "min": rule.min,
-                "diff": rule.diff,
-                "abs": rule.abs,
-                "max": rule.max,
-                "cooldown": rule.cooldown,
-                "limit": str(rule.limit),
-                "average": decision.average,
-                "cpu_max": self.config.cpu_max,
+        facts = host_facts()
+        limits = self.limits
+        event = Event(
+            id=event_id,
+            service=self.config.service,
+            rule=name,
+            host=facts["host"],
+            pid=facts["pid"],
+            versions=Versions(**facts["versions"]),
+            reason=decision.reason,
+            value=decision.value,
+            unit=UNITS[name],
+            thresholds=Thresholds(
+                min=rule.min,
+                diff=rule.diff,
+                abs=rule.abs,
+                max=rule.max,
+                cooldown=rule.cooldown,
+                limit=str(rule.limit),
+                average=decision.average,
+                cpu_max=self.config.cpu_max,
+            ),
+            time=_iso(sample.time),
+            history=tuple(Point(_iso(t), v) for t, v in state.history),
+            sample={
+                k: v if isinstance(v, int | float) else None for k, v in sample.as_dict().items()
             },
-            "time": _iso(sample.time),
-            "history": [{"time": _iso(t), "value": v} for t, v in state.history],
-            "sample": sample.as_dict(),
-            "limits": self.limits.__dict__.copy(),
-        }
+            limits=ProcessLimits(
+                limits.cpu_cores, limits.cpu_source, limits.mem_bytes, limits.mem_source
+            ),
+        )
+        return event.to_json()
 
     def _salvage(self) -> None:
         """Publish what dead processes left in the dump folder; remove the rest (never raises)."""
@@ -423,13 +428,10 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-_SAMPLE_FIELD: dict[str, str] = {"cpu": "cpu", "mem": "mem", "thread": "threads", "task": "tasks"}
-
-
 def _values(name: RuleName, sample: Sample) -> Iterable[float]:
-    if name == "gcheap":
-        return sample.gcheap
-    value = getattr(sample, _SAMPLE_FIELD[name])
+    value = getattr(sample, RULES[name].sample_field)
+    if isinstance(value, list | tuple):  # several values in one tick (one per full GC)
+        return value
     return () if value is None else (float(value),)
 
 

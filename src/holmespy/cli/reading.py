@@ -11,8 +11,6 @@ refusal is one line naming the file and the limit.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from holmespy.cli.errors import CLIError
 from holmespy.config import parse_size
 from holmespy.errors import ConfigError
+from holmespy.event import BadEvent, load_json
 from holmespy.manifest import MAX_DEPTH, MAX_EVENT_JSON
 
 DEFAULT_MAX_SIZE = 256 << 20
@@ -93,47 +92,8 @@ class BadJSON(ValueError):
 
 
 def load_event_json(data: bytes) -> Any:
-    """`data` as JSON within the `event.json` limits; NaN, Infinity and numbers beyond
-    a float are read as None (an invalid value), never as numbers."""
-    if len(data) > EVENT_JSON_MAX:
-        raise BadJSON(f"larger than {mib(EVENT_JSON_MAX)}")
+    """`data` as JSON within the `event.json` limits (`holmespy.event.load_json`)."""
     try:
-        value = json.loads(
-            data,
-            parse_constant=lambda name: None,
-            parse_float=_finite_float,
-            parse_int=_float_sized_int,
-        )
-    except RecursionError:
-        raise BadJSON(f"nested deeper than {EVENT_JSON_DEPTH} levels") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadJSON(f"not JSON ({exc})") from None
-    if _depth(value) > EVENT_JSON_DEPTH:
-        raise BadJSON(f"nested deeper than {EVENT_JSON_DEPTH} levels")
-    return value
-
-
-def _finite_float(text: str) -> float | None:
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def _float_sized_int(text: str) -> int | None:
-    value = int(text)
-    return value if abs(value) < 2**1023 else None
-
-
-def _depth(value: Any) -> int:
-    """How deeply `value` nests, without recursion (its size is bounded already)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth)
-            if depth > EVENT_JSON_DEPTH:
-                return depth
-            stack.extend((child, depth + 1) for child in item)
-    return deepest
+        return load_json(data)
+    except BadEvent as exc:
+        raise BadJSON(str(exc)) from None

@@ -50,15 +50,10 @@ from holmespy.cli.text import (
     size,
     table,
 )
+from holmespy.event import Event, Point, Thresholds
 from holmespy.formats.collapsed import sample_index
+from holmespy.registry import RULES
 
-RULE_VALUES = {
-    "cpu": "CPU use, % of usable cores",
-    "mem": "RSS, % of the memory limit",
-    "gcheap": "memory after a full GC, % of the memory limit",
-    "thread": "OS threads",
-    "task": "asyncio tasks",
-}
 FRAMES_SHOWN = 6
 NAMES_SHOWN = 10
 """Missing files or blocked loops named before the rest are only counted."""
@@ -106,18 +101,22 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
     loaded = parse_event(EventRef("", "", folder.name), data)
     if loaded.error:
         raise CLIError(f"{where}: {loaded.error}")
-    event = loaded.event
+    event, problems = Event.read(loaded.event)  # an object: parse_event refused the rest
     out = header(event, where)
     out += history(event)
-    captures = event.get("captures") if isinstance(event.get("captures"), dict) else {}
-    if event.get("partial"):
-        out.append(f"!! partial: {event.get('partial_reason', 'captures were cut short')}")
-    cpu = (captures or {}).get("cpu")
-    if isinstance(cpu, dict) and cpu.get("engine"):
-        out.append(f"cpu      profiled by {cpu['engine']}: {cpu.get('why', '')}".rstrip(": "))
-    for name, facts in (captures or {}).items():
-        if isinstance(facts, dict) and facts.get("error"):
-            out.append(f"!! {field(name)} capture failed: {field(facts['error'], 2 * WIDE)}")
+    out += [f"!! {EVENT_FILE}: {field(problem, 2 * WIDE)}" for problem in problems[:NAMES_SHOWN]]
+    if len(problems) > NAMES_SHOWN:
+        out.append(f"!! {EVENT_FILE}: and {len(problems) - NAMES_SHOWN} more values left out")
+    if event.partial:
+        out.append(
+            f"!! partial: {field(event.partial_reason or 'captures were cut short', 4 * WIDE)}"
+        )
+    cpu = event.capture("cpu")
+    if cpu is not None and cpu.engine:
+        out.append(f"cpu      profiled by {field(cpu.engine)}: {field(cpu.why or '')}".rstrip(": "))
+    for name, facts in (event.captures or {}).items():
+        if facts.error:
+            out.append(f"!! {field(name)} capture failed: {field(facts.error, 2 * WIDE)}")
     parts: list[tuple[str, Callable[[Path, int, int], list[str]]]] = [
         ("cpu.pb.gz", profile_part),
         ("heap.pb.gz", profile_part),
@@ -140,8 +139,7 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
         if name == "heap-2.pb.gz" and (folder / "heap.pb.gz").is_file():
             out.append("")
             out += grew_part(folder, top, max_size)
-    listed = event.get("files") if isinstance(event.get("files"), list) else []
-    names = [f["name"] for f in listed or [] if isinstance(f, dict) and "name" in f]
+    names = event.file_names
     missing = [name for name in names if not _present(folder, name)]
     if missing:
         out.append("")
@@ -162,74 +160,70 @@ def _present(folder: Path, name: object) -> bool:
         return False
 
 
-def header(event: dict[str, Any], where: str) -> list[str]:
-    rule = str(event.get("rule", "?"))
-    unit = str(event.get("unit", ""))
-    th = event.get("thresholds") if isinstance(event.get("thresholds"), dict) else {}
-    th = th or {}
-    versions = event.get("versions") if isinstance(event.get("versions"), dict) else {}
+def header(event: Event, where: str) -> list[str]:
+    rule = event.rule or "?"
+    unit = event.unit or ""
+    th = event.thresholds or Thresholds()
+    versions = event.versions
     out = [
-        f"event    {field(event.get('id', '?'))}",
-        f"service  {field(event.get('service', '?'))} on {field(event.get('host', '?'))},"
-        f" pid {field(event.get('pid', '?'))}"
+        f"event    {field(event.id or '?')}",
+        f"service  {field(event.service or '?')} on {field(event.host or '?')},"
+        f" pid {field(event.pid if event.pid is not None else '?')}"
         + (
-            f" (python {field(versions.get('python', '?'))},"
-            f" holmespy {field(versions.get('holmespy', '?'))})"
+            f" (python {field(versions.python or '?')}, holmespy {field(versions.holmespy or '?')})"
             if versions
             else ""
         ),
-        f"time     {field(event.get('time', '?'))}",
-        f"fired    {field(rule)} = {_value(event.get('value'), unit)}"
-        + (f"  ({RULE_VALUES[rule]})" if rule in RULE_VALUES else ""),
-        f"reason   {field(event.get('reason', '?'), 2 * WIDE)}",
+        f"time     {field(event.time or '?')}",
+        f"fired    {field(rule)} = {_value(event.value, unit)}"
+        + (f"  ({RULES[rule].means})" if rule in RULES else ""),
+        f"reason   {field(event.reason or '?', 2 * WIDE)}",
+    ]
+    given: list[tuple[str, float | str | None]] = [
+        ("min", th.min),
+        ("diff", th.diff),
+        ("abs", th.abs),
+        ("max", th.max),
+        ("cooldown", th.cooldown),
+        ("limit", th.limit),
     ]
     rule_parts = [
-        f"{k}={_duration(th[k]) if k == 'cooldown' else number(th[k])}"
-        for k in ("min", "diff", "abs", "max", "cooldown", "limit")
-        if th.get(k) is not None
+        f"{k}={_duration(v) if k == 'cooldown' else number(v)}" for k, v in given if v is not None
     ]
-    if isinstance(th.get("average"), int | float):
-        rule_parts.append(f"average of the samples before: {_value(th['average'], unit)}")
+    if th.average is not None:
+        rule_parts.append(f"average of the samples before: {_value(th.average, unit)}")
     if rule_parts:
         out.append("rule     " + ", ".join(rule_parts))
-    limits = event.get("limits") if isinstance(event.get("limits"), dict) else None
+    limits = event.limits
     if limits:
-        mem = limits.get("mem_bytes")
+        mem = limits.mem_bytes
         out.append(
-            f"limits   CPU {number(limits.get('cpu_cores'))} cores"
-            f" ({field(limits.get('cpu_source', '?'))}), memory "
-            + (size(mem) if isinstance(mem, int | float) and math.isfinite(mem) else "?")
-            + f" ({field(limits.get('mem_source', '?'))})"
+            f"limits   CPU {number(limits.cpu_cores)} cores"
+            f" ({field(limits.cpu_source or '?')}), memory "
+            + (size(mem) if mem is not None else "?")
+            + f" ({field(limits.mem_source or '?')})"
         )
     out.append(f"from     {field(where, 2 * WIDE)}")
     return out
 
 
-def history(event: dict[str, Any]) -> list[str]:
+def history(event: Event) -> list[str]:
     """The metric history as a chart of at most MAX_BARS bars (the newest ones);
     samples whose value is not a plottable number are left out."""
-    given = event.get("history")
-    samples = [
-        h
-        for h in (given if isinstance(given, list) else [])
-        if isinstance(h, dict) and _plottable(h.get("value"))
-    ]
+    samples = [p for p in event.history or () if _plottable(p.value)]
     if len(samples) < 2:
         return []
     total = len(samples)
     samples = samples[-MAX_BARS:]
-    values = [float(h["value"]) for h in samples]
-    unit = str(event.get("unit", ""))
-    th = event.get("thresholds") if isinstance(event.get("thresholds"), dict) else {}
-    th = th or {}
+    values = [float(p.value or 0) for p in samples]
+    unit = event.unit or ""
+    th = event.thresholds or Thresholds()
     lines: list[tuple[str, float]] = []
-    average, grow = th.get("average"), th.get("diff")
-    if _plottable(average) and _plottable(grow):
-        level = average * (100 + grow) / 100
-        if _plottable(level):
-            lines.append((f"average + {number(grow)}% = {number(round(level, 2))}", level))
+    level = th.fired_at
+    if _plottable(level) and th.diff is not None:
+        lines.append((f"average + {number(th.diff)}% = {number(round(level, 2))}", level))
     top = max(values)
-    absolute = th.get("abs")
+    absolute = th.abs
     # A line far above every sample would flatten the bars into the floor.
     if _plottable(absolute) and absolute <= top * 2:
         lines.append((f"abs {number(absolute)}", float(absolute)))
@@ -240,7 +234,7 @@ def history(event: dict[str, Any]) -> list[str]:
         unit="%" if unit == "%" else "",
         x_labels=(f"-{span}", "fired"),
     )
-    what = RULE_VALUES.get(str(event.get("rule")), "value")
+    what = RULES[event.rule].means if event.rule in RULES else "value"
     shown = f", the last {MAX_BARS} shown" if total > MAX_BARS else ""
     return ["", f"history  {what}, {total:,} samples{shown}, the firing one last", *chart]
 
@@ -256,12 +250,12 @@ def _plottable(value: object) -> TypeGuard[float]:
     )
 
 
-def _span(samples: list[dict[str, Any]]) -> str:
+def _span(samples: list[Point]) -> str:
     try:
-        first = dt.datetime.fromisoformat(str(samples[0]["time"])[:40].replace("Z", "+00:00"))
-        last = dt.datetime.fromisoformat(str(samples[-1]["time"])[:40].replace("Z", "+00:00"))
+        first = dt.datetime.fromisoformat(str(samples[0].time)[:40].replace("Z", "+00:00"))
+        last = dt.datetime.fromisoformat(str(samples[-1].time)[:40].replace("Z", "+00:00"))
         seconds = (last - first).total_seconds()
-    except (KeyError, ValueError, TypeError):  # TypeError: one naive, one aware
+    except (ValueError, TypeError):  # TypeError: one naive, one aware
         return "?"
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 

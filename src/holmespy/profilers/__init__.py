@@ -18,6 +18,7 @@ from typing import Any
 
 from holmespy.bundle import write_private
 from holmespy.config import Config
+from holmespy.registry import METRICS
 from holmespy.teardown import Cut
 
 
@@ -124,12 +125,10 @@ HEAP_2 = ("heap-2", capture_second_heap_profile)
 TYPES = ("heap-types", capture_type_census)
 HOLDERS = ("heap-holders", capture_heap_holders)
 
-# Thread stacks are cheap (~1 ms) and say what every thread was doing, so every
-# event carries them; the task dump goes where asyncio is the likely culprit.
+BY_NAME: dict[str, tuple[str, Capture]] = {
+    capture[0]: capture for capture in (THREADS, TASKS, CPU, HEAP, HEAP_2, TYPES, HOLDERS)
+}
+# Which captures each rule takes is said once, in `holmespy.registry`.
 CAPTURES: dict[str, tuple[tuple[str, Capture], ...]] = {
-    "cpu": (THREADS, TASKS, CPU),
-    "mem": (THREADS, HEAP, TYPES, HOLDERS),
-    "thread": (THREADS,),
-    "task": (TASKS, THREADS),
-    "gcheap": (THREADS, HEAP, HEAP_2, TYPES, HOLDERS),
+    metric.name: tuple(BY_NAME[name] for name in metric.captures) for metric in METRICS
 }

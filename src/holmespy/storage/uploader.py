@@ -40,6 +40,7 @@ from pathlib import Path
 from holmespy import safefs
 from holmespy.bundle import EVENT_FILE
 from holmespy.config import Config
+from holmespy.event import Event
 from holmespy.manifest import ListedFile, Manifest
 from holmespy.storage.base import ObjectInfo, Store
 from holmespy.storage.local import LocalStore
@@ -379,12 +380,13 @@ class Uploader:
                 store.clean_incomplete(event.key + "/")
             except StorageError as exc:
                 log.debug("holmespy could not clean incomplete uploads: %s", exc)
+        facts, _ = Event.read(manifest.event)  # a value of a wrong type is left out
         common = {
-            "service": manifest.text("service"),
-            "host": manifest.text("host"),
-            "pid": manifest.text("pid"),
-            "rule": manifest.text("rule"),
-            "event-id": manifest.text("id") or event.id,
+            "service": facts.service,
+            "host": facts.host or "",
+            "pid": "" if facts.pid is None else str(facts.pid),
+            "rule": facts.rule,
+            "event-id": facts.id or event.id,
         }
         for listed, path in opened:  # event.json is the last
             key = f"{event.key}/{listed.name}"

@@ -1,0 +1,52 @@
+"""The rules holmespy knows, in one place: what each samples, in which unit, what it captures.
+
+Config (which `HOLMES_*` rules exist), the watcher (which sample field feeds
+a rule, the unit written in `event.json`), the captures each rule takes and
+every CLI view (the `--rule` choices, what a value means) read this table,
+so a new metric is one entry here plus its sampler and its capture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: RuleName
+    unit: str
+    """As `event.json` writes it after the value: `%`, `threads`, `tasks`."""
+    means: str
+    """What the value is, for a person: `OS threads`."""
+    sample_field: str
+    """The `holmespy.sampling.Sample` attribute the rule watches (a list: one value each)."""
+    captures: tuple[str, ...]
+    """Capture names (`holmespy.profilers`), in the order they run."""
+
+
+# Thread stacks are cheap (~1 ms) and say what every thread was doing, so every
+# event carries them; the task dump goes where asyncio is the likely culprit.
+METRICS: tuple[Metric, ...] = (
+    Metric("cpu", "%", "CPU use, % of usable cores", "cpu", ("threads", "tasks", "cpu")),
+    Metric(
+        "mem",
+        "%",
+        "RSS, % of the memory limit",
+        "mem",
+        ("threads", "heap", "heap-types", "heap-holders"),
+    ),
+    Metric("thread", "threads", "OS threads", "threads", ("threads",)),
+    Metric("task", "tasks", "asyncio tasks", "tasks", ("tasks", "threads")),
+    Metric(
+        "gcheap",
+        "%",
+        "memory after a full GC, % of the memory limit",
+        "gcheap",
+        ("threads", "heap", "heap-2", "heap-types", "heap-holders"),
+    ),
+)
+RULES: dict[str, Metric] = {m.name: m for m in METRICS}
+RULE_NAMES: tuple[RuleName, ...] = tuple(m.name for m in METRICS)
