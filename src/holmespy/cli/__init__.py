@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from holmespy import __version__
-from holmespy.cli import diff, doctor, fetch, flame, ls, run, show, top
+from holmespy.cli import diff, doctor, fetch, flame, ls, run, serve, show, top
 from holmespy.cli.errors import EXIT_FAILED, EXIT_USAGE, CLIError
 from holmespy.cli.text import SafeStream, warn
 from holmespy.errors import ConfigError, HolmesError
 
-VERBS = (ls, fetch, show, top, flame, diff, run, doctor)
+VERBS = (ls, fetch, show, top, flame, diff, run, serve, doctor)
 
 
 class Parser(argparse.ArgumentParser):

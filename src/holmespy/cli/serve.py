@@ -1,0 +1,310 @@
+"""`holmespy serve`: the event bundles of a folder or an S3 prefix as local web pages.
+
+Pages: `/` the event list (filters by service, rule, host and time, newest
+first, 50 a page); `/event/ID` one event (why it fired, the metric history
+as a chart with its thresholds, a flame graph for each profile, thread and
+task groups, the heap census and holders, download links); `/compare?a=ID&b=ID`
+two events side by side, with what grew between their heap profiles.
+
+It only reads. Only GET and HEAD are answered; a request names an event by
+its id and a file by its name in the event's `event.json`, never by a path:
+a name with `..`, a slash, a backslash or a NUL, once percent-decoded, is
+refused, and in a folder the source opens nothing through a link. It binds
+to 127.0.0.1 unless told otherwise, and answers only requests addressed to
+the name it was started with (a page on another site cannot reach it by
+rebinding a DNS name to 127.0.0.1). Every page carries a
+Content-Security-Policy that runs only the package's own script, and files
+are downloaded as attachments, never rendered.
+
+Each request to an S3 source gets the CLI's `--timeout` (30 s by default);
+past it, the page is one line saying what did not answer, as any verb says it.
+The URL is printed on stdout; progress and errors go to stderr as
+`holmespy: ...` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime as dt
+import ipaddress
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from holmespy.cli import pages
+from holmespy.cli.deadline import Deadline, TimedOut, add_timeout_arg
+from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
+from holmespy.cli.events import Query
+from holmespy.cli.reading import add_max_size_arg
+from holmespy.cli.site import Site
+from holmespy.cli.source import S3Source, Source, check_event_id, resolve_source
+from holmespy.cli.text import warn
+from holmespy.errors import HolmesError
+from holmespy.registry import RULE_NAMES
+
+DEFAULT_PORT = 8642
+ASSETS = {
+    "flame.js": "text/javascript; charset=utf-8",
+    "serve.css": "text/css; charset=utf-8",
+}
+"""The only files served from the package, by name."""
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+    " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+MAX_QUERY = 4096
+"""Characters of a request's query string read at most."""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a read-only local web view of the events",
+        description="Serve the event bundles of a folder or S3 as local, read-only web pages.",
+    )
+    p.add_argument(
+        "--from", dest="source", metavar="SRC", help="a dump folder or s3://bucket/prefix"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    add_timeout_arg(p)
+    add_max_size_arg(p)
+    p.set_defaults(run=run)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number from 0 to 65535")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    source = resolve_source(args.source, args.timeout)
+    try:
+        server = Server((args.host, args.port), source, args.timeout, args.max_size)
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    with server:
+        host, port = str(server.server_address[0]), server.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        if not _loopback(host):
+            warn(f"listening on {host}: anyone who can reach it can read every bundle")
+        print(f"http://{shown}:{port}/", flush=True)
+        warn(f"serving {source.url} read-only; Ctrl-C stops")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    return 0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self, address: tuple[str, int], source: Source, timeout: float, max_size: int
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.source = source
+        self.timeout_seconds = timeout
+        self.max_size = max_size
+
+    def site(self) -> Site:
+        """A reader for one request: an S3 source gets a deadline of its own."""
+        source = self.source
+        if isinstance(source, S3Source):
+            source = copy.copy(source)
+            source.deadline = Deadline(self.timeout_seconds, source.store.endpoint)
+        return Site(source, self.max_size)
+
+    def allowed_hosts(self) -> frozenset[str]:
+        host, port = str(self.server_address[0]), self.server_address[1]
+        names = {host, f"[{host}]"}
+        if _loopback(str(host)) or str(host) in ("0.0.0.0", "::"):
+            names |= {"localhost", "127.0.0.1", "[::1]"}
+        return frozenset({*names, *(f"{n}:{port}" for n in names)})
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    server_version = "holmespy"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _refuse_method(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, _error("read-only: only GET and HEAD"), True)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a line per request would bury the lines that matter; errors are said below
+
+    # -- routing --
+
+    def _answer(self, *, send_body: bool) -> None:
+        status: int
+        body: str | bytes | pages.ErrorBody
+        try:
+            status, body, headers = self._route()
+        except CLIError as exc:
+            status, body, headers = _status_of(exc), _error(str(exc)), {}
+        except HolmesError as exc:  # a storage failure, a corrupt file
+            status, body, headers = HTTPStatus.BAD_GATEWAY, _error(str(exc)), {}
+        except (MemoryError, RecursionError) as exc:
+            what = "memory" if isinstance(exc, MemoryError) else "stack"
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+            body, headers = _error(f"ran out of {what} (a file too large or too deep?)"), {}
+        if isinstance(body, pages.ErrorBody):
+            if status >= 500:
+                warn(f"{self.command} {self.path[:200]}: {body.message}")
+            body = pages.error_page(status, body.message, self.server.source.url)
+        self._send(status, body, send_body, headers)
+
+    def _route(self) -> tuple[int, str | bytes, dict[str, str]]:
+        host = self.headers.get("Host", "")
+        if host not in self.server.allowed_hosts():
+            raise UnsafePath(f"refused a request for host {host!r}: open the URL serve printed")
+        split = urlsplit(self.path)
+        if len(split.query) > MAX_QUERY:
+            raise BadUsage(f"a query of {len(split.query):,} characters is too long")
+        parts = [_segment(p) for p in split.path.split("/")[1:]]
+        params = {k: v[0] for k, v in parse_qs(split.query, max_num_fields=20).items()}
+        source = self.server.source.url
+        match parts:
+            case [""]:
+                return 200, self._list(params), {}
+            case ["event", event_id] | ["event", event_id, ""]:
+                view = self.server.site().event(check_event_id(event_id))
+                return 200, pages.event_page(view, source), {}
+            case ["event", event_id, "file", name]:
+                _, data = self.server.site().file(check_event_id(event_id), name)
+                return 200, data, _download_headers(name)
+            case ["compare"]:
+                a, b = params.get("a"), params.get("b")
+                if not a or not b:
+                    raise BadUsage("compare needs two events: choose a and b in the list")
+                first, second, extra = self.server.site().compare(
+                    check_event_id(a), check_event_id(b)
+                )
+                return 200, pages.compare_page(first, second, extra, source), {}
+            case ["static", name] if name in ASSETS:
+                data = resources.files("holmespy.cli").joinpath("static", name).read_bytes()
+                return 200, data, {"Content-Type": ASSETS[name], "Cache-Control": "max-age=300"}
+            case _:
+                raise NotFound(f"{split.path[:200]}: no such page")
+
+    def _list(self, params: dict[str, str]) -> str:
+        form = {k: params.get(k, "").strip() for k in ("service", "rule", "host", "since", "until")}
+        args = argparse.Namespace(
+            service=form["service"] or None,
+            rule=[form["rule"]] if form["rule"] else None,
+            host=form["host"] or None,
+            since=form["since"] or None,
+            until=form["until"] or None,
+        )
+        if form["rule"] and form["rule"] not in RULE_NAMES:
+            raise BadUsage(f"rule {form['rule']!r}: expected one of {', '.join(RULE_NAMES)}")
+        now = dt.datetime.now(dt.UTC)
+        query = Query.from_args(args, now)
+        page_text = params.get("page", "1")
+        page = int(page_text) if page_text.isdigit() and 0 < len(page_text) < 7 else 1
+        site = self.server.site()
+        rows, more = site.rows(query, max(1, page))
+        return pages.list_page(
+            rows,
+            query=query,
+            form=form,
+            services=site.services(),
+            page_number=max(1, page),
+            more=more,
+            now=now,
+            source=self.server.source.url,
+        )
+
+    # -- sending --
+
+    def _send(
+        self,
+        status: int,
+        body: str | bytes | pages.ErrorBody,
+        send_body: bool,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(body, pages.ErrorBody):
+            body = pages.error_page(status, body.message, self.server.source.url)
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        head = {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Length": str(len(data)),
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            **(headers or {}),
+        }
+        for key, value in head.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if send_body:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data)
+
+
+def _segment(raw: str) -> str:
+    """One percent-decoded path segment, refused if it could name another place."""
+    try:
+        text = unquote(raw, errors="strict") if "%" in raw else raw
+    except UnicodeDecodeError:
+        raise UnsafePath(f"refused the path segment {raw[:100]!r}: not UTF-8") from None
+    if text in (".", "..") or any(c in text for c in "/\\\x00"):
+        raise UnsafePath(f"refused the path segment {text!r}: pages are named by event ids")
+    return text
+
+
+def _status_of(exc: CLIError) -> int:
+    if isinstance(exc, TimedOut):
+        return HTTPStatus.GATEWAY_TIMEOUT
+    if isinstance(exc, UnsafePath):
+        return HTTPStatus.FORBIDDEN
+    if isinstance(exc, NotFound):
+        return HTTPStatus.NOT_FOUND
+    if isinstance(exc, BadUsage):
+        return HTTPStatus.BAD_REQUEST
+    return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def _error(message: str) -> pages.ErrorBody:
+    return pages.ErrorBody(message)
+
+
+def _download_headers(name: str) -> dict[str, str]:
+    # `name` matched FILE_NAME_RE (letters, digits, `._+-`): safe inside the quotes.
+    return {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f'attachment; filename="{name}"',
+    }
