@@ -1,0 +1,453 @@
+"""`holmespy serve` over HTTP: what each page says, and every way out of the source refused.
+
+A real server (the verb's own `Server`) runs on a free loopback port in a
+thread, over bundles written by the library's `BundleWriter`; requests are
+real HTTP. The browser tests are in test_cli_serve_browser.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import http.client
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_support import fetch, running_serve
+from test_cli_deadline import silent_store
+from test_cli_support import clean_env, cli, cpu_profile, heap_profile, pprof, script, write_bundle
+
+from holmespy.cli import build_parser, site
+from holmespy.cli.reading import DEFAULT_MAX_SIZE
+from holmespy.cli.serve import Server
+from holmespy.cli.source import LocalSource, S3Source
+from holmespy.profilers.threads import format_threads
+from tests.test_terminal_safety import BIDI_OVERRIDE, CLEAR_SCREEN, raw_controls
+
+pytestmark = pytest.mark.timeout(60)
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+SECRET = "root:x:0:0:the-secret-outside-the-source"
+HOT = {("main", "serve", "render_report"): 3_000_000_000, ("main", "serve", "parse"): 10**9}
+
+
+@contextlib.contextmanager
+def serving(root: Path, timeout: float = 30) -> Iterator[Server]:
+    server = Server(("127.0.0.1", 0), LocalSource(root), timeout, DEFAULT_MAX_SIZE)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def get(
+    server: Server, path: str, *, method: str = "GET", host: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with `path` sent exactly as given (no client-side normalising)."""
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+        conn.endheaders()
+        reply = conn.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    finally:
+        conn.close()
+
+
+def page(server: Server, path: str) -> str:
+    status, _, body = get(server, path)
+    assert status == 200, body[:500]
+    return body.decode()
+
+
+@pytest.fixture
+def dumps(tmp_path: Path) -> Path:
+    return tmp_path / "dumps"
+
+
+@pytest.fixture
+def three(dumps: Path) -> dict[str, Path]:
+    """A cpu event with a profile and thread stacks, a mem event, an older thread event."""
+    return {
+        "thread": write_bundle(
+            dumps, service="worker", rule="thread", when=NOW - dt.timedelta(hours=2), host="b-1"
+        ),
+        "mem": write_bundle(
+            dumps,
+            service="api",
+            rule="mem",
+            when=NOW - dt.timedelta(hours=1),
+            host="a-1",
+            files={"heap.pb.gz": pprof(heap_profile({("main", "load", "cache_put"): 5 << 20}))},
+        ),
+        "cpu": write_bundle(
+            dumps,
+            service="api",
+            rule="cpu",
+            baseline=20,
+            value=60,
+            when=NOW,
+            host="a-2",
+            files={
+                "cpu.pb.gz": pprof(cpu_profile(HOT)),
+                "threads.txt": format_threads().encode(),
+            },
+        ),
+    }
+
+
+def ids_in(html: str) -> list[str]:
+    return [part.split('"', 1)[0] for part in html.split('href="/event/')[1:]]
+
+
+# -- the list --
+
+
+def test_the_list_shows_every_event_newest_first(dumps: Path, three: dict[str, Path]) -> None:
+    with serving(dumps) as server:
+        html = page(server, "/")
+
+    assert ids_in(html) == [three[k].name for k in ("cpu", "mem", "thread")]
+    assert "60%" in html  # the value, read from event.json
+    assert "a-2" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("rule=mem", ["mem"]),
+        ("service=api", ["cpu", "mem"]),
+        ("host=b-1", ["thread"]),
+        ("since=90m", ["cpu", "mem"]),
+        ("until=90m", ["thread"]),
+        ("service=api&rule=cpu", ["cpu"]),
+    ],
+)
+def test_the_list_filters_by_service_rule_host_and_time(
+    dumps: Path, three: dict[str, Path], query: str, expected: list[str]
+) -> None:
+    with serving(dumps) as server:
+        html = page(server, f"/?{query}")
+
+    assert ids_in(html) == [three[k].name for k in expected]
+
+
+def test_the_list_is_paged(
+    dumps: Path, three: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(site, "PAGE_SIZE", 2)
+    with serving(dumps) as server:
+        first = page(server, "/")
+        second = page(server, "/?page=2")
+
+    assert ids_in(first) == [three["cpu"].name, three["mem"].name]
+    assert 'rel="next" href="/?page=2"' in first
+    assert ids_in(second) == [three["thread"].name]
+    assert 'rel="next"' not in second
+    assert 'rel="prev" href="/?page=1"' in second
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("rule=bogus", "rule &#x27;bogus&#x27;: expected one of cpu"),
+        ("since=yesterday-ish", "--since &#x27;yesterday-ish&#x27;: expected an age"),
+        ("service=..%2Fetc", "not a service name"),
+    ],
+)
+def test_a_bad_filter_is_a_one_line_400(
+    dumps: Path, three: object, query: str, message: str
+) -> None:
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/?{query}")
+
+    assert status == 400
+    assert message in body.decode()
+
+
+# -- one event --
+
+
+def test_the_event_page_says_why_and_shows_chart_profile_threads_and_files(
+    dumps: Path, three: dict[str, Path]
+) -> None:
+    event_id = three["cpu"].name
+    with serving(dumps) as server:
+        html = page(server, f"/event/{event_id}")
+
+    assert "60 &gt;= 25 = average 20 of the last 10 samples + diff 25%" in html
+    assert '<svg class="chart"' in html
+    assert "average + 25% = 25" in html  # the threshold line it crossed
+    assert "abs 70" in html
+    assert html.count('<circle class="point"') == 10
+    assert html.count('<circle class="fired"') == 1
+    assert "cpu.pb.gz: cpu, total 4.00 s" in html
+    assert '<td class="mono">render_report</td>' in html
+    assert '<section class="flame" data-profile="cpu.pb.gz">' in html
+    assert "threads.txt: " in html
+    assert f'href="/event/{event_id}/file/cpu.pb.gz" download' in html
+
+
+def test_a_file_is_downloaded_as_an_attachment_byte_for_byte(
+    dumps: Path, three: dict[str, Path]
+) -> None:
+    event_id = three["cpu"].name
+    with serving(dumps) as server:
+        status, headers, body = get(server, f"/event/{event_id}/file/cpu.pb.gz")
+
+    assert status == 200
+    assert body == (three["cpu"] / "cpu.pb.gz").read_bytes()
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-disposition"] == 'attachment; filename="cpu.pb.gz"'
+
+
+def test_two_events_are_compared_with_what_grew_between_their_heaps(dumps: Path) -> None:
+    a = write_bundle(
+        dumps,
+        rule="mem",
+        when=NOW - dt.timedelta(minutes=5),
+        files={"heap.pb.gz": pprof(heap_profile({("main", "cache_put"): 1 << 20}))},
+    )
+    b = write_bundle(
+        dumps,
+        rule="mem",
+        when=NOW,
+        files={"heap.pb.gz": pprof(heap_profile({("main", "cache_put"): 9 << 20}))},
+    )
+    with serving(dumps) as server:
+        html = page(server, f"/compare?a={a.name}&b={b.name}")
+
+    assert f">{a.name}</a>" in html
+    assert f">{b.name}</a>" in html
+    assert "heap.pb.gz a → b: inuse_space by allocation site" in html
+    assert "1.0 MiB      9.0 MiB     +8.0 MiB  cache_put" in html
+
+
+def test_a_corrupt_event_json_is_a_one_line_error_page(dumps: Path) -> None:
+    folder = write_bundle(dumps, rule="cpu")
+    (folder / "event.json").write_text("[1, 2")
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{folder.name}")
+
+    assert status == 500
+    assert "corrupt event.json: not JSON" in body.decode()
+
+
+def test_a_missing_event_is_404(dumps: Path, three: object) -> None:
+    with serving(dumps) as server:
+        status, _, body = get(server, "/event/19990101T000000.000Z-cpu-0000000000")
+
+    assert status == 404
+    assert "no such event" in body.decode()
+
+
+# -- hostile bundles --
+
+
+def test_every_string_from_a_hostile_bundle_is_escaped(dumps: Path) -> None:
+    hostile = "</script><script>document.title='pwned'</script>"
+    profile = cpu_profile({("main", hostile): 10**9})
+    folder = write_bundle(
+        dumps,
+        rule="cpu",
+        baseline=20,
+        value=60,
+        host=f"<img src=x onerror=alert(1)>{BIDI_OVERRIDE}",
+        reason=f"{hostile}{CLEAR_SCREEN}",
+        files={"cpu.pb.gz": pprof(profile)},
+        captures={"cpu": {"error": "<b>bold</b>", "engine": "<i>x</i>"}},
+    )
+    with serving(dumps) as server:
+        event = page(server, f"/event/{folder.name}")
+        listing = page(server, "/")
+
+    for html in (event, listing):
+        assert "<script>document" not in html
+        assert "<img" not in html
+        assert raw_controls(html) == []
+    assert "&lt;img src=x onerror=alert(1)&gt;\\u202e" in event
+    assert "&lt;/script&gt;&lt;script&gt;document.title=&#x27;pwned&#x27;" in event
+    assert "failed: &lt;b&gt;bold&lt;/b&gt;" in event
+    # In the flame graph's data the name is JSON with <, > and & escaped: it cannot end the script.
+    assert "\\u003c/script\\u003e\\u003cscript\\u003edocument.title" in event
+
+
+def test_pages_run_only_the_packages_script(dumps: Path, three: dict[str, Path]) -> None:
+    with serving(dumps) as server:
+        _, headers, _ = get(server, f"/event/{three['cpu'].name}")
+        status, js_headers, js = get(server, "/static/flame.js")
+
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert status == 200
+    assert js_headers["content-type"].startswith("text/javascript")
+    assert b"textContent" in js
+
+
+# -- nothing outside the source, nothing written --
+
+ATTACKS = {
+    "dot-dot": "/event/../../../../etc/passwd",
+    "dot-dot-in-file": "/event/{id}/file/../../../../../etc/passwd",
+    "encoded-dot-dot": "/event/%2e%2e/%2e%2e/etc/passwd",
+    "encoded-slash": "/event/{id}/file/..%2f..%2f..%2fevent.json",
+    "double-encoded": "/event/{id}/file/%252e%252e%252fevent.json",
+    "absolute": "/event/{id}/file/%2Fetc%2Fpasswd",
+    "absolute-url-path": "//etc/passwd",
+    "backslash": "/event/{id}/file/..%5c..%5cevent.json",
+    "nul": "/event/{id}/file/cpu.pb.gz%00.txt",
+    "static-escape": "/static/..%2fsite.py",
+    "unlisted-file": "/event/{id}/file/outside.txt",
+    "bad-utf8": "/event/%ff%fe",
+}
+
+
+@pytest.mark.parametrize("path", ATTACKS.values(), ids=ATTACKS.keys())
+def test_paths_outside_the_source_are_refused(
+    dumps: Path, three: dict[str, Path], tmp_path: Path, path: str
+) -> None:
+    (tmp_path / "outside.txt").write_text(SECRET)
+    with serving(dumps) as server:
+        status, _, body = get(server, path.format(id=three["cpu"].name))
+
+    assert status in (400, 403, 404), body[:300]
+    assert SECRET.encode() not in body
+    assert b"root:x:0" not in body
+
+
+def test_a_symlink_out_of_the_folder_is_not_followed(dumps: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text(SECRET)
+    folder = write_bundle(dumps, rule="thread", files={"threads.txt": b"x"})
+    (folder / "threads.txt").unlink()
+    (folder / "threads.txt").symlink_to(outside)
+    with serving(dumps) as server:
+        download = get(server, f"/event/{folder.name}/file/threads.txt")
+        event = get(server, f"/event/{folder.name}")
+
+    assert download[0] == 403
+    assert SECRET.encode() not in download[2]
+    assert event[0] == 200
+    assert SECRET.encode() not in event[2]
+    assert b"refused" in event[2]  # said in the threads part's place
+
+
+def test_a_symlinked_event_folder_is_not_followed(dumps: Path, tmp_path: Path) -> None:
+    elsewhere = write_bundle(tmp_path / "elsewhere", rule="cpu", host="planted")
+    day = dumps / "api" / elsewhere.parent.name
+    day.mkdir(parents=True)
+    (day / elsewhere.name).symlink_to(elsewhere)
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{elsewhere.name}")
+
+    assert status in (403, 404)
+    assert b"planted" not in body
+
+
+def test_a_request_for_another_host_name_is_refused(dumps: Path, three: object) -> None:
+    # A page elsewhere that rebinds its DNS name to 127.0.0.1 sends its own name as Host.
+    with serving(dumps) as server:
+        status, _, _ = get(server, "/", host="attacker.example:8642")
+        port = server.server_address[1]
+        allowed = [get(server, "/", host=h)[0] for h in (f"localhost:{port}", f"127.0.0.1:{port}")]
+
+    assert status == 403
+    assert allowed == [200, 200]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            st = os.lstat(Path(folder, name))
+            found[str(Path(folder, name))] = (st.st_size, st.st_mtime_ns, st.st_mode)
+    return found
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_it_never_writes(dumps: Path, three: dict[str, Path], method: str) -> None:
+    before = snapshot(dumps)
+    with serving(dumps) as server:
+        status, _, _ = get(server, f"/event/{three['cpu'].name}", method=method)
+        for path in ("/", f"/event/{three['cpu'].name}", "/?rule=cpu"):
+            get(server, path)
+
+    assert status == 405
+    assert snapshot(dumps) == before
+
+
+# -- the verb --
+
+
+def test_it_binds_to_loopback_on_8642_by_default() -> None:
+    args = build_parser().parse_args(["serve"])
+
+    assert (args.host, args.port) == ("127.0.0.1", 8642)
+
+
+def test_a_bad_port_is_bad_usage_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    result = cli(capsys, "serve", "--port", "70000")
+
+    assert result.code == 2
+    assert len(result.err.strip().split("\n")) == 1
+    assert "expected a port number" in result.err
+
+
+def test_a_port_in_use_is_one_line(dumps: Path, three: object) -> None:
+    with serving(dumps) as server:
+        port = str(server.server_address[1])
+        result = script("serve", "--from", str(dumps), "--port", port, env=clean_env())
+
+    assert result.code == 1
+    assert result.err.strip().split("\n") == [
+        f"holmespy: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_each_request_to_s3_gets_its_own_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    source = S3Source("s3://dumps/prod", timeout=5)
+    server = Server(("127.0.0.1", 0), source, 5, DEFAULT_MAX_SIZE)
+    try:
+        first, second = server.site().source, server.site().source
+    finally:
+        server.server_close()
+
+    assert isinstance(first, S3Source)
+    assert isinstance(second, S3Source)
+    assert first.deadline is not second.deadline
+    assert first.deadline is not source.deadline  # the one made at start never runs out
+    assert first.store is source.store  # one client, one connection pool
+
+
+def test_a_store_that_never_answers_is_a_one_line_504(tmp_path: Path) -> None:
+    with silent_store() as port:
+        env = clean_env(
+            AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID="AKIAFAKEACCESSKEY",
+            AWS_SECRET_ACCESS_KEY="fake-secret-key",
+            AWS_REGION="us-east-1",
+            HOME=str(tmp_path),
+        )
+        with running_serve(["--from", "s3://dumps/prod", "--timeout", "2"], env) as url:
+            first = fetch(url)
+            second = fetch(url)
+
+    for status, body in (first, second):
+        assert status == 504
+        message = body.split('<p class="error problem">', 1)[1].split("</p>", 1)[0]
+        assert message.startswith(f"http://127.0.0.1:{port} did not answer within 2s (waiting")
+        assert message.endswith("give it longer with --timeout SECONDS")
