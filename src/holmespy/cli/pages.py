@@ -99,7 +99,8 @@ def list_page(
     else:
         out.append('<form method="get" action="/compare">')
         out.append(
-            "<table class=events><thead><tr><th>compare</th><th>time (UTC)</th>"
+            "<table class=events><thead><tr><th title='choose two to compare'>a&nbsp;&nbsp;b</th>"
+            "<th>time (UTC)</th>"
             "<th class=num>age</th><th>service</th><th>rule</th><th class=num>value</th>"
             "<th>host</th><th>event</th></tr></thead><tbody>"
         )
@@ -244,9 +245,10 @@ def why(event: Event) -> str:
             rows.append(("lacks", f"{t(feature)}: {t(what)}"))
     for name, facts in (event.captures or {}).items():
         if facts.engine:
-            rows.append((f"{t(name)}", f"profiled by {t(facts.engine)}: {t(facts.why or '')}"))
+            why_text = f": {t(facts.why)}" if facts.why else ""
+            rows.append((t(name), f"profiled by {t(facts.engine)}{why_text}"))
         if facts.error:
-            rows.append((f"{t(name)}", f'<span class="problem">failed: {t(facts.error)}</span>'))
+            rows.append((t(name), f'<span class="problem">failed: {t(facts.error)}</span>'))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     partial = ""
     if event.partial:
