@@ -451,3 +451,71 @@ def test_a_store_that_never_answers_is_a_one_line_504(tmp_path: Path) -> None:
         message = body.split('<p class="error problem">', 1)[1].split("</p>", 1)[0]
         assert message.startswith(f"http://127.0.0.1:{port} did not answer within 2s (waiting")
         assert message.endswith("give it longer with --timeout SECONDS")
+
+
+def test_too_many_query_fields_are_a_400_not_a_crash(dumps: Path, three: object) -> None:
+    query = "&".join(f"f{n}=1" for n in range(50))
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/?{query}")
+        after = get(server, "/")[0]
+
+    assert status == 400
+    assert b"more than 20 fields" in body
+    assert after == 200
+
+
+def test_event_json_itself_can_be_downloaded(dumps: Path, three: dict[str, Path]) -> None:
+    event_id = three["cpu"].name
+    with serving(dumps) as server:
+        status, headers, body = get(server, f"/event/{event_id}/file/event.json")
+
+    assert status == 200
+    assert body == (three["cpu"] / "event.json").read_bytes()
+    assert headers["content-disposition"] == 'attachment; filename="event.json"'
+
+
+def test_a_bug_in_a_page_is_a_one_line_500_and_the_server_goes_on(
+    dumps: Path,
+    three: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from holmespy.cli import pages
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(pages, "event_page", broken)
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{three['cpu'].name}")
+        after = get(server, "/")[0]
+
+    assert status == 500
+    assert b"internal error: KeyError: &#x27;oops&#x27;" in body
+    assert after == 200
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().split("\n") == [
+        f"holmespy: GET /event/{three['cpu'].name}: internal error: KeyError: 'oops'"
+    ]
+
+
+def test_a_client_that_never_sends_does_not_hold_a_thread(
+    dumps: Path, three: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from holmespy.cli.serve import Handler
+
+    monkeypatch.setattr(Handler, "timeout", 0.5)
+    with serving(dumps) as server, socket.create_connection(server.server_address[:2]) as conn:
+        conn.settimeout(30)  # generous: the server must close first
+        assert conn.recv(1) == b""  # closed by the server, having sent nothing
+
+
+def test_beyond_loopback_any_host_name_is_answered() -> None:
+    server = Server(("0.0.0.0", 0), LocalSource(Path("/")), 30, DEFAULT_MAX_SIZE)
+    try:
+        assert server.allowed_hosts() is None
+    finally:
+        server.server_close()

@@ -567,6 +567,8 @@ def _sample(r: _Reader, data: dict[str, Any] | None) -> dict[str, float | None] 
     if data is None:
         return None
     out: dict[str, float | None] = {}
+    if len(data) > MAX_CAPTURES:
+        r.problem("sample", f"{len(data):,} entries, more than {MAX_CAPTURES}")
     for key in list(data)[:MAX_CAPTURES]:
         out[key] = r.number(data, key, "sample.")
     return out

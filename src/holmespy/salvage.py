@@ -39,6 +39,7 @@ from holmespy.bundle import (
     publish_in,
     temp_name,
 )
+from holmespy.event import SCHEMA
 
 log = logging.getLogger("holmespy")
 
@@ -234,6 +235,7 @@ def _minimal_event(event_id: str, service: str, pid: int) -> dict[str, Any]:
     stamp, rule = event_id.split("-")[0], event_id.split("-")[1]
     when = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
     return {
+        "schema": SCHEMA,
         "id": event_id,
         "service": service,
         "pid": pid,

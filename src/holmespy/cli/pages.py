@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from holmespy.cli.dumps import Census, StackGroup, TaskDump
-from holmespy.cli.events import Query, event_time
+from holmespy.cli.events import event_time
 from holmespy.cli.flamegraph import Node
 from holmespy.cli.holders import HoldersFile
 from holmespy.cli.profiles import FunctionCost
@@ -28,6 +28,7 @@ from holmespy.cli.site import EventRow, EventView, Part, ProfileView
 from holmespy.cli.svgchart import history_svg
 from holmespy.cli.text import age, number, plural, size
 from holmespy.event import Event, Thresholds
+from holmespy.manifest import EVENT_FILE
 from holmespy.printable import printable, printable_lines
 from holmespy.registry import RULE_NAMES, RULES
 
@@ -85,7 +86,6 @@ def error_page(status: int, message: str, source: str) -> str:
 def list_page(
     rows: Sequence[EventRow],
     *,
-    query: Query,
     form: dict[str, str],
     services: Sequence[str],
     page_number: int,
@@ -411,7 +411,9 @@ def _holders(found: HoldersFile) -> str:
 
 
 def _files(view: EventView) -> str:
-    rows = []
+    href = f"/event/{quote(view.ref.id)}/file/{EVENT_FILE}"
+    link = f'<a href="{href}" download>{EVENT_FILE}</a>'
+    rows = [f"<tr><td class=mono>{link}</td><td></td><td></td></tr>"]
     for entry in view.event.files or ():
         shown = t(entry.name, 200)
         if entry.name in view.downloadable:

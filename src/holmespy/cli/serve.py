@@ -135,11 +135,13 @@ class Server(ThreadingHTTPServer):
             source.deadline = Deadline(self.timeout_seconds, source.store.endpoint)
         return Site(source, self.max_size)
 
-    def allowed_hosts(self) -> frozenset[str]:
+    def allowed_hosts(self) -> frozenset[str] | None:
+        """The Host headers answered; None (any) once it listens beyond loopback, where
+        the user chose to be reached by whatever name the network gives it."""
         host, port = str(self.server_address[0]), self.server_address[1]
-        names = {host, f"[{host}]"}
-        if _loopback(str(host)) or str(host) in ("0.0.0.0", "::"):
-            names |= {"localhost", "127.0.0.1", "[::1]"}
+        if not _loopback(host):
+            return None
+        names = {host, f"[{host}]", "localhost", "127.0.0.1", "[::1]"}
         return frozenset({*names, *(f"{n}:{port}" for n in names)})
 
 
@@ -148,6 +150,8 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "holmespy"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    timeout = 60
+    """Seconds a connection may stay silent: a client that never sends cannot hold a thread."""
 
     def do_GET(self) -> None:
         self._answer(send_body=True)
@@ -178,6 +182,13 @@ class Handler(BaseHTTPRequestHandler):
             what = "memory" if isinstance(exc, MemoryError) else "stack"
             status = HTTPStatus.INTERNAL_SERVER_ERROR
             body, headers = _error(f"ran out of {what} (a file too large or too deep?)"), {}
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            status, headers = HTTPStatus.INTERNAL_SERVER_ERROR, {}
+            body = _error(f"{where}{exc.strerror or exc}")
+        except Exception as exc:  # a bug of ours: one line here, and the server goes on
+            status, headers = HTTPStatus.INTERNAL_SERVER_ERROR, {}
+            body = _error(f"internal error: {type(exc).__name__}: {exc}")
         if isinstance(body, pages.ErrorBody):
             if status >= 500:
                 warn(f"{self.command} {self.path[:200]}: {body.message}")
@@ -186,13 +197,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> tuple[int, str | bytes, dict[str, str]]:
         host = self.headers.get("Host", "")
-        if host not in self.server.allowed_hosts():
+        allowed = self.server.allowed_hosts()
+        if allowed is not None and host not in allowed:
             raise UnsafePath(f"refused a request for host {host!r}: open the URL serve printed")
         split = urlsplit(self.path)
         if len(split.query) > MAX_QUERY:
             raise BadUsage(f"a query of {len(split.query):,} characters is too long")
         parts = [_segment(p) for p in split.path.split("/")[1:]]
-        params = {k: v[0] for k, v in parse_qs(split.query, max_num_fields=20).items()}
+        try:
+            fields = parse_qs(split.query, max_num_fields=20)
+        except ValueError:
+            raise BadUsage("a query of more than 20 fields") from None
+        params = {k: v[0] for k, v in fields.items()}
         source = self.server.source.url
         match parts:
             case [""]:
@@ -236,7 +252,6 @@ class Handler(BaseHTTPRequestHandler):
         rows, more = site.rows(query, max(1, page))
         return pages.list_page(
             rows,
-            query=query,
             form=form,
             services=site.services(),
             page_number=max(1, page),

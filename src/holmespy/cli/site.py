@@ -138,7 +138,7 @@ class Site:
             ref,
             event,
             problems,
-            downloadable=frozenset(n for n in listed if FILE_NAME_RE.fullmatch(n)),
+            downloadable=frozenset([EVENT_FILE, *(n for n in listed if FILE_NAME_RE.fullmatch(n))]),
         )
         if parts:
             wanted = [n for n in (*PROFILES, *TEXTS) if n in view.downloadable]
