@@ -27,6 +27,7 @@ from holmespy.cli.events import (
 )
 from holmespy.cli.source import EventRef, resolve_source
 from holmespy.cli.text import CELL_WIDTH, age, field, number, positive_int, table, warn
+from holmespy.event import Event
 
 MAX_FILES = 20
 """File names listed in the FILES column of `ls -l` at most."""
@@ -101,21 +102,16 @@ def render_table(
 def _long_columns(item: Loaded) -> list[str]:
     if item.error:
         return ["(corrupt event.json)", "", "", ""]
-    e = item.event
-    value = e.get("value")
-    unit = str(e.get("unit", ""))
+    e, _ = Event.read(item.event)  # a value of a wrong type is shown as "?"
+    unit = e.unit or ""
     shown = (
-        number(value) + ("%" if unit == "%" else f" {unit}" if unit else "")
-        if value is not None
+        number(e.value) + ("%" if unit == "%" else f" {unit}" if unit else "")
+        if e.value is not None
         else "?"
     )
-    listed = e.get("files")
-    names = (
-        [f.get("name", "?") for f in listed if isinstance(f, dict)]
-        if isinstance(listed, list)
-        else []
-    )
+    names = e.file_names
     files = ",".join(field(name, CELL_WIDTH) for name in names[:MAX_FILES])
     if len(names) > MAX_FILES:
         files += f",… ({len(names)} files)"
-    return [shown, str(e.get("host", "?")), str(e.get("pid", "?")), files or "-"]
+    pid = "?" if e.pid is None else str(e.pid)
+    return [shown, e.host if e.host is not None else "?", pid, files or "-"]
