@@ -519,3 +519,19 @@ def test_beyond_loopback_any_host_name_is_answered() -> None:
         assert server.allowed_hosts() is None
     finally:
         server.server_close()
+
+
+def test_a_gcheap_event_shows_what_grew_between_its_two_heap_profiles(dumps: Path) -> None:
+    folder = write_bundle(
+        dumps,
+        rule="gcheap",
+        files={
+            "heap.pb.gz": pprof(heap_profile({("main", "cache_put"): 2 << 20})),
+            "heap-2.pb.gz": pprof(heap_profile({("main", "cache_put"): 6 << 20})),
+        },
+    )
+    with serving(dumps) as server:
+        html = page(server, f"/event/{folder.name}")
+
+    assert "heap.pb.gz → heap-2.pb.gz: inuse_space by allocation site" in html
+    assert "2.0 MiB      6.0 MiB     +4.0 MiB  cache_put" in html

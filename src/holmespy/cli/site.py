@@ -143,6 +143,9 @@ class Site:
         if parts:
             wanted = [n for n in (*PROFILES, *TEXTS) if n in view.downloadable]
             view.parts = parallel_map(self.source, lambda name: self._part(view, name), wanted)
+            first, second = view.profiles.get("heap.pb.gz"), view.profiles.get("heap-2.pb.gz")
+            if first is not None and second is not None:  # the gcheap pair
+                view.parts.append(_site_diff(first, second, "heap.pb.gz → heap-2.pb.gz"))
         return view
 
     def file(self, event_id: str, name: str) -> tuple[EventRef, bytes]:
@@ -191,7 +194,7 @@ class Site:
         extra = []
         heap_a, heap_b = first.profiles.get("heap.pb.gz"), second.profiles.get("heap.pb.gz")
         if heap_a is not None and heap_b is not None:
-            extra.append(_site_diff(heap_a, heap_b))
+            extra.append(_site_diff(heap_a, heap_b, "heap.pb.gz a → b"))
         return first, second, extra
 
 
@@ -236,13 +239,15 @@ def profile_view(profile: Profile) -> ProfileView:
     return ProfileView(profile.sample_types[index].unit, total, costs, tree)
 
 
-def _site_diff(a: Profile, b: Profile) -> Part:
+def _site_diff(a: Profile, b: Profile, name: str) -> Part:
+    """What each allocation site held in `a` and in `b`: those that held memory in both
+    (a leak keeps it alive) first, then those that grew."""
     names = [vt.type for vt in a.sample_types]
     kind = "inuse_space" if "inuse_space" in names else names[-1] if names else ""
     try:
         changes = site_changes(a, b, kind)
     except CLIError as exc:
-        return Part("heap.pb.gz a → b", error=str(exc))
+        return Part(name, error=str(exc))
     unit = "bytes" if kind.endswith("space") else "count"
     lines = [f"{'a':>12} {'b':>12} {'growth':>12}  allocation site"]
     for c in changes[:30]:
@@ -250,4 +255,4 @@ def _site_diff(a: Profile, b: Profile) -> Part:
             f"{quantity(c.before, unit):>12} {quantity(c.after, unit):>12}"
             f" {('+' if c.growth > 0 else '') + quantity(c.growth, unit):>12}  {c.name}"
         )
-    return Part("heap.pb.gz a → b", title=f"{kind} by allocation site", text="\n".join(lines))
+    return Part(name, title=f"{kind} by allocation site", text="\n".join(lines))
