@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -535,3 +536,28 @@ def test_a_gcheap_event_shows_what_grew_between_its_two_heap_profiles(dumps: Pat
 
     assert "heap.pb.gz → heap-2.pb.gz: inuse_space by allocation site" in html
     assert "2.0 MiB      6.0 MiB     +4.0 MiB  cache_put" in html
+
+
+def test_thread_groups_come_from_threads_json_and_a_damaged_one_is_said(dumps: Path) -> None:
+    from holmespy.profilers.threads import dump_threads
+
+    text, data = dump_threads()
+    assert data is not None
+    good = write_bundle(
+        dumps,
+        rule="thread",
+        files={"threads.txt": b"", "threads.json": json.dumps(data.to_json()).encode()},
+    )
+    damaged = write_bundle(
+        dumps, rule="thread", files={"threads.txt": text.encode(), "threads.json": b"[1"}
+    )
+    with serving(dumps) as server:
+        from_data = page(server, f"/event/{good.name}")
+        from_text = page(server, f"/event/{damaged.name}")
+
+    count = len(data.threads)
+    # threads.txt is empty in the first bundle: its groups can only have come from the data.
+    assert f"threads.txt: {count} thread" in from_data
+    assert "threads.json: not JSON" in from_text
+    assert "the groups are read from threads.txt" in from_text
+    assert f"threads.txt: {count} thread" in from_text

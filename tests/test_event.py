@@ -68,7 +68,7 @@ def test_the_watchers_event_json_reads_back_whole_with_its_schema(tmp_path: Path
     assert event.history
     assert event.history[-1].value == event.value
     assert event.capture("threads") is not None
-    assert event.file_names == ["threads.txt"]
+    assert event.file_names == ["threads.json", "threads.txt"]
     assert event.to_json() == raw
 
 

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from holmespy.cli.errors import CLIError
+from holmespy.stackdump import ThreadDump
 
 # Counts are ASCII digits of bounded length: int() of a 5,000-digit number raises.
 _N = "[0-9,]{1,30}"
@@ -45,7 +46,13 @@ class StackGroup:
     where: str = ""
 
 
+def groups_of(dump: ThreadDump) -> list[StackGroup]:
+    """The groups of a `threads.json` (no text to parse: bundles from this holmespy on)."""
+    return [StackGroup(g.count, g.frames, g.names) for g in dump.groups()]
+
+
 def thread_groups(text: str) -> list[StackGroup]:
+    """The groups of a `threads.txt`, for bundles written before `threads.json` existed."""
     stacks: dict[tuple[str, ...], list[str]] = defaultdict(list)
     name: str | None = None
     frames: list[str] = []

@@ -286,6 +286,7 @@ def _part(part: Part) -> str:
     if part.error:
         out.append(f'<p class="problem">{t(part.error, 1000)}</p>')
         return "\n".join(out)
+    out += [f'<p class="problem">{t(note, 1000)}</p>' for note in part.notes]
     if part.profile is not None:
         out.append(_profile(part.name, part.profile))
     if part.threads is not None:

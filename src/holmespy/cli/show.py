@@ -23,7 +23,7 @@ from typing import Any, TypeGuard
 from holmespy.bundle import EVENT_FILE
 from holmespy.cli.chart import bar_chart
 from holmespy.cli.diff import DEFAULT_TYPE, site_changes
-from holmespy.cli.dumps import StackGroup, read_census, task_groups, thread_groups
+from holmespy.cli.dumps import StackGroup, groups_of, read_census, task_groups, thread_groups
 from holmespy.cli.errors import BadUsage, CLIError, UnsafePath
 from holmespy.cli.events import Query, add_filter_args, parse_event
 from holmespy.cli.fetch import open_bundle
@@ -53,6 +53,8 @@ from holmespy.cli.text import (
 from holmespy.event import Event, Point, Thresholds
 from holmespy.formats.collapsed import sample_index
 from holmespy.registry import RULES
+from holmespy.stackdump import FILE as THREADS_DATA
+from holmespy.stackdump import BadDump, ThreadDump
 
 FRAMES_SHOWN = 6
 NAMES_SHOWN = 10
@@ -337,10 +339,21 @@ def grew_part(folder: Path, top: int, max_size: int) -> list[str]:
 
 
 def threads_part(path: Path, top: int, max_size: int) -> list[str]:
-    groups = thread_groups(read_text(path, max_size))
+    data = path.with_name(THREADS_DATA)
+    problem = None
+    groups = None
+    if data.is_file():
+        try:
+            groups = groups_of(ThreadDump.loads(read_bytes(data, max_size, "--max-size")))
+        except BadDump as exc:
+            problem = str(exc)
+    if groups is None:
+        groups = thread_groups(read_text(path, max_size))
     total = sum(g.count for g in groups)
     summary = f"{plural(total, 'thread')} in {plural(len(groups), 'group')} of identical stacks"
     out = [section(path.name, summary)]
+    if problem:
+        out.append(f"!! {field(problem, 2 * WIDE)}; the groups are read from {path.name}")
     if not groups:
         return [*out, "  no thread stacks"]
     for group in groups[:top]:

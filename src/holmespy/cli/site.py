@@ -15,7 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from holmespy.cli.diff import site_changes
-from holmespy.cli.dumps import Census, StackGroup, TaskDump, read_census, task_groups, thread_groups
+from holmespy.cli.dumps import (
+    Census,
+    StackGroup,
+    TaskDump,
+    groups_of,
+    read_census,
+    task_groups,
+    thread_groups,
+)
 from holmespy.cli.errors import CLIError, UnsafePath
 from holmespy.cli.events import (
     Query,
@@ -37,6 +45,8 @@ from holmespy.formats.collapsed import sample_index, to_collapsed
 from holmespy.formats.pprof import ProfileFormatError, ProfileTooLarge, decode
 from holmespy.formats.profile import Profile
 from holmespy.manifest import EVENT_FILE, FILE_NAME_RE
+from holmespy.stackdump import FILE as THREADS_DATA
+from holmespy.stackdump import BadDump, ThreadDump
 
 PAGE_SIZE = 50
 """Events per page of the list."""
@@ -76,6 +86,8 @@ class Part:
     holders: HoldersFile | None = None
     text: str | None = None
     """A file shown as it is (`loop.txt`, a site diff)."""
+    notes: list[str] = field(default_factory=list)
+    """What went wrong without hiding the part (a damaged `threads.json` beside its text)."""
 
 
 @dataclass
@@ -175,7 +187,7 @@ class Site:
                 return part
             text = data.decode("utf-8", "replace")
             readers: dict[str, Callable[[], None]] = {
-                "threads.txt": lambda: _set(part, threads=thread_groups(text)),
+                "threads.txt": lambda: _set(part, threads=self._threads(view, text, part)),
                 "tasks.txt": lambda: _set(part, tasks=task_groups(text)),
                 "heap-types.txt": lambda: _set(part, census=read_census(text, name)),
                 "heap-holders.txt": lambda: _set(part, holders=read_holders(text, name)),
@@ -186,6 +198,16 @@ class Site:
         except (CLIError, OSError) as exc:
             part.error = str(exc) if isinstance(exc, CLIError) else f"cannot read {name}: {exc}"
         return part
+
+    def _threads(self, view: EventView, text: str, part: Part) -> list[StackGroup]:
+        """From `threads.json` when the event has it; else parsed from the text."""
+        if THREADS_DATA in view.downloadable:
+            try:
+                data = self._read(view.ref, THREADS_DATA, self.max_size)
+                return groups_of(ThreadDump.loads(data))
+            except (BadDump, CLIError) as exc:  # the text says the same: show it
+                part.notes.append(f"{exc}; the groups are read from threads.txt")
+        return thread_groups(text)
 
     # -- two events --
 

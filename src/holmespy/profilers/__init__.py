@@ -40,11 +40,18 @@ Capture = Callable[[CaptureContext], dict[str, Any]]
 
 
 def capture_threads(ctx: CaptureContext) -> dict[str, Any]:
-    from holmespy.profilers.threads import format_threads
+    import json
 
-    text = format_threads(exclude=ctx.exclude_threads)
+    from holmespy.profilers.threads import dump_threads
+    from holmespy.stackdump import FILE
+
+    text, dump = dump_threads(exclude=ctx.exclude_threads)
     write_private(ctx.directory / "threads.txt", text.encode())
-    return {"file": "threads.txt"}
+    if dump is None:
+        return {"file": "threads.txt"}
+    data = json.dumps(dump.to_json(), separators=(",", ":"), ensure_ascii=False)
+    write_private(ctx.directory / FILE, data.encode())
+    return {"file": "threads.txt", "data": FILE}
 
 
 def capture_tasks(ctx: CaptureContext) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from types import FrameType
 
 from holmespy.printable import printable
 from holmespy.profilers.native import native_id
+from holmespy.stackdump import Frame, ThreadDump, ThreadStack
 
 __all__ = [
     "MAX_FRAMES",
+    "dump_threads",
     "format_frame_line",
     "format_stack",
     "format_threads",
@@ -75,10 +77,24 @@ def format_frame_line(qualname: str, filename: str, lineno: int, indent: str) ->
     return lines
 
 
+class StackNotes:
+    """What `format_stack` wrote, as data: the frames, how many were omitted, the error."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.omitted = 0
+        self.error: str | None = None
+
+
 def format_stack(
-    frame: FrameType | None, *, indent: str = "    ", limit: int = MAX_FRAMES
+    frame: FrameType | None,
+    *,
+    indent: str = "    ",
+    limit: int = MAX_FRAMES,
+    notes: StackNotes | None = None,
 ) -> list[str]:
-    """The stack ending at `frame`, innermost call first, as text lines. Never raises."""
+    """The stack ending at `frame`, innermost call first, as text lines (and, when
+    `notes` is given, as data in it). Never raises."""
     lines: list[str] = []
     shown = 0
     try:
@@ -89,15 +105,22 @@ def format_stack(
                     rest += 1
                     frame = frame.f_back
                 lines.append(f"{indent}... {rest} older frames omitted")
+                if notes is not None:
+                    notes.omitted = rest
                 break
             code = frame.f_code
-            lines.extend(
-                format_frame_line(code.co_qualname, code.co_filename, frame.f_lineno or 0, indent)
-            )
+            lineno = frame.f_lineno or 0
+            lines.extend(format_frame_line(code.co_qualname, code.co_filename, lineno, indent))
+            if notes is not None:
+                notes.frames.append(
+                    Frame(printable(code.co_qualname), printable(code.co_filename), lineno)
+                )
             shown += 1
             frame = frame.f_back
     except Exception as exc:
         lines.append(f"{indent}!! stack unreadable: {type(exc).__name__}: {exc}")
+        if notes is not None:
+            notes.error = f"{type(exc).__name__}: {exc}"
     if not lines:
         lines.append(f"{indent}(no Python frames)")
     return lines
@@ -113,16 +136,35 @@ def format_threads(*, exclude: Collection[int] = (), now: dt.datetime | None = N
     Threads whose ident is in `exclude` (holmespy's own) are only named in the
     footer. Never raises: an error is reported in the text.
     """
+    return dump_threads(exclude=exclude, now=now)[0]
+
+
+def dump_threads(
+    *, exclude: Collection[int] = (), now: dt.datetime | None = None
+) -> tuple[str, ThreadDump | None]:
+    """`threads.txt`'s text and the same dump as data (`threads.json`), taken in one pass.
+
+    Never raises: on a failure the text says it and the data is None.
+    """
+    stacks: list[ThreadStack] = []
+    excluded: list[str] = []
     try:
-        return _format_threads(exclude, now)
+        text = _format_threads(exclude, now, stacks, excluded)
     except Exception:
-        return (
+        text = (
             f"holmespy thread dump: pid {os.getpid()}, at {header_time(None)}\n"
             "!! holmespy failed to dump threads:\n" + traceback.format_exc()
         )
+        return text, None
+    return text, ThreadDump(tuple(stacks), tuple(excluded))
 
 
-def _format_threads(exclude: Collection[int], now: dt.datetime | None) -> str:
+def _format_threads(
+    exclude: Collection[int],
+    now: dt.datetime | None,
+    stacks: list[ThreadStack],
+    excluded: list[str],
+) -> str:
     frames = sys._current_frames()
     known = {t.ident: t for t in threading.enumerate() if t.ident is not None}
     main_ident = threading.main_thread().ident
@@ -147,12 +189,18 @@ def _format_threads(exclude: Collection[int], now: dt.datetime | None) -> str:
         if n % CHUNK == 0:
             time.sleep(0)
         out.append("")
+        notes = StackNotes()
+        thread = known.get(ident)
         try:
-            out.append(_thread_header(ident, known.get(ident), main_ident))
-            out.extend(format_stack(frames.get(ident)))
+            out.append(_thread_header(ident, thread, main_ident))
+            out.extend(format_stack(frames.get(ident), notes=notes))
         except Exception as exc:
             out.append(f"    !! thread {ident} unreadable: {type(exc).__name__}: {exc}")
+            notes.error = f"{type(exc).__name__}: {exc}"
+        name = one_line(thread.name) if thread is not None else "<unknown>"
+        stacks.append(ThreadStack(name, ident, tuple(notes.frames), notes.omitted, notes.error))
     del frames  # drop the references to other threads' frames (and their locals) promptly
+    excluded.extend(_short_name(i, known.get(i)) for i in skipped)
     if skipped:
         names = ", ".join(_short_name(i, known.get(i)) for i in skipped)
         out.append("")
