@@ -233,6 +233,11 @@ class Proxy:
                 code, reason, body = 404, "Not Found", {"error": f"no admin endpoint {url.path}"}
         except BadParameter as exc:
             code, reason, body = 400, "Bad Request", {"error": str(exc)}
+        except Exception as exc:
+            # An answer, not a dropped connection: the caller sees what broke.
+            logging.getLogger("proxy").exception("admin %s failed", url.path)
+            code, reason = 500, "Internal Server Error"
+            body = {"error": f"{type(exc).__name__}: {exc}"}
         payload = (json.dumps(body, indent=2, default=str) + "\n").encode()
         writer.write(
             simple_response(code, reason, payload, content_type=b"application/json", close=close)
@@ -257,7 +262,7 @@ async def capture_cpu_now() -> dict[str, Any]:
 
     The cpu rule is swapped for one that fires on any sample; `reconfigure`
     wakes the watcher, whose tick fires and queues the capture; the rule is
-    put back as soon as the capture is queued, so exactly one event results.
+    put back as soon as it has fired, so exactly one event results.
     The first tick has no CPU reading yet, so it does not fire.
     """
     watcher = holmespy.current()
@@ -267,18 +272,27 @@ async def capture_cpu_now() -> dict[str, Any]:
     if original.cpu is None:
         return {"captured": False, "why": "the cpu rule is off (HOLMES_CPU=off)"}
     always = holmespy.Rule(min=0, diff=0, abs=0, cooldown=0, limit=holmespy.Limit(10**6, 3600))
-    worker = watcher.worker
-    queued_before = worker.pending() + worker.busy
+    dropped = watcher.worker.dropped
+    asked = time.monotonic()
     holmespy.reconfigure(cpu=always)
-    deadline = time.monotonic() + 1.5 * original.interval + 1
+    # A loaded machine may run the woken tick late: wait for a few intervals.
+    deadline = asked + max(5.0, 3 * original.interval)
     try:
-        while worker.pending() + worker.busy <= queued_before:
+        while not fired_since(watcher, "cpu", asked):
             if time.monotonic() > deadline:
                 return {"captured": False, "why": "no tick fired; holmespy may have just started"}
             await asyncio.sleep(0.005)
     finally:
         holmespy.reconfigure(original)
+    if watcher.worker.dropped > dropped:
+        return {"captured": False, "why": "the capture queue was full; the capture was dropped"}
     return {"captured": True, "profile_seconds": original.cpu_profile_seconds}
+
+
+def fired_since(watcher: holmespy.Watcher, rule: str, since: float) -> bool:
+    """Whether `rule` fired at or after `since` (time.monotonic, the clock rules use)."""
+    state = watcher.states.get(rule)
+    return state is not None and bool(state.fired_at) and state.fired_at[-1] >= since
 
 
 def parse_fault(spec: str) -> tuple[str, dict[str, str]]:
