@@ -52,17 +52,28 @@ def _missing(ax: Any, what: str) -> None:
 def _reaction(ax: Any, r: dict[str, Any] | None) -> None:
     if not r or "runs" not in r:
         return _missing(ax, "reaction")
-    runs = [x for x in r["runs"] if x.get("reaction_s") is not None]
+    from benchmarks.reaction import by_fault
+
+    faults = [f for f in by_fault(r) if "median" in f]
+    if not faults:
+        return _missing(ax, "reaction")
+    runs = [f["median"] for f in faults]
     labels = [f"{x['what']}\n({x['rule']} event)" for x in runs]
     ys = range(len(runs))
     detect = [x["detect_s"] for x in runs]
     capture = [x["capture_s"] for x in runs]
-    ax.barh(ys, detect, color=BAR, label="onset → rule fires")
+    ax.barh(ys, detect, color=BAR, label="onset → rule fires (median run)")
     ax.barh(ys, capture, left=detect, color=LIGHT, label="fires → event on disk")
-    for y, x in zip(ys, runs, strict=True):
+    for y, f in zip(ys, faults, strict=True):
+        x = f["median"]
         ax.plot([x["goal_s"]] * 2, [y - 0.4, y + 0.4], color=GOAL_COLOR, lw=2.5)
-        ax.text(x["reaction_s"] + 0.1, y, f"{x['reaction_s']:.1f} s", va="center", fontsize=9)
+        if f["runs"] > 1:
+            ax.plot([f["low_s"], f["high_s"]], [y, y], color="black", lw=1)
+        end = max(f["high_s"], x["reaction_s"])
+        ax.text(end + 0.1, y, f"{x['reaction_s']:.1f} s", va="center", fontsize=9)
     ax.plot([], [], color=GOAL_COLOR, lw=2.5, label="goal: interval + capture window + 1 s")
+    if any(f["runs"] > 1 for f in faults):
+        ax.plot([], [], color="black", lw=1, label="range over runs")
     ax.set_yticks(list(ys), labels, fontsize=9)
     ax.set_xlim(0, max(x["goal_s"] for x in runs) * 1.9)  # room for the legend on the right
     ax.invert_yaxis()

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import outcome
 from benchmarks import proxy_rig as rig
+from benchmarks.outcome import NotSteady
 from holmespy.config import Config
 
 GOAL = 0.97
@@ -116,7 +118,9 @@ def measure(rounds: int) -> dict[str, Any]:
                 if clean:
                     pairs.append((cap, rig.between(clean[0], clean[-1])))
             if not pairs:
-                raise rig.RigError("a capture ran in every baseline window")
+                raise NotSteady(
+                    "a capture ran in every baseline window (the cpu rule fired on its own)"
+                )
             unasked = len(rig.events(dumps)) - rounds - 1
             contaminated = sum(b["capturing"] for b in bases)
         finally:
@@ -168,7 +172,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    r = measure(2 if args.quick else args.rounds)
+    try:
+        r = measure(2 if args.quick else args.rounds)
+    except outcome.NotMeasured as exc:
+        outcome.report(args.json, exc)
+        return
     print(
         f"engine {r['engine']} (ran: {', '.join(r['engines_ran'])}), profile "
         f"{r['profile_seconds']:g} s, windows of {r['window_seconds']} s under wrk (-t1 -c8)"
