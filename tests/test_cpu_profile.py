@@ -336,6 +336,35 @@ def test_only_pyspy_asked_and_hung_gives_no_profile_and_says_why(
     assert "killed it and its process group (SIGKILL) and reaped it" in capture.why
 
 
+def test_the_pyspy_window_ends_its_length_after_the_launch_whatever_pyspy_counts(
+    tmp_path: Path,
+) -> None:
+    # py-spy's -d counts from when it has attached, seconds late on a loaded
+    # machine; this one never ends by itself: only the SIGINT at the end of
+    # the window (it then writes what it has) gives a profile before the deadline.
+    slow_to_count = fake_pyspy(
+        tmp_path,
+        """out=""
+while [ $# -gt 0 ]; do [ "$1" = "--output" ] && out="$2"; shift; done
+finish() {
+  echo "thread (1): MainThread;work (/app/w.py:3) 7" > "$out"
+  echo "Samples: 7 Errors: 0"
+  exit 0
+}
+trap finish INT
+echo "py-spy> Sampling process 100 times a second. Press Control-C to exit."
+while :; do sleep 0.05; done""",
+    )
+
+    capture = capture_cpu(1.0, pyspy=slow_to_count, engine="pyspy", margin=2)
+
+    assert capture.engine == "pyspy", capture.why
+    assert capture.facts["stopped_with"] == "SIGINT at the end of the window"
+    assert capture.facts["pyspy_reported_samples"] == 7
+    assert capture.profile is not None
+    assert [s.values[0] for s in capture.profile.samples] == [7]
+
+
 def test_a_crashing_pyspy_is_reported_and_the_sampler_takes_over(
     host: Host, tmp_path: Path
 ) -> None:
