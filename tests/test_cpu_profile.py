@@ -471,3 +471,17 @@ def _leaves_no_threads_or_children() -> Iterator[None]:
     yield
     assert not [t for t in threading.enumerate() if t.name == "holmespy-cpu-sampler"]
     assert child_processes() == []
+
+
+def test_a_triggered_capture_samples_at_the_configured_rate(tmp_path: Path) -> None:
+    from holmespy.config import Config
+    from holmespy.profilers import CaptureContext, capture_cpu_profile
+
+    config = Config(cpu_engine="sampler", cpu_profile_seconds=0.3, cpu_profile_rate=20)
+    ctx = CaptureContext(directory=tmp_path, rule="cpu", config=config)
+
+    facts = capture_cpu_profile(ctx)
+
+    assert facts["engine"] == "sampler"
+    assert facts["rate_asked"] == 20
+    assert (tmp_path / "cpu.pb.gz").exists()

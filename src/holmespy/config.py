@@ -137,6 +137,19 @@ def parse_number(name: str, text: str, *, low: float, high: float, what: str) ->
     return value
 
 
+MAX_PROFILE_RATE = 1000
+"""py-spy at 1000 Hz already slows a host by 30-55 % (REFERENCE)."""
+RATE_FORM = f"a whole number of samples per second from 1 to {MAX_PROFILE_RATE}, e.g. 50"
+
+
+def parse_rate(name: str, text: str) -> int:
+    s = text.strip().lower().removesuffix("hz").strip()
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (s.isascii() and s.isdigit() and len(s) <= 4) or not 1 <= int(s) <= MAX_PROFILE_RATE:
+        raise ConfigError(name, text, RATE_FORM)
+    return int(s)
+
+
 def parse_percent_or_off(name: str, text: str) -> float | None:
     if text.strip().lower() in ("off", ""):
         return None
@@ -320,6 +333,7 @@ class Config:
     gcheap: Rule | None = DEFAULT_RULES["gcheap"]
     cpu_max: float | None = None
     cpu_profile_seconds: float = 5.0
+    cpu_profile_rate: int = 50
     cpu_engine: CpuEngine = "auto"
     heap_seconds: float = 3.0
     exit_seconds: float = 0.5
@@ -528,6 +542,12 @@ def _check_url(name: str, value: Any) -> None:
         raise ConfigError(name, public_url(str(value), path=False), URL_FORM)
 
 
+def _check_rate(name: str, value: Any) -> None:
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if not integer or not 1 <= value <= MAX_PROFILE_RATE:
+        raise ConfigError(name, value, RATE_FORM)
+
+
 def _check_path(name: str, value: Any) -> None:
     if value is None:
         return  # the per-user default
@@ -594,6 +614,13 @@ OPTIONS: tuple[Option, ...] = (
         "length of a triggered CPU profile, in seconds",
         show=_show_seconds,
         validate=_check_number("a duration from 1ms to 10m", low=0.001, high=600.0),
+    ),
+    Option(
+        "HOLMES_CPU_PROFILE_RATE",
+        "cpu_profile_rate",
+        parse_rate,
+        "samples per second of a CPU profile (py-spy's -r, the in-process sampler's rate)",
+        validate=_check_rate,
     ),
     Option(
         "HOLMES_CPU_ENGINE",

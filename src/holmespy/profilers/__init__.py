@@ -62,6 +62,7 @@ def capture_cpu_profile(ctx: CaptureContext) -> dict[str, Any]:
         ctx.config.cpu_profile_seconds,
         engine=ctx.config.cpu_engine,
         exclude_threads=ctx.exclude_threads,
+        rate=ctx.config.cpu_profile_rate,
         cut=ctx.cut,
         workdir=ctx.directory,
     )
