@@ -156,8 +156,8 @@ def test_a_capture_asked_through_the_admin_endpoint_writes_a_cpu_event(
     # instead of answering, when the worker lost an attribute it read).
     server, dumps = cpu_proxy
     proxy_rig.wait_ticks(server, 11, timeout=30)
-    answer = admin(server, "/_admin/capture/cpu", method="POST")
-    assert answer == {"captured": True, "profile_seconds": 0.3}
+    answer = admin(server, "/_admin/capture/cpu?rate=40", method="POST")
+    assert answer == {"captured": True, "profile_seconds": 0.3, "rate": 40}
     deadline = time.monotonic() + 20
     events: list[dict[str, Any]] = []
     while not events and time.monotonic() < deadline:
@@ -165,6 +165,7 @@ def test_a_capture_asked_through_the_admin_endpoint_writes_a_cpu_event(
         time.sleep(0.05)
     assert events, "the capture never published its event"
     assert events[0]["captures"]["cpu"]["engine"] == "sampler"
+    assert events[0]["captures"]["cpu"]["rate_asked"] == 40
     assert (Path(events[0]["_path"]) / "cpu.pb.gz").exists()
 
 
@@ -174,4 +175,6 @@ def test_an_unknown_admin_path_is_answered_not_dropped(
     server, _ = proxy
     with pytest.raises(proxy_rig.RigError, match="404"):
         admin(server, "/_admin/nothing-here")
+    with pytest.raises(proxy_rig.RigError, match=r"400.*samples per second"):
+        admin(server, "/_admin/capture/cpu?rate=fast", method="POST")
     assert admin(server, "/_admin/status")["pid"] == server.pid  # still serving

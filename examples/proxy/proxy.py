@@ -10,7 +10,7 @@ back-pressure. Admin endpoints on the same port (it listens on 127.0.0.1):
     GET  /_admin/status              pid, faults, holmespy.status(), threads with native ids
     POST /_admin/fail/<fault>?k=v    switch a fault on: cpu, leak, threads, tasks, block
     POST /_admin/heal[?release=1]    switch faults off (and free what they leaked)
-    POST /_admin/capture/cpu         ask holmespy for a CPU capture now
+    POST /_admin/capture/cpu[?rate=N]  ask holmespy for a CPU capture now (at N samples/s)
 
 `--fail cpu` (repeatable, `--fail tasks:fanout=50`) switches faults on by
 itself after `--fail-after` seconds. See README.md here for a walk-through.
@@ -228,7 +228,7 @@ class Proxy:
                 self.faults.heal(release=params.get("release") in ("1", "true", "yes"))
                 body = self.faults.describe()
             elif method == b"POST" and path == ["capture", "cpu"]:
-                body = await capture_cpu_now()
+                body = await capture_cpu_now(parse_rate(params.get("rate")))
             else:
                 code, reason, body = 404, "Not Found", {"error": f"no admin endpoint {url.path}"}
         except BadParameter as exc:
@@ -257,13 +257,23 @@ class Proxy:
         }
 
 
-async def capture_cpu_now() -> dict[str, Any]:
+def parse_rate(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
+        raise BadParameter(f"rate={text!r}: expected samples per second from 1 to 1000")
+    return int(text)
+
+
+async def capture_cpu_now(rate: int | None = None) -> dict[str, Any]:
     """A CPU capture now, through holmespy's own rule path and capture worker.
 
     The cpu rule is swapped for one that fires on any sample; `reconfigure`
     wakes the watcher, whose tick fires and queues the capture; the rule is
     put back as soon as it has fired, so exactly one event results.
-    The first tick has no CPU reading yet, so it does not fire.
+    The first tick has no CPU reading yet, so it does not fire. `rate` sets
+    HOLMES_CPU_PROFILE_RATE for this capture and the ones after it (the
+    capture reads the configuration when it starts, after the rule is back).
     """
     watcher = holmespy.current()
     if watcher is None:
@@ -271,10 +281,12 @@ async def capture_cpu_now() -> dict[str, Any]:
     original = watcher.config
     if original.cpu is None:
         return {"captured": False, "why": "the cpu rule is off (HOLMES_CPU=off)"}
+    if rate is not None:
+        original = original.replace(cpu_profile_rate=rate)
     always = holmespy.Rule(min=0, diff=0, abs=0, cooldown=0, limit=holmespy.Limit(10**6, 3600))
     dropped = watcher.worker.dropped
     asked = time.monotonic()
-    holmespy.reconfigure(cpu=always)
+    holmespy.reconfigure(original.replace(cpu=always))
     # A loaded machine may run the woken tick late: wait for a few intervals.
     deadline = asked + max(5.0, 3 * original.interval)
     try:
@@ -286,7 +298,11 @@ async def capture_cpu_now() -> dict[str, Any]:
         holmespy.reconfigure(original)
     if watcher.worker.dropped > dropped:
         return {"captured": False, "why": "the capture queue was full; the capture was dropped"}
-    return {"captured": True, "profile_seconds": original.cpu_profile_seconds}
+    return {
+        "captured": True,
+        "profile_seconds": original.cpu_profile_seconds,
+        "rate": original.cpu_profile_rate,
+    }
 
 
 def fired_since(watcher: holmespy.Watcher, rule: str, since: float) -> bool:
