@@ -26,7 +26,9 @@ def draw(results: dict[str, Any], path: Path) -> None:
 
     def ran(name: str) -> dict[str, Any] | None:
         result = results.get(name)
-        return result if isinstance(result, dict) and "error" not in result else None
+        if not isinstance(result, dict) or "error" in result or "not_measured" in result:
+            return None
+        return result
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     _reaction(axes[0][0], ran("reaction"))
@@ -99,7 +101,7 @@ def _own_cpu(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | Non
     ax.set_ylim(0, 0.25)
     ax.set_ylabel("% of one core")
     title = "holmespy's own threads, nothing firing (1 s interval)"
-    if capture:
+    if capture and "pyspy_cpu_pct" in capture:
         title += (
             f"\nduring a CPU capture: {capture['holmespy_cpu_pct_during_capture']:.2f} % "
             f"+ py-spy {capture['pyspy_cpu_pct']:.0f} % (not drawn)"
@@ -137,10 +139,11 @@ def _ratios(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | None
                 None,
             )
         )
-    if capture:
+    if capture and "throughput_ratio" in capture:
         bars.append(
             (
-                "proxy req/s\nduring a CPU\ncapture (py-spy)",
+                "proxy req/s\nduring a CPU capture\n"
+                f"(py-spy, {capture.get('default_rate', 100)} Hz)",
                 capture["throughput_ratio"],
                 capture["throughput_ratio_range"],
                 0.97,

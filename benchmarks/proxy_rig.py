@@ -229,6 +229,25 @@ def reaped_children_cpu_s(pid: int) -> float:
         return 0.0
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of a process so far (stat's utime + stime), 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, summed over its cores."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    busy = sum(values[:8]) - idle  # guest time is already counted in user
+    return busy / CLK_TCK, idle / CLK_TCK
+
+
 def cpu_clock_source() -> str:
     return "schedstat (ns)" if os.path.exists("/proc/self/schedstat") else "stat (clock ticks)"
 
