@@ -11,28 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
-import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit
 
+from holmespy._log import log
 from holmespy.errors import ConfigError, ConfigWarning
 from holmespy.fork import interpreter_target
 from holmespy.redact import public_url
 from holmespy.rules import Limit, Rule
-from holmespy.safefs import temp_root
+from holmespy.tempdir import temp_root
 
-RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
+TYPE_CHECKING = False  # typing's, without importing typing (~9 ms) at start()
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Literal, TypeAlias
+
+    RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
+    CpuEngine: TypeAlias = Literal["auto", "pyspy", "sampler", "yappi"]
+
 RULE_NAMES: tuple[RuleName, ...] = ("cpu", "mem", "thread", "task", "gcheap")
-CpuEngine: TypeAlias = Literal["auto", "pyspy", "sampler", "yappi"]
 CPU_ENGINES: tuple[CpuEngine, ...] = ("auto", "pyspy", "sampler", "yappi")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -112,6 +113,8 @@ def parse_size(name: str, text: str) -> int:
     prefix, suffix = (m.group(2) or "").upper(), (m.group(3) or "").lower()
     decimal = suffix == "b" and prefix != ""
     base = 1000 if decimal else 1024
+    from fractions import Fraction  # exact, and only when a size is read (it imports decimal)
+
     value = int(Fraction(m.group(1)) * base ** _SIZE_POWERS[prefix])
     if value <= 0:
         raise ConfigError(name, text, SIZE_FORM + " greater than zero")
@@ -216,6 +219,8 @@ def parse_storage(name: str, text: str) -> str | None:
 def parse_url(name: str, text: str) -> str | None:
     """An http(s) URL the webhook can be POSTed to: a host, a valid port, nothing
     invisible. User info (`https://user:password@host/`) becomes HTTP Basic auth."""
+    from urllib.parse import urlsplit
+
     s = text.strip()
     if not s:
         return None
@@ -438,7 +443,7 @@ def _read(option: Option, raw: str) -> Any:
 
 def _warn(message: str, *, quiet: bool = False) -> None:
     """Log `message` and warn with it; `quiet`: never raise, even under `-W error`."""
-    logging.getLogger("holmespy").warning(message)
+    log.warning(message)
     try:
         warnings.warn(message, ConfigWarning, stacklevel=4)
     except ConfigWarning:
@@ -451,6 +456,8 @@ def _warn_unknown(env: Mapping[str, str]) -> None:
     take a server down."""
     known = {option.env for option in OPTIONS}
     for key in sorted(k for k in env if k.startswith("HOLMES_") and k not in known):
+        import difflib
+
         hint = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
         tip = f"; did you mean {hint[0]}?" if hint else ""
         _warn(f"unknown setting {key} is ignored{tip}")

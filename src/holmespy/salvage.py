@@ -39,6 +39,7 @@ from holmespy.bundle import (
     publish_in,
     temp_name,
 )
+from holmespy.tempdir import temp_root
 
 log = logging.getLogger("holmespy")
 
@@ -278,7 +279,7 @@ def _convert_pyspy(temp_fd: int, folder: Path) -> None:
 
 def remove_dead_pyspy_folders(tmp: Path | None = None) -> int:
     """`<tmp>/holmespy-pyspy-<pid>-*` of dead processes (py-spy output outside an event)."""
-    folder = safefs.temp_root() if tmp is None else tmp
+    folder = temp_root() if tmp is None else tmp
     removed = 0
     uid = os.getuid()
     try:

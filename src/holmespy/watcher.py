@@ -24,7 +24,6 @@ from holmespy.gcwatch import GCWatch
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
 from holmespy.rules import Decision, Rule, RuleState, Verdict
-from holmespy.safefs import temp_root
 from holmespy.salvage import remove_dead_pyspy_folders, salvage
 from holmespy.sampling import Sample, Sampler
 from holmespy.storage.uploader import Uploader
@@ -82,9 +81,6 @@ class Watcher:
     def __init__(self, config: Config, *, proc_root: str = "/proc", root: str = "/") -> None:
         self.config = config
         self.pid = os.getpid()
-        # The first temp-folder lookup takes a lock a fork keeps held: make it here,
-        # in the host's thread, never on the watcher's (see safefs.temp_root).
-        temp_root()
         self._proc_root, self._root = proc_root, root
         self._wake = threading.Event()
         self._stopping = False

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from holmespy import safefs
+from holmespy._log import log as lazy_log
 from holmespy.bundle import EVENT_FILE
 from holmespy.config import Config
 from holmespy.manifest import ListedFile, Manifest
@@ -48,7 +49,7 @@ from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import Encryption, S3Location, StorageError, redact
 from holmespy.storage.spool import Claim, OddEntry, OddEvent, Spool, SpooledEvent, inspect_event
 
-log = logging.getLogger("holmespy")
+log = lazy_log.real()  # with its NullHandler and HOLMES_LOG_LEVEL
 
 ATTEMPT_FLOOR = 30.0
 """Seconds every file's upload attempt may take, whatever its size..."""

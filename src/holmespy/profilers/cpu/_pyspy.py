@@ -54,8 +54,9 @@ from holmespy.formats.profile import Frame, Profile
 from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
-from holmespy.safefs import make_temp_dir_in, temp_root
+from holmespy.safefs import make_temp_dir_in
 from holmespy.teardown import Cut
+from holmespy.tempdir import temp_root
 
 PYSPY_NAME = "py-spy"
 WORKDIR_NAME = ".pyspy"
