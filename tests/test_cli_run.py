@@ -26,6 +26,22 @@ sys.exit(3)
 """
 
 
+# holmespy starts in a process under `run` once it has lived a moment (at most 1 s).
+WAIT_FOR_HOLMESPY = """\
+import os, sys, time
+
+def watching():
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        holmespy = sys.modules.get("holmespy")
+        if holmespy is not None and hasattr(holmespy, "status") and holmespy.status().running:
+            return holmespy.status().pid == os.getpid()
+        time.sleep(0.02)
+    return False
+
+"""
+
+
 def test_a_thread_leak_in_an_unmodified_program_produces_an_event(tmp_path):
     program = tmp_path / "leaky.py"
     program.write_text(LEAKY)
@@ -66,10 +82,10 @@ def test_an_existing_sitecustomize_still_runs_and_env_passes_through(tmp_path):
     report = tmp_path / "report.json"
     program = tmp_path / "report.py"
     program.write_text(
-        "import json, os, sys\n"
+        WAIT_FOR_HOLMESPY + "import json, os, sys\n"
         "json.dump({'theirs': os.environ.get('FROM_THEIR_SITECUSTOMIZE'),\n"
         "           'mine': os.environ.get('MY_SETTING'),\n"
-        "           'watching': 'holmespy' in sys.modules,\n"
+        "           'watching': watching(),\n"
         "           'path': os.environ['PYTHONPATH']}, open(sys.argv[1], 'w'))\n"
     )
     env = clean_env(
@@ -210,7 +226,7 @@ def test_an_interpreter_without_holmespy_gets_it_from_where_run_came_from(tmp_pa
     probe = subprocess.run([str(base), "-c", "import holmespy"], capture_output=True, check=False)
     if probe.returncode == 0:
         pytest.skip(f"{base} has holmespy installed itself")
-    program = "import sys; print(sys.modules['holmespy'].__file__)"
+    program = WAIT_FOR_HOLMESPY + "watching(); print(sys.modules['holmespy'].__file__)"
 
     result = script(
         "run", "--", str(base), "-c", program, env=clean_env(HOLMES_DUMP_PATH=str(tmp_path))
@@ -218,3 +234,50 @@ def test_an_interpreter_without_holmespy_gets_it_from_where_run_came_from(tmp_pa
 
     assert result.code == 0, result.err
     assert Path(result.out.strip()).parent.parent == Path(__file__).parent.parent / "src"
+
+
+def test_a_process_shorter_than_the_warm_up_never_loads_holmespy(tmp_path):
+    # It could never have had an event (no rule fires before 10 samples): it
+    # pays nothing for holmespy, as a shell script's short helpers must not.
+    program = "import sys; print('holmespy' in sys.modules)"
+
+    result = script(
+        "run", "--", sys.executable, "-c", program, env=clean_env(HOLMES_DUMP_PATH=str(tmp_path))
+    )
+
+    assert result.code == 0, result.err
+    assert result.out.strip() == "False"
+
+
+def test_a_child_forked_before_holmespy_started_is_watched_too(tmp_path):
+    report = tmp_path / "report"
+    program = WAIT_FOR_HOLMESPY + (
+        "pid = os.fork()\n"
+        "ok = watching()\n"
+        "with open(sys.argv[1], 'a') as out:\n"
+        '    out.write(f\'{"child" if pid == 0 else "parent"} {ok}\\n\')\n'
+        "if pid: os.waitpid(pid, 0)\n"
+    )
+
+    result = script(
+        "run",
+        "--",
+        sys.executable,
+        "-c",
+        program,
+        str(report),
+        env=clean_env(HOLMES_DUMP_PATH=str(tmp_path / "dumps")),
+    )
+
+    assert result.code == 0, result.err
+    assert sorted(report.read_text().splitlines()) == ["child True", "parent True"]
+
+
+@pytest.mark.parametrize(("interval", "delay"), [(5.0, 1.0), (0.05, 0.5), (0.001, 0.01)])
+def test_holmespy_starts_within_the_rules_warm_up_and_at_most_a_second_late(
+    interval: float, delay: float
+) -> None:
+    from holmespy.cli.run import start_delay
+    from holmespy.config import Config
+
+    assert start_delay(Config(interval=interval)) == pytest.approx(delay)
