@@ -32,6 +32,7 @@ from typing import Any
 from benchmarks.outcome import NOT_MEASURED as NOT_MEASURED_KEY
 
 BENCHMARKS = (
+    "startup",
     "tick_cost",
     "growth",
     "idle_cost",
