@@ -281,3 +281,41 @@ def test_holmespy_starts_within_the_rules_warm_up_and_at_most_a_second_late(
     from holmespy.config import Config
 
     assert start_delay(Config(interval=interval)) == pytest.approx(delay)
+
+
+def test_a_fork_waits_for_holmespy_being_imported_on_its_thread(tmp_path):
+    # A fork in the middle of another thread's import leaves the child with
+    # module locks held by a thread it does not have (it would hang importing
+    # those modules): the fork waits for the import. A stand-in holmespy whose
+    # import takes a second makes the moment certain.
+    log = tmp_path / "order.log"
+    fake = tmp_path / "fake" / "holmespy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import time\n"
+        f"open({str(log)!r}, 'a').write('import started\\n')\n"
+        "time.sleep(1.0)\n"
+        f"open({str(log)!r}, 'a').write('import done\\n')\n"
+        "def start():\n"
+        "    pass\n"
+    )
+    program = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(fake.parent)!r})  # before holmespy starts, a second later\n"
+        "log = sys.argv[1]\n"
+        "deadline = time.monotonic() + 20\n"
+        "while 'started' not in open(log).read() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "open(log, 'a').write('forked\\n')\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    log.write_text("")
+    env = clean_env(HOLMES_DUMP_PATH=str(tmp_path / "dumps"))
+
+    result = script("run", "--", sys.executable, "-c", program, str(log), env=env)
+
+    assert result.code == 0, result.err
+    assert log.read_text().splitlines() == ["import started", "import done", "forked"]
