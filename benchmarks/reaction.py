@@ -185,6 +185,7 @@ def by_fault(result: dict[str, Any]) -> list[dict[str, Any]]:
             mid = done[(len(done) - 1) // 2]  # the lower median: a run that happened
             entry.update(
                 median=mid,
+                slowest=done[-1],
                 reaction_s=statistics.median(_reaction(r) for r in done),
                 low_s=_reaction(done[0]),
                 high_s=_reaction(done[-1]),
@@ -207,10 +208,15 @@ def summary(result: dict[str, Any]) -> list[tuple[str, str, str, str, bool | Non
             why = "; ".join(dict.fromkeys(f["errors"]))
             rows.append(("reaction", f["what"], f"not measured: {why}"[:120], goal_text, False))
             continue
-        m = f["median"]
+        m = mid = f["median"]
         spread = f"; {f['runs']} runs {f['low_s']:.2f}..{f['high_s']:.2f}" if f["runs"] > 1 else ""
         if f["failed"]:
             spread += f", {f['failed']} without an event"
+        slowest = f["slowest"]
+        if slowest is not mid and slowest["reaction_s"] > slowest["goal_s"]:
+            spread += (
+                f"; slowest: detect {slowest['detect_s']:.2f} + capture {slowest['capture_s']:.2f}"
+            )
         rows.append(
             (
                 "reaction",
