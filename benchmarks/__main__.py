@@ -194,6 +194,9 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, Any] = {"_machine": machine()}
     seconds: dict[str, float] = {}
+    # How busy the machine was around each benchmark (1-minute load average,
+    # before and after): on a shared machine it says how far to trust a figure.
+    load: dict[str, list[float]] = {}
     began = time.monotonic()
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,8 +207,10 @@ def main() -> int:
             if args.quick:
                 extra = QUICK_ARGS.get(name, ["--quick"])
             started = time.monotonic()
+            before = os.getloadavg()[0]
             returncode = run_one(name, out, extra)
             seconds[name] = round(time.monotonic() - started, 1)
+            load[name] = [round(before, 2), round(os.getloadavg()[0], 2)]
             if returncode == 0 and out.exists():
                 results[name] = json.loads(out.read_text())
             else:
@@ -214,6 +219,7 @@ def main() -> int:
                 results[name] = {"error": f"{why}; see its output above"}
     total = time.monotonic() - began
     results["_seconds"] = {**seconds, "total": round(total, 1)}
+    results["_load"] = load
     print(
         f"\n== summary ({total / 60:.1f} min: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
@@ -222,6 +228,14 @@ def main() -> int:
     print(render(summary_rows(results)))
     m = results["_machine"]
     print(f"{m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['date']}")
+    if load:
+        seen = [x for pair in load.values() for x in pair]
+        print(
+            f"1-minute load average around the benchmarks: {min(seen):.1f} to {max(seen):.1f} "
+            f"on {m['nproc']} CPUs ("
+            + ", ".join(f"{k} {a:.1f}->{b:.1f}" for k, (a, b) in load.items())
+            + ")"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"figures written to {args.json}")
