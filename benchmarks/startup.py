@@ -16,7 +16,9 @@ each of:
 Each process's wall time (spawn to reaped) and CPU time (its rusage, every
 thread) is compared with the mean of the bare interpreters run just before
 and after it, so the machine's changes of speed cancel; the figure is the
-median over the runs, with the quartiles as its spread. `-X importtime` of
+median over the runs, with the quartiles as its spread. The goal is judged
+on CPU time: on a shared machine the wall time of a 20 ms process is mostly
+the time it waited for a core. `-X importtime` of
 `import holmespy; holmespy.start()` says where what is left goes.
 """
 
@@ -151,12 +153,12 @@ def summary(r: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 "startup",
-                f"{WHAT[case]}, added to `python -c pass` (wall)",
-                f"{wall['median_ms']:+.1f} ms (quartiles {wall['q1_ms']:+.1f}.."
-                f"{wall['q3_ms']:+.1f}; CPU {cpu['median_ms']:+.1f} ms; "
-                f"bare {r['bare_wall_ms']:.0f} ms)",
+                f"{WHAT[case]}, added to `python -c pass` (CPU time)",
+                f"{cpu['median_ms']:+.1f} ms (quartiles {cpu['q1_ms']:+.1f}..{cpu['q3_ms']:+.1f}; "
+                f"wall {wall['median_ms']:+.1f} ms, {wall['q1_ms']:+.1f}..{wall['q3_ms']:+.1f}; "
+                f"bare {r['bare_cpu_ms']:.0f} ms CPU)",
                 f"≤ {GOAL_MS:g} ms" if judged else "-",
-                wall["median_ms"] <= GOAL_MS if judged else None,
+                cpu["median_ms"] <= GOAL_MS if judged else None,
             )
         )
     it = r["importtime"]
