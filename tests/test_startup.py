@@ -32,7 +32,9 @@ HEAVY = (
     "urllib.request",
     "holmespy.loops",
     "holmespy.bundle",
+    "holmespy.capturer",
     "holmespy.profilers",
+    "holmespy.salvage",
     "holmespy.storage",
 )
 

@@ -13,7 +13,6 @@ with its NullHandler and the level `HOLMES_LOG_LEVEL` asked for.
 from __future__ import annotations
 
 import sys
-import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ class LazyLogger:
         self._name = name
         self._logger: logging.Logger | None = None
         self._level: int | str | None = None
-        self._lock = threading.Lock()
 
     def get(self) -> logging.Logger | None:
         """The real logger, or None while `logging` is not imported."""
@@ -40,16 +38,18 @@ class LazyLogger:
             return logger
         import logging
 
-        with self._lock:
-            if self._logger is None:
-                logger = logging.getLogger(self._name)
-                # Silent unless the host configures logging (the library convention).
-                if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-                    logger.addHandler(logging.NullHandler())
-                if self._level is not None:
-                    logger.setLevel(self._level)
-                self._logger = logger
-            return self._logger
+        # No lock of ours around logging's: logging holds its own lock across a
+        # fork (its at-fork hook), and a second lock here could invert with it.
+        # Two threads racing here both get the same logger; at worst it gets a
+        # second NullHandler, which changes nothing.
+        logger = logging.getLogger(self._name)
+        # Silent unless the host configures logging (the library convention).
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+        if self._level is not None:
+            logger.setLevel(self._level)
+        self._logger = logger
+        return logger
 
     def real(self) -> logging.Logger:
         """The real logger, importing `logging` (for modules that import it anyway)."""
