@@ -93,7 +93,10 @@ def _holmespy_run() -> None:
         sys.modules["sitecustomize"] = module
         spec.loader.exec_module(module)
     delay = __HOLMESPY_DELAY__
-    if delay <= 0:
+    # multiprocessing's own children and helpers (spawn, forkserver, resource
+    # tracker) start it at once: holmespy.start() knows what each of them is,
+    # and a helper must never hold a thread of ours, not even for a second.
+    if delay <= 0 or any("from multiprocessing." in a for a in getattr(sys, "orig_argv", ())):
         _holmespy_start()
         return
     # Started once this process has lived `delay` s, from a thread of its own
