@@ -284,7 +284,7 @@ async def capture_cpu_now(rate: int | None = None) -> dict[str, Any]:
     if rate is not None:
         original = original.replace(cpu_profile_rate=rate)
     always = holmespy.Rule(min=0, diff=0, abs=0, cooldown=0, limit=holmespy.Limit(10**6, 3600))
-    dropped = watcher.worker.dropped
+    dropped = watcher.status().dropped
     asked = time.monotonic()
     holmespy.reconfigure(original.replace(cpu=always))
     # A loaded machine may run the woken tick late: wait for a few intervals.
@@ -296,7 +296,7 @@ async def capture_cpu_now(rate: int | None = None) -> dict[str, Any]:
             await asyncio.sleep(0.005)
     finally:
         holmespy.reconfigure(original)
-    if watcher.worker.dropped > dropped:
+    if watcher.status().dropped > dropped:
         return {"captured": False, "why": "the capture queue was full; the capture was dropped"}
     return {
         "captured": True,
