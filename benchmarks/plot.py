@@ -187,8 +187,11 @@ def _ratios(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | None
 def _growth(ax: Any, growth: dict[str, Any] | None) -> None:
     if not growth:
         return _missing(ax, "growth")
+    timed = [row for row in growth["rows"] if "tick_us" in row and "raw_stat_read_us" in row]
+    if not timed:
+        return _missing(ax, "growth")
     for kind, marker, below in (("tasks", "o", False), ("threads", "s", True)):
-        rows = [row for row in growth["rows"] if kind in row]
+        rows = [row for row in timed if kind in row]
         if rows:
             ax.plot(
                 [row[kind] for row in rows],
@@ -204,7 +207,7 @@ def _growth(ax: Any, growth: dict[str, Any] | None) -> None:
                     xytext=(4, -12 if below else 6),  # the two curves start together
                     fontsize=8,
                 )
-    raw = statistics.median(row["raw_stat_read_us"] for row in growth["rows"])
+    raw = statistics.median(row["raw_stat_read_us"] for row in timed)
     ax.axhline(raw, color="#888", ls="--", lw=1, label="a raw /proc/self/stat read")
     ax.axhline(
         TICK_GOAL * raw,
