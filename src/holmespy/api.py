@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from holmespy import fork, signals
 from holmespy._log import log
 from holmespy.config import Config, default_service
+from holmespy.lazyimport import importing
 from holmespy.watcher import Status, Watcher
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor storage, for a type)
@@ -214,10 +215,11 @@ def _load_for_children() -> None:
         return
     _loaded_for_children = True
     try:
-        import holmespy.bundle
-        import holmespy.capturer
-        import holmespy.salvage
-        import holmespy.storage.uploader  # noqa: F401
+        with importing:  # not while a thread of ours imports them: see holmespy.lazyimport
+            import holmespy.bundle
+            import holmespy.capturer
+            import holmespy.salvage
+            import holmespy.storage.uploader  # noqa: F401
     except Exception:
         log.exception("holmespy could not load its capture machinery before a fork")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from holmespy.gcwatch import GCWatch
+from holmespy.lazyimport import importing
 from holmespy.limits import Limits
 from holmespy.procstat import ProcStatReader
 
@@ -107,7 +108,8 @@ class Sampler:
             # asyncio, ~40 ms) is imported only once the host has imported asyncio.
             if "asyncio" not in sys.modules:
                 return 0
-            from holmespy import loops
+            with importing:  # on the watcher's thread: see holmespy.lazyimport
+                from holmespy import loops
 
             if not loops.tasks_supported():
                 self.count_tasks = False

@@ -17,6 +17,7 @@ from pathlib import Path
 from holmespy._log import DEBUG, INFO, log
 from holmespy.config import RULE_NAMES, Config
 from holmespy.gcwatch import GCWatch
+from holmespy.lazyimport import importing
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
 from holmespy.rules import Decision, Rule, RuleState, Verdict
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
 # The capture lanes (with the profilers and the bundle writer), salvage and
 # storage are imported when first needed: the first event, one interval after
-# start, or HOLMES_STORAGE at start. A tick needs none of them.
+# start, or HOLMES_STORAGE at start. A tick needs none of them. Each import on
+# our threads is made `with importing:` (a fork waits for it: holmespy.lazyimport).
 
 UNITS: dict[str, str] = {
     "cpu": "%",
@@ -139,7 +141,8 @@ class Watcher:
         """The capture lanes, made at the first event (their threads start with it)."""
         capturer = self._capturer
         if capturer is None:
-            from holmespy.capturer import Capturer
+            with importing:
+                from holmespy.capturer import Capturer
 
             with self._made_lock:
                 if self._capturer is None:
@@ -152,7 +155,8 @@ class Watcher:
         """The uploader, made on first use: storage is imported only when something is stored."""
         uploader = self._uploader
         if uploader is None:
-            from holmespy.storage.uploader import Uploader
+            with importing:
+                from holmespy.storage.uploader import Uploader
 
             with self._made_lock:
                 if self._uploader is None:
@@ -284,7 +288,8 @@ class Watcher:
 
     def _check_dump_root(self) -> None:
         """Say now, not at the first event hours later, that the dump folder will be refused."""
-        from holmespy.bundle import describe_os_error, open_dump_root
+        with importing:
+            from holmespy.bundle import describe_os_error, open_dump_root
 
         root = self.config.dump_root()
         try:
@@ -336,8 +341,9 @@ class Watcher:
             if log.isEnabledFor(DEBUG):  # the reason is built only when read
                 log.debug("holmespy %s rule: %s", name, decision.reason)
             return
-        from holmespy.bundle import new_event_id
-        from holmespy.capturer import EventJob
+        with importing:
+            from holmespy.bundle import new_event_id
+            from holmespy.capturer import EventJob
 
         fired = time.monotonic()
         event_id = new_event_id(name)
@@ -352,7 +358,8 @@ class Watcher:
     def _event(
         self, event_id: str, name: str, state: RuleState, decision: Decision, sample: Sample
     ) -> dict[str, Any]:
-        from holmespy.bundle import host_facts
+        with importing:
+            from holmespy.bundle import host_facts
 
         rule = state.rule
         return {
@@ -382,7 +389,8 @@ class Watcher:
     def _salvage(self) -> None:
         """Publish what dead processes left in the dump folder; remove the rest (never raises)."""
         try:
-            from holmespy.salvage import remove_dead_pyspy_folders, salvage
+            with importing:
+                from holmespy.salvage import remove_dead_pyspy_folders, salvage
 
             found = salvage(self.dump_path())
             remove_dead_pyspy_folders()
@@ -517,7 +525,8 @@ def _values(name: RuleName, sample: Sample) -> Iterable[float]:
 
 
 def _iso(epoch: float) -> str:
-    import datetime as dt
+    with importing:
+        import datetime as dt
 
     return (
         dt.datetime.fromtimestamp(epoch, dt.UTC)

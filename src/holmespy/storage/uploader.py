@@ -41,6 +41,7 @@ from holmespy import safefs
 from holmespy._log import log as lazy_log
 from holmespy.bundle import EVENT_FILE
 from holmespy.config import Config
+from holmespy.lazyimport import importing
 from holmespy.manifest import ListedFile, Manifest
 from holmespy.storage.base import ObjectInfo, Store
 from holmespy.storage.local import LocalStore
@@ -150,7 +151,8 @@ class Uploader:
             # boto3 needs this module, and importing it registers a hook with
             # threading that is refused once shutdown has begun: a program that
             # exits right after start() would have no flush. Here it costs <1 ms.
-            import concurrent.futures.thread  # noqa: F401
+            with importing:
+                import concurrent.futures.thread  # noqa: F401
         if not self._thread.is_alive() and self._thread.ident is None:
             self._thread.start()
         return self

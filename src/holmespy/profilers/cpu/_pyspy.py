@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
+from holmespy.lazyimport import importing
 from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
@@ -89,7 +90,9 @@ def find_pyspy(explicit: str | None) -> tuple[str | None, list[str]]:
     if explicit is not None:
         return (explicit if _is_executable(explicit) else None), [explicit]
     looked: list[str] = []
-    for folder in (os.path.dirname(sys.executable), sysconfig.get_path("scripts")):
+    with importing:  # sysconfig imports its _sysconfigdata module on first use
+        scripts = sysconfig.get_path("scripts")
+    for folder in (os.path.dirname(sys.executable), scripts):
         if not folder:
             continue
         candidate = os.path.join(folder, PYSPY_NAME)
