@@ -266,3 +266,88 @@ def test_holmespys_threads_import_nothing_outside_the_guard(
     assert result["events"] >= 4, result  # every path did run
     assert result["uploaded"] >= 4, result
     assert result["unguarded"] == [], "\n".join(result["unguarded"])
+
+
+FIRST_FORK_OF_A_PROCESS_WITHOUT_LOGGING = """
+import os, sys
+import holmespy
+
+holmespy.start()
+assert "logging" not in sys.modules  # holmespy loads logging only once the host has
+pid = os.fork()  # the first fork loads the capture machinery, and logging with it
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+import logging
+
+assert logging._lock.acquire(blocking=False), "logging's lock is held"
+logging._lock.release()
+print("forked; logging loaded:", "logging" in sys.modules)
+"""
+
+
+def test_the_first_fork_of_a_process_without_logging_says_nothing_on_stderr(
+    run_program: RunProgram,
+) -> None:
+    # logging, imported in the fork's own hooks, registered its hooks too late for
+    # this fork's `before` but in time for its `after_in_parent`: that one released
+    # a lock nobody took, and Python printed "Exception ignored ... cannot release
+    # un-acquired lock" at every prefork server's first fork.
+    run = run_program(FIRST_FORK_OF_A_PROCESS_WITHOUT_LOGGING, HOLMES_LOG_LEVEL="WARNING")
+    assert "forked; logging loaded: True" in run.proc.stdout
+    assert run.proc.stderr == "", run.proc.stderr
+
+
+LOGGING_IMPORTED_WHILE_THE_FORK_WAITS = """
+import os, sys, threading, time
+from holmespy.lazyimport import ImportGuard
+
+assert "logging" not in sys.modules
+guard = ImportGuard(fork_wait=30)
+inside, go = threading.Event(), threading.Event()
+
+
+def import_logging_late():
+    with guard:  # as a lazily loaded module that imports logging, once the fork waits
+        inside.set()
+        go.wait()
+        import logging
+
+
+threading.Thread(target=import_logging_late, daemon=True).start()
+assert inside.wait(30)
+main = threading.get_ident()
+
+
+def go_once_the_fork_waits():
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(main)
+        if frame is not None and frame.f_code.co_filename.endswith("lazyimport.py"):
+            break
+        time.sleep(0.001)
+    go.set()
+
+
+threading.Thread(target=go_once_the_fork_waits, daemon=True).start()
+pid = os.fork()
+if pid == 0:
+    import logging
+
+    logging.getLogger("child").warning("the child logs")  # its lock is free there
+    os._exit(0)
+_, code = os.waitpid(pid, 0)
+import logging
+
+assert logging._lock.acquire(blocking=False), "logging's lock is held"
+logging._lock.release()
+print("child:", os.waitstatus_to_exitcode(code))
+"""
+
+
+def test_logging_imported_while_a_fork_waits_leaves_its_lock_as_it_found_it(
+    run_program: RunProgram,
+) -> None:
+    run = run_program(LOGGING_IMPORTED_WHILE_THE_FORK_WAITS)
+    assert "child: 0" in run.proc.stdout
+    assert "Exception ignored" not in run.proc.stderr, run.proc.stderr

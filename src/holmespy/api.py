@@ -147,7 +147,8 @@ def _start_watcher(config: Config, callbacks: tuple[Callback, ...] = ()) -> Watc
     # Called with `_lock` held.
     global _instance, _fork_hook_registered
     if not _fork_hook_registered:
-        os.register_at_fork(before=_load_for_children, after_in_child=_restart_in_child)
+        importing.before_first_fork(_load_for_children)
+        os.register_at_fork(after_in_child=_restart_in_child)
         atexit.register(_finish_at_exit)
         _fork_hook_registered = True
     watcher = Watcher(config)
@@ -198,28 +199,21 @@ def _start_lazy() -> None:
         log.exception("holmespy could not start its watcher in forked child %d", os.getpid())
 
 
-_loaded_for_children = False
-
-
 def _load_for_children() -> None:
-    """Before a fork: import what a child's watcher needs later (never raises).
+    """In the first fork: import what a child's watcher needs later (never raises).
 
     `start()` leaves the capture lanes, the bundle writer, salvage and storage
     unimported until they are needed. A forked worker that then drops to
     another user may no longer be able to read the standard library: it
     must inherit them. So a process that forks pays for them once, before
-    its first fork (a process that never forks, never).
+    its first fork (a process that never forks, never). Called by the import
+    guard's fork hook, under the guard (see holmespy.lazyimport).
     """
-    global _loaded_for_children
-    if _loaded_for_children:
-        return
-    _loaded_for_children = True
     try:
-        with importing:  # not while a thread of ours imports them: see holmespy.lazyimport
-            import holmespy.bundle
-            import holmespy.capturer
-            import holmespy.salvage
-            import holmespy.storage.uploader  # noqa: F401
+        import holmespy.bundle
+        import holmespy.capturer
+        import holmespy.salvage
+        import holmespy.storage.uploader  # noqa: F401
     except Exception:
         log.exception("holmespy could not load its capture machinery before a fork")
 
