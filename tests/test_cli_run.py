@@ -319,3 +319,112 @@ def test_a_fork_waits_for_holmespy_being_imported_on_its_thread(tmp_path):
 
     assert result.code == 0, result.err
     assert log.read_text().splitlines() == ["import started", "import done", "forked"]
+
+
+# The site's own sitecustomize (run first by ours) makes the delayed start wait,
+# once it has imported holmespy.storage.uploader (HOLMES_STORAGE), right before
+# Uploader.start(): between two of start()'s guarded imports.
+HOLD_THE_DELAYED_START = """\\
+import importlib.abc, importlib.machinery, sys, threading
+
+MAIN = threading.get_ident()
+entered, release = threading.Event(), threading.Event()
+
+
+class Patched(importlib.abc.Loader):
+    def __init__(self, real):
+        self.real = real
+
+    def create_module(self, spec):
+        return self.real.create_module(spec)
+
+    def exec_module(self, module):
+        self.real.exec_module(module)
+        start = module.Uploader.start
+
+        def held_start(uploader):
+            entered.set()
+            release.wait()
+            return start(uploader)
+
+        module.Uploader.start = held_start
+
+
+class PatchUploader(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "holmespy.storage.uploader" or threading.get_ident() == MAIN:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec.loader = Patched(spec.loader)
+        return spec
+
+
+sys.meta_path.insert(0, PatchUploader())
+sys.modules["held_import"] = sys.modules[__name__]
+"""
+
+FORK_DURING_THE_DELAYED_START = """\
+import faulthandler, os, sys, threading, time
+import held_import
+
+faulthandler.dump_traceback_later(30, exit=True)  # a deadlock: the stacks, then exit 1
+assert held_import.entered.wait(30), "holmespy never started"
+main = threading.get_ident()
+
+
+def release_once_the_fork_waits():
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(main)
+        if frame is not None and frame.f_code.co_filename.endswith(
+            ("lazyimport.py", "sitecustomize.py")
+        ):
+            break
+        time.sleep(0.001)
+    held_import.release.set()
+
+
+threading.Thread(target=release_once_the_fork_waits, daemon=True).start()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+deadline = time.monotonic() + 30
+while not sys.modules["holmespy"].status().running and time.monotonic() < deadline:
+    time.sleep(0.02)
+from holmespy.lazyimport import importing
+
+print("forked; watching:", sys.modules["holmespy"].status().running, end="; ")
+print("forks that gave up waiting:", importing.forks_not_waited)
+"""
+
+
+def test_a_fork_while_the_delayed_start_runs_start_does_not_deadlock(tmp_path):
+    # The fork takes holmespy's import guard (its hook is the newer), then waits for
+    # the delayed start's own lock: had that thread held its lock, and not the guard,
+    # through start(), whose next guarded import waits for the guard, neither would
+    # ever go on.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(HOLD_THE_DELAYED_START)
+    program = tmp_path / "fork.py"
+    program.write_text(FORK_DURING_THE_DELAYED_START)
+    env = clean_env(
+        PYTHONPATH=str(site),
+        HOLMES_DUMP_PATH=str(tmp_path / "dumps"),
+        HOLMES_INTERVAL="10ms",  # holmespy starts 0.1 s in
+        HOLMES_STORAGE="s3://bucket/prefix",
+        AWS_ENDPOINT_URL_S3="http://127.0.0.1:9",  # nothing listens: uploads only fail
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+
+    result = script("run", "--", sys.executable, str(program), env=env)
+
+    assert result.code == 0, result.err
+    expected = "forked; watching: True; forks that gave up waiting: 0"
+    assert result.out.strip().endswith(expected), result.out + result.err

@@ -59,7 +59,7 @@ SITECUSTOMIZE = '''\
 sitecustomize this file shadows. Deleted when `holmespy run` ends."""
 
 
-def _holmespy_start() -> None:
+def _holmespy_import():
     import sys
 
     try:
@@ -71,7 +71,13 @@ def _holmespy_start() -> None:
             import holmespy
         except Exception as exc:
             print(f"holmespy run: {sys.executable} cannot import holmespy: {exc}", file=sys.stderr)
-            return
+            return None
+    return holmespy
+
+
+def _holmespy_start(holmespy) -> None:
+    import sys
+
     try:
         holmespy.start()
     except Exception as exc:
@@ -97,7 +103,9 @@ def _holmespy_run() -> None:
     # tracker) start it at once: holmespy.start() knows what each of them is,
     # and a helper must never hold a thread of ours, not even for a second.
     if delay <= 0 or any("from multiprocessing." in a for a in getattr(sys, "orig_argv", ())):
-        _holmespy_start()
+        holmespy = _holmespy_import()
+        if holmespy is not None:
+            _holmespy_start(holmespy)
         return
     # Started once this process has lived `delay` s, from a thread of its own
     # (_thread: importing threading alone would cost more than the rest).
@@ -109,7 +117,20 @@ def _holmespy_run() -> None:
     def later() -> None:
         time.sleep(delay)
         with starting:
-            _holmespy_start()
+            holmespy = _holmespy_import()
+            if holmespy is None:
+                return
+            try:
+                from holmespy.lazyimport import importing
+            except ImportError:  # a holmespy without the guard: start it here, as before
+                _holmespy_start(holmespy)
+                return
+        # start() imports the rest of what a tick needs under holmespy's own guard,
+        # which a fork waits for as it waits for `starting`. Not under `starting`:
+        # the guard's fork hook runs before ours, so a fork holding the guard would
+        # wait here for `starting` while start() waited for the guard.
+        with importing:
+            _holmespy_start(holmespy)
 
     def before_fork() -> None:
         # A fork in the middle of that thread's imports would leave the child
