@@ -9,10 +9,10 @@ every lazy import holmespy makes: the host's asyncio loop with tasks, then
 every rule firing at once (tasks, threads, memory, CPU through py-spy or the
 sampler), the events shipped to S3 (a local SeaweedFS, as in the tests) and a
 fork. It records how long each guarded block lasted, on which thread and
-where; the table gives, per place, the longest block over the runs. The
-forking thread's own guarded imports (`_load_for_children`, the first fork
-only) are listed too: they delay that fork whether or not a thread of ours
-was importing.
+where; the table gives, per place, the median and the longest block over
+the runs. The guard's fork hook is timed too: at that fork (the process's
+first) it also loads what a child's watcher needs (`_load_for_children`),
+which delays the first fork whether or not a thread of ours was importing.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ class Timed(lazyimport.ImportGuard):
             thread = threading.current_thread().name.split("-")[:2]
             blocks.append(("-".join(thread), where, time.perf_counter() - began))
         super().__exit__(*exc_info)
+
+    def _before_fork(self):
+        began = time.perf_counter()
+        super()._before_fork()
+        blocks.append(("fork", "the guard's before-fork hook", time.perf_counter() - began))
 
 
 ROOT = sys.argv[1]
