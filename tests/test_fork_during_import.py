@@ -269,8 +269,10 @@ def test_holmespys_threads_import_nothing_outside_the_guard(
 
 
 FIRST_FORK_OF_A_PROCESS_WITHOUT_LOGGING = """
-import os, sys
+import os, sys, warnings
 import holmespy
+
+warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: a fork of a threaded process
 
 holmespy.start()
 assert "logging" not in sys.modules  # holmespy loads logging only once the host has
