@@ -353,3 +353,28 @@ def test_logging_imported_while_a_fork_waits_leaves_its_lock_as_it_found_it(
     run = run_program(LOGGING_IMPORTED_WHILE_THE_FORK_WAITS)
     assert "child: 0" in run.proc.stdout
     assert "Exception ignored" not in run.proc.stderr, run.proc.stderr
+
+
+FORK_INSIDE_A_GUARDED_BLOCK = """
+import os, sys
+from holmespy.lazyimport import importing
+
+with importing:  # as a module whose import forks
+    pid = os.fork()
+if pid == 0:
+    with importing:  # the child's guard works, and is free once the block ended
+        pass
+    os._exit(0 if not importing.held() else 3)
+_, code = os.waitpid(pid, 0)
+print("child:", os.waitstatus_to_exitcode(code), "held:", importing.held())
+"""
+
+
+def test_a_fork_from_inside_a_guarded_block_leaves_both_guards_consistent(
+    run_program: RunProgram,
+) -> None:
+    # The child's guard is new: held as deep as the forking thread was in it, so the
+    # block's end releases it as in the parent (not "release unlocked lock").
+    run = run_program(FORK_INSIDE_A_GUARDED_BLOCK)
+    assert "child: 0 held: False" in run.proc.stdout, run.proc.stdout + run.proc.stderr
+    assert "Error" not in run.proc.stderr, run.proc.stderr

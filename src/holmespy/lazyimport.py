@@ -134,8 +134,11 @@ class ImportGuard:
 
     def _after_fork_in_child(self) -> None:
         # The only thread left is the one that forked: no import of ours is in progress
-        # here (or, past `fork_wait`, its thread is gone): a new lock, free.
+        # here (or, past `fork_wait`, its thread is gone): a new lock, held only as
+        # deep as the forking thread was inside `with importing:` itself.
         self._lock = threading.RLock()
+        for _ in range(getattr(self._inside, "depth", 0)):
+            self._lock.acquire()
         self._forking.held = 0
         self._forking.missed = False
 
