@@ -9,6 +9,7 @@ scripts passed as `pyspy=`.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -342,21 +343,27 @@ def test_the_pyspy_window_ends_its_length_after_the_launch_whatever_pyspy_counts
     # py-spy's -d counts from when it has attached, seconds late on a loaded
     # machine; this one never ends by itself: only the SIGINT at the end of
     # the window (it then writes what it has) gives a profile before the deadline.
-    slow_to_count = fake_pyspy(
-        tmp_path,
-        """out=""
-while [ $# -gt 0 ]; do [ "$1" = "--output" ] && out="$2"; shift; done
-finish() {
-  echo "thread (1): MainThread;work (/app/w.py:3) 7" > "$out"
-  echo "Samples: 7 Errors: 0"
-  exit 0
-}
-trap finish INT
-echo "py-spy> Sampling process 100 times a second. Press Control-C to exit."
-while :; do sleep 0.05; done""",
+    # A Python fake, not sh: a shell that starts with SIGINT ignored (any
+    # background job of a non-interactive shell, as CI may run us) cannot trap it.
+    slow_to_count = tmp_path / "py-spy"
+    slow_to_count.write_text(
+        f"""#!{sys.executable}
+import signal, sys, time
+out = sys.argv[sys.argv.index("--output") + 1]
+def finish(*_):
+    with open(out, "w") as f:
+        f.write("thread (1): MainThread;work (/app/w.py:3) 7\\n")
+    print("Samples: 7 Errors: 0", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, finish)
+print("py-spy> Sampling process 100 times a second. Press Control-C to exit.", flush=True)
+while True:
+    time.sleep(0.05)
+"""
     )
+    slow_to_count.chmod(0o755)
 
-    capture = capture_cpu(1.0, pyspy=slow_to_count, engine="pyspy", margin=2)
+    capture = capture_cpu(1.0, pyspy=str(slow_to_count), engine="pyspy", margin=2)
 
     assert capture.engine == "pyspy", capture.why
     assert capture.facts["stopped_with"] == "SIGINT at the end of the window"
