@@ -3,18 +3,25 @@
 Each benchmark prints its own table of ratios against a baseline measured in
 the same run; this entry point runs them one after the other (never in
 parallel: they would measure each other), gathers their figures, and ends
-with one summary table of every figure against its goal. A benchmark that
-fails is reported and the others still run; the exit status is then 1.
+with one summary table of every figure against its goal.
+
+A benchmark that could not measure (a tool missing, a machine too loaded to
+reach the state it measures in) says why in its row and the run goes on with
+exit status 0. A benchmark that crashed (a traceback, or still running after
+`TIME_LIMIT`) is reported the same way, the others still run, and the exit
+status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.outcome import NOT_MEASURED as NOT_MEASURED_KEY
+
 BENCHMARKS = (
+    "startup",
     "tick_cost",
     "growth",
     "idle_cost",
@@ -41,6 +51,9 @@ QUICK_ARGS = {
 }
 TICK_GOAL = 5.0
 FAILED = "(failed)"
+NOT_MEASURED = "(not measured)"
+TIME_LIMIT = 20 * 60.0
+"""Seconds a benchmark may run before it counts as crashed (the longest takes ~4 min)."""
 
 Row = tuple[str, str, str, str, bool | None]
 
@@ -124,6 +137,9 @@ def summary_rows(results: dict[str, Any]) -> list[Row]:
         if "error" in result:
             rows.append((name, FAILED, result["error"][:80], "-", False))
             continue
+        if NOT_MEASURED_KEY in result:
+            rows.append((name, NOT_MEASURED, result[NOT_MEASURED_KEY][:120], "-", False))
+            continue
         summarize = LOCAL_SUMMARIES.get(name)
         if summarize is None:
             summarize = importlib.import_module(f"benchmarks.{name}").summary
@@ -135,6 +151,8 @@ def render(rows: list[Row]) -> str:
     def verdict(measurement: str, met: bool | None) -> str:
         if measurement == FAILED:
             return "FAILED"
+        if measurement == NOT_MEASURED:
+            return "NOT MEASURED"
         return "" if met is None else ("met" if met else "MISSED")
 
     table = [("benchmark", "measurement", "result", "goal", "")]
@@ -148,6 +166,25 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def run_one(name: str, out: Path, extra: list[str]) -> int | None:
+    """Run one benchmark in its own process; its exit status, or None when it ran too long."""
+    argv = [sys.executable, "-m", f"benchmarks.{name}", "--json", str(out), *extra]
+    # Its own process group: a benchmark killed for its time takes its servers with it.
+    proc = subprocess.Popen(argv, start_new_session=True)
+    try:
+        return proc.wait(TIME_LIMIT)
+    except subprocess.TimeoutExpired:
+        print(f"\n{name} still ran after {TIME_LIMIT / 60:g} min: killed", flush=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+    except BaseException:  # Ctrl-C: pass it on, as the terminal would have without the session
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait()
+        raise
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -157,6 +194,9 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, Any] = {"_machine": machine()}
     seconds: dict[str, float] = {}
+    # How busy the machine was around each benchmark (1-minute load average,
+    # before and after): on a shared machine it says how far to trust a figure.
+    load: dict[str, list[float]] = {}
     began = time.monotonic()
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,18 +207,19 @@ def main() -> int:
             if args.quick:
                 extra = QUICK_ARGS.get(name, ["--quick"])
             started = time.monotonic()
-            proc = subprocess.run(
-                [sys.executable, "-m", f"benchmarks.{name}", "--json", str(out), *extra],
-                check=False,
-            )
+            before = os.getloadavg()[0]
+            returncode = run_one(name, out, extra)
             seconds[name] = round(time.monotonic() - started, 1)
-            if proc.returncode == 0 and out.exists():
+            load[name] = [round(before, 2), round(os.getloadavg()[0], 2)]
+            if returncode == 0 and out.exists():
                 results[name] = json.loads(out.read_text())
             else:
                 failed = True
-                results[name] = {"error": f"exit status {proc.returncode}; see its output above"}
+                why = "timed out" if returncode is None else f"exit status {returncode}"
+                results[name] = {"error": f"{why}; see its output above"}
     total = time.monotonic() - began
     results["_seconds"] = {**seconds, "total": round(total, 1)}
+    results["_load"] = load
     print(
         f"\n== summary ({total / 60:.1f} min: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
@@ -187,6 +228,14 @@ def main() -> int:
     print(render(summary_rows(results)))
     m = results["_machine"]
     print(f"{m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['date']}")
+    if load:
+        seen = [x for pair in load.values() for x in pair]
+        print(
+            f"1-minute load average around the benchmarks: {min(seen):.1f} to {max(seen):.1f} "
+            f"on {m['nproc']} CPUs ("
+            + ", ".join(f"{k} {a:.1f}->{b:.1f}" for k, (a, b) in load.items())
+            + ")"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"figures written to {args.json}")

@@ -139,7 +139,7 @@ def time_ticks(blocks: int, budget: float) -> dict[str, Any]:
                 tick.append(t)
                 ratios.append(t / r)
             sample = watcher.last_sample
-            events, stride = watcher.events, watcher.sampler.task_stride
+            events, stride = watcher.status().events, watcher.sampler.task_stride
         finally:
             watcher.stop()
     count = statistics.median(per_call(loops.count_tasks, 20) for _ in range(5))

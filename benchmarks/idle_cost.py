@@ -39,7 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import outcome
 from benchmarks import proxy_rig as rig
+from benchmarks.outcome import NotSteady
 
 WARM_TICKS = 11
 
@@ -72,7 +74,7 @@ def run(
     finally:
         proxy.stop()
     if holmes and after["ticks"] < WARM_TICKS:
-        raise rig.RigError(f"{label}: rules not warm ({after['ticks']} ticks)")
+        raise NotSteady(f"{label}: rules not warm ({after['ticks']} ticks)")
     return {
         "holmespy": holmes,
         # The capture thread sleeps on its queue unless a capture runs.
@@ -174,7 +176,7 @@ def host_pair(workdir: Path, windows: int, window: float, tasks: int) -> dict[st
         status = stop_host(a)
         stop_host(b)
     if not rows:
-        raise rig.RigError("every window of the busy host had a capture running")
+        raise NotSteady("every window of the busy host had a capture running")
     on_cpu = [r["main_cpu_with"] / r["main_cpu_without"] for r in rows]
     unblocked = [(1 - r["main_blocked_with"]) / (1 - r["main_blocked_without"]) for r in rows]
 
@@ -250,7 +252,7 @@ def measure(rounds: int, window: int, host_windows: int, tasks: int) -> dict[str
                     continue
                 pairs.append((with_, rig.between(without[-2], without[-1])))
             if not pairs:
-                raise rig.RigError("every proxy run had a capture running")
+                raise NotSteady("every proxy run had a capture running")
             idle = idle_host(quiet, quiet_tids, quiet_cpu)
             events = fired(workdir / "dumps")
         finally:
@@ -380,7 +382,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.window, args.host_windows = 2, 3, 3
-    r = measure(args.rounds, args.window, args.host_windows, args.tasks)
+    try:
+        r = measure(args.rounds, args.window, args.host_windows, args.tasks)
+    except outcome.NotMeasured as exc:
+        outcome.report(args.json, exc)
+        return
     host, proxy, idle = r["host"], r["proxy"], r["idle_proxy"]
     print(f"interval 1 s, default rules; CPU clock {r['cpu_clock']}")
     print(

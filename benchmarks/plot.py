@@ -26,7 +26,9 @@ def draw(results: dict[str, Any], path: Path) -> None:
 
     def ran(name: str) -> dict[str, Any] | None:
         result = results.get(name)
-        return result if isinstance(result, dict) and "error" not in result else None
+        if not isinstance(result, dict) or "error" in result or "not_measured" in result:
+            return None
+        return result
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     _reaction(axes[0][0], ran("reaction"))
@@ -52,17 +54,28 @@ def _missing(ax: Any, what: str) -> None:
 def _reaction(ax: Any, r: dict[str, Any] | None) -> None:
     if not r or "runs" not in r:
         return _missing(ax, "reaction")
-    runs = [x for x in r["runs"] if x.get("reaction_s") is not None]
+    from benchmarks.reaction import by_fault
+
+    faults = [f for f in by_fault(r) if "median" in f]
+    if not faults:
+        return _missing(ax, "reaction")
+    runs = [f["median"] for f in faults]
     labels = [f"{x['what']}\n({x['rule']} event)" for x in runs]
     ys = range(len(runs))
     detect = [x["detect_s"] for x in runs]
     capture = [x["capture_s"] for x in runs]
-    ax.barh(ys, detect, color=BAR, label="onset → rule fires")
+    ax.barh(ys, detect, color=BAR, label="onset → rule fires (median run)")
     ax.barh(ys, capture, left=detect, color=LIGHT, label="fires → event on disk")
-    for y, x in zip(ys, runs, strict=True):
+    for y, f in zip(ys, faults, strict=True):
+        x = f["median"]
         ax.plot([x["goal_s"]] * 2, [y - 0.4, y + 0.4], color=GOAL_COLOR, lw=2.5)
-        ax.text(x["reaction_s"] + 0.1, y, f"{x['reaction_s']:.1f} s", va="center", fontsize=9)
+        if f["runs"] > 1:
+            ax.plot([f["low_s"], f["high_s"]], [y, y], color="black", lw=1)
+        end = max(f["high_s"], x["reaction_s"])
+        ax.text(end + 0.1, y, f"{x['reaction_s']:.1f} s", va="center", fontsize=9)
     ax.plot([], [], color=GOAL_COLOR, lw=2.5, label="goal: interval + capture window + 1 s")
+    if any(f["runs"] > 1 for f in faults):
+        ax.plot([], [], color="black", lw=1, label="range over runs")
     ax.set_yticks(list(ys), labels, fontsize=9)
     ax.set_xlim(0, max(x["goal_s"] for x in runs) * 1.9)  # room for the legend on the right
     ax.invert_yaxis()
@@ -88,7 +101,7 @@ def _own_cpu(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | Non
     ax.set_ylim(0, 0.25)
     ax.set_ylabel("% of one core")
     title = "holmespy's own threads, nothing firing (1 s interval)"
-    if capture:
+    if capture and "pyspy_cpu_pct" in capture:
         title += (
             f"\nduring a CPU capture: {capture['holmespy_cpu_pct_during_capture']:.2f} % "
             f"+ py-spy {capture['pyspy_cpu_pct']:.0f} % (not drawn)"
@@ -126,13 +139,25 @@ def _ratios(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | None
                 None,
             )
         )
-    if capture:
+    if capture and "throughput_ratio" in capture:
+        rate = capture.get("default_rate", 100)
+        default = capture.get("by_rate", {}).get(str(rate), {})
+        if "cpu_estimate_ratio" in default:
+            estimate = default["cpu_estimate_ratio"]
+            bars.append(
+                (
+                    f"proxy, CPU\ncapture {rate} Hz\n(CPU time)",
+                    estimate,
+                    [estimate, estimate],
+                    0.97,
+                )
+            )
         bars.append(
             (
-                "proxy req/s\nduring a CPU\ncapture (py-spy)",
+                "proxy req/s,\nCPU capture\n(coarse)",
                 capture["throughput_ratio"],
                 capture["throughput_ratio_range"],
-                0.97,
+                None,
             )
         )
     if not bars:
@@ -149,7 +174,7 @@ def _ratios(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | None
     ax.plot([], [], color=GOAL_COLOR, lw=2.5, label="goal (≥)")
     ax.errorbar([], [], yerr=[], color="#555", label="range over windows / rounds")
     ax.axhline(1.0, color="#888", lw=0.8, ls="--")
-    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=8)
+    ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=7.5)
     bottom = min(0.85, *(b[2][0] for b in bars)) - 0.02
     top = max(1.1, *(b[2][1] for b in bars)) + 0.02
     ax.set_ylim(bottom, top)
@@ -162,8 +187,11 @@ def _ratios(ax: Any, idle: dict[str, Any] | None, capture: dict[str, Any] | None
 def _growth(ax: Any, growth: dict[str, Any] | None) -> None:
     if not growth:
         return _missing(ax, "growth")
+    timed = [row for row in growth["rows"] if "tick_us" in row and "raw_stat_read_us" in row]
+    if not timed:
+        return _missing(ax, "growth")
     for kind, marker, below in (("tasks", "o", False), ("threads", "s", True)):
-        rows = [row for row in growth["rows"] if kind in row]
+        rows = [row for row in timed if kind in row]
         if rows:
             ax.plot(
                 [row[kind] for row in rows],
@@ -179,7 +207,7 @@ def _growth(ax: Any, growth: dict[str, Any] | None) -> None:
                     xytext=(4, -12 if below else 6),  # the two curves start together
                     fontsize=8,
                 )
-    raw = statistics.median(row["raw_stat_read_us"] for row in growth["rows"])
+    raw = statistics.median(row["raw_stat_read_us"] for row in timed)
     ax.axhline(raw, color="#888", ls="--", lw=1, label="a raw /proc/self/stat read")
     ax.axhline(
         TICK_GOAL * raw,

@@ -21,14 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.outcome import NotMeasured, NotSteady
+
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_DIR = ROOT / "examples" / "proxy"
 HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture", "holmespy-window")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class RigError(RuntimeError):
-    pass
+class RigError(NotMeasured):
+    """The rig could not give a benchmark what it measures (a server, wrk, an answer)."""
 
 
 @dataclass
@@ -95,17 +97,71 @@ def start_proxy(logdir: Path, upstream: Server, name: str = "proxy", **holmes: s
     return spawn(name, "proxy.py", ["--upstream", f"127.0.0.1:{upstream.port}"], env, logdir)
 
 
-def request(server: Server, path: str, method: str = "GET", timeout: float = 10.0) -> Any:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+ADMIN_TIMEOUT = 30.0
+"""Seconds one admin call may take: a capture request waits for a tick, on a loaded machine."""
+ADMIN_ATTEMPTS = 4
+ADMIN_BACKOFF = 0.5
+"""Seconds before the second attempt, doubled for each next one."""
+
+# What a loaded machine does to a local HTTP call now and then: a full accept
+# queue, a reset, a slow answer. Not a 4xx/5xx answer: that is the server's word.
+_TRANSIENT = (ConnectionError, TimeoutError, http.client.HTTPException)
+
+
+def request(
+    server: Server,
+    path: str,
+    method: str = "GET",
+    timeout: float = ADMIN_TIMEOUT,
+    attempts: int = ADMIN_ATTEMPTS,
+    idempotent: bool | None = None,
+) -> Any:
+    """One admin call, retried with backoff while the connection fails, never on an answer.
+
+    A call that is not idempotent (by default: any POST but the fault
+    switches, which only set a state) is retried only when the request never
+    reached the server: a lost answer to `/_admin/capture/cpu` must not ask
+    for a second capture. Raises RigError with the server's last log lines.
+    """
+    if idempotent is None:
+        idempotent = method == "GET" or path.startswith(("/_admin/fail/", "/_admin/heal"))
+    last: Exception | None = None
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(ADMIN_BACKOFF * 2 ** (attempt - 1))
+        if server.proc.poll() is not None:
+            break
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+        sent = False
+        try:
+            conn.connect()
+            sent = True  # from here on the server may have the request, whole or in part
+            conn.request(method, path)
+            response = conn.getresponse()
+            body = response.read()
+        except _TRANSIENT as exc:
+            last = exc
+            if sent and not idempotent:
+                break
+            continue
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RigError(f"{server.name}: {method} {path}: {response.status} {body[:300]!r}")
+        return json.loads(body)
+    state = "exited" if server.proc.poll() is not None else "running"
+    why = f"{type(last).__name__}: {last}" if last is not None else "the server is gone"
+    raise RigError(
+        f"{server.name} ({state}): {method} {path} failed: {why}\n"
+        f"last lines of {server.log}:\n{log_tail(server.log)}"
+    )
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
     try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise RigError(f"{method} {path}: {response.status} {body[:200]!r}")
-    return json.loads(body)
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(unreadable: {exc})"
 
 
 def status(server: Server) -> dict[str, Any]:
@@ -121,7 +177,10 @@ def wait_ticks(server: Server, ticks: int, timeout: float) -> dict[str, Any]:
         if st["holmespy"]["ticks"] >= ticks:
             return st
         if time.monotonic() > deadline:
-            raise RigError(f"{server.name}: only {st['holmespy']['ticks']} ticks in {timeout}s")
+            raise NotSteady(
+                f"{server.name}: rules not warm: only {st['holmespy']['ticks']} of {ticks} "
+                f"watcher ticks in {timeout:g} s (machine too loaded?)"
+            )
         time.sleep(0.25)
 
 
@@ -168,6 +227,25 @@ def reaped_children_cpu_s(pid: int) -> float:
         return (int(fields[13]) + int(fields[14])) / CLK_TCK
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of every thread of a process so far (stat's utime + stime), 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, summed over its cores."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    busy = sum(values[:8]) - idle  # guest time is already counted in user
+    return busy / CLK_TCK, idle / CLK_TCK
 
 
 def cpu_clock_source() -> str:
@@ -220,7 +298,11 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def finish_wrk(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, float]:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process(proc)
+        raise RigError(f"wrk did not finish within {timeout:g} s") from None
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
     if proc.returncode != 0 or rps is None:
         raise RigError(f"wrk failed ({proc.returncode}):\n{out}")

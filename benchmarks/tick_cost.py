@@ -50,7 +50,7 @@ def measure(blocks: int, calls: int) -> dict[str, float]:
                 raw.append(r)
                 tick.append(t)
                 ratios.append(t / r)
-            assert watcher.events == 0
+            assert watcher.status().events == 0
             assert watcher.errors == 0
         finally:
             watcher.stop()

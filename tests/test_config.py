@@ -35,6 +35,8 @@ GOOD: list[tuple[str, str, str, object]] = [
     ("HOLMES_CPU_MAX", "off", "cpu_max", None),
     ("HOLMES_CPU_PROFILE_SECONDS", "10", "cpu_profile_seconds", 10.0),
     ("HOLMES_CPU_PROFILE_SECONDS", "2500ms", "cpu_profile_seconds", 2.5),
+    ("HOLMES_CPU_PROFILE_RATE", "25", "cpu_profile_rate", 25),
+    ("HOLMES_CPU_PROFILE_RATE", "100Hz", "cpu_profile_rate", 100),
     ("HOLMES_CPU_ENGINE", "PySpy", "cpu_engine", "pyspy"),
     ("HOLMES_HEAP_SECONDS", "1.5", "heap_seconds", 1.5),
     ("HOLMES_EXIT_SECONDS", "0", "exit_seconds", 0.0),
@@ -86,6 +88,12 @@ BAD: list[tuple[str, str, str]] = [
     ("HOLMES_CPU_MAX", "nan", "a percentage from 0 to 100"),
     ("HOLMES_CPU_PROFILE_SECONDS", "five", "or a number of seconds"),
     ("HOLMES_CPU_PROFILE_SECONDS", "0", "from 1ms to 10m"),
+    ("HOLMES_CPU_PROFILE_RATE", "0", "from 1 to 1000"),
+    ("HOLMES_CPU_PROFILE_RATE", "1001", "from 1 to 1000"),
+    ("HOLMES_CPU_PROFILE_RATE", "49.5", "a whole number"),
+    ("HOLMES_CPU_PROFILE_RATE", "-50", "a whole number"),
+    ("HOLMES_CPU_PROFILE_RATE", "5²", "a whole number"),  # a digit to isdigit(), not int()
+    ("HOLMES_CPU_PROFILE_RATE", "9" * 5000, "a whole number"),  # past int()'s digit limit
     ("HOLMES_CPU_ENGINE", "perf", "one of auto, pyspy, sampler, yappi"),
     ("HOLMES_HEAP_SECONDS", "1h", "from 1ms to 10m"),
     ("HOLMES_EXIT_SECONDS", "1m", "from 0 to 10s"),
@@ -139,6 +147,7 @@ def test_defaults_follow_holmes_and_the_design() -> None:
     assert config.thread is not None
     assert config.thread.cooldown == 3600
     assert config.cpu_profile_seconds == 5.0
+    assert config.cpu_profile_rate == 50  # chosen by benchmarks/proxy_capture.py (performance.md)
     assert config.heap_seconds == 3.0
     assert config.cpu_engine == "auto"
     assert config.spool_max == 2**30
@@ -166,6 +175,9 @@ def test_programmatic_config_gets_the_same_checks() -> None:
         Config(cpu=Rule(min=1, diff=1, abs=1, max=5))
     with pytest.raises(ConfigError, match="HOLMES_SERVICE"):
         Config().replace(service="a/b")
+    for rate in (0, 2000, 49.5, True, "50"):
+        with pytest.raises(ConfigError, match="HOLMES_CPU_PROFILE_RATE"):
+            Config(cpu_profile_rate=rate)  # type: ignore[arg-type]
 
 
 def test_replace_makes_a_validated_copy() -> None:

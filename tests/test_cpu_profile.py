@@ -9,6 +9,7 @@ scripts passed as `pyspy=`.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -336,6 +337,41 @@ def test_only_pyspy_asked_and_hung_gives_no_profile_and_says_why(
     assert "killed it and its process group (SIGKILL) and reaped it" in capture.why
 
 
+def test_the_pyspy_window_ends_its_length_after_the_launch_whatever_pyspy_counts(
+    tmp_path: Path,
+) -> None:
+    # py-spy's -d counts from when it has attached, seconds late on a loaded
+    # machine; this one never ends by itself: only the SIGINT at the end of
+    # the window (it then writes what it has) gives a profile before the deadline.
+    # A Python fake, not sh: a shell that starts with SIGINT ignored (any
+    # background job of a non-interactive shell, as CI may run us) cannot trap it.
+    slow_to_count = tmp_path / "py-spy"
+    slow_to_count.write_text(
+        f"""#!{sys.executable}
+import signal, sys, time
+out = sys.argv[sys.argv.index("--output") + 1]
+def finish(*_):
+    with open(out, "w") as f:
+        f.write("thread (1): MainThread;work (/app/w.py:3) 7\\n")
+    print("Samples: 7 Errors: 0", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, finish)
+print("py-spy> Sampling process 100 times a second. Press Control-C to exit.", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+    )
+    slow_to_count.chmod(0o755)
+
+    capture = capture_cpu(1.0, pyspy=str(slow_to_count), engine="pyspy", margin=2)
+
+    assert capture.engine == "pyspy", capture.why
+    assert capture.facts["stopped_with"] == "SIGINT at the end of the window"
+    assert capture.facts["pyspy_reported_samples"] == 7
+    assert capture.profile is not None
+    assert [s.values[0] for s in capture.profile.samples] == [7]
+
+
 def test_a_crashing_pyspy_is_reported_and_the_sampler_takes_over(
     host: Host, tmp_path: Path
 ) -> None:
@@ -442,3 +478,17 @@ def _leaves_no_threads_or_children() -> Iterator[None]:
     yield
     assert not [t for t in threading.enumerate() if t.name == "holmespy-cpu-sampler"]
     assert child_processes() == []
+
+
+def test_a_triggered_capture_samples_at_the_configured_rate(tmp_path: Path) -> None:
+    from holmespy.config import Config
+    from holmespy.profilers import CaptureContext, capture_cpu_profile
+
+    config = Config(cpu_engine="sampler", cpu_profile_seconds=0.3, cpu_profile_rate=20)
+    ctx = CaptureContext(directory=tmp_path, rule="cpu", config=config)
+
+    facts = capture_cpu_profile(ctx)
+
+    assert facts["engine"] == "sampler"
+    assert facts["rate_asked"] == 20
+    assert (tmp_path / "cpu.pb.gz").exists()

@@ -437,6 +437,27 @@ def test_probing_many_blocked_loops_shares_one_deadline() -> None:
     assert elapsed < 0.35  # not 2 x 0.2 s
 
 
+def test_a_loop_still_blocked_since_an_earlier_probe_is_not_sent_or_waited_for_again() -> None:
+    release = threading.Event()
+    with LoopThread("loop-A") as a:
+        try:
+            a.loop.call_soon_threadsafe(block_with_sleep, release)
+            assert loops.probe_loop(a.loop, timeout=0.1) is None
+            first = loops.unanswered_since(a.loop)
+            assert first is not None
+            started = time.monotonic()
+            again = loops.probe_loop(a.loop, timeout=5.0)
+            elapsed = time.monotonic() - started
+            assert loops.unanswered_since(a.loop) == first  # no second probe was sent
+        finally:
+            release.set()
+        assert again is None
+        assert elapsed < 2.5  # known to be blocked: not the 5 s timeout
+        a.settle()  # free again: it has run the first probe's callback
+        assert loops.unanswered_since(a.loop) is None
+        assert loops.probe_loop(a.loop, timeout=5.0) is not None
+
+
 def test_probing_a_closed_or_stopped_loop_returns_none_without_raising() -> None:
     closed = asyncio.new_event_loop()
     closed.close()

@@ -46,6 +46,32 @@ def proxy(tmp_path: Path) -> Iterator[tuple[proxy_rig.Server, Path]]:
         upstream.stop()
 
 
+@pytest.fixture
+def cpu_proxy(tmp_path: Path) -> Iterator[tuple[proxy_rig.Server, Path]]:
+    """A proxy whose cpu rule is on, with the in-process sampler and a short window."""
+    upstream = proxy_rig.start_upstream(tmp_path)
+    dumps = tmp_path / "dumps"
+    try:
+        server = proxy_rig.start_proxy(
+            tmp_path,
+            upstream,
+            HOLMES_INTERVAL="100ms",
+            HOLMES_DUMP_PATH=str(dumps),
+            HOLMES_MEM="off",
+            HOLMES_GCHEAP="off",
+            HOLMES_CPU_ENGINE="sampler",
+            HOLMES_CPU_PROFILE_SECONDS="0.3",
+        )
+    except BaseException:
+        upstream.stop()
+        raise
+    try:
+        yield server, dumps
+    finally:
+        server.stop()
+        upstream.stop()
+
+
 def admin(server: proxy_rig.Server, path: str, method: str = "GET") -> dict[str, Any]:
     result: dict[str, Any] = proxy_rig.request(server, path, method)
     return result
@@ -121,3 +147,34 @@ def test_a_thread_leak_switched_on_writes_a_thread_event(
     status = admin(server, "/_admin/status")
     assert status["faults"]["leaked_threads"] == 40
     assert status["holmespy"]["events"] == 1
+
+
+def test_a_capture_asked_through_the_admin_endpoint_writes_a_cpu_event(
+    cpu_proxy: tuple[proxy_rig.Server, Path],
+) -> None:
+    # The benchmarks' way to ask for a capture (it once dropped the connection
+    # instead of answering, when the worker lost an attribute it read).
+    server, dumps = cpu_proxy
+    proxy_rig.wait_ticks(server, 11, timeout=30)
+    answer = admin(server, "/_admin/capture/cpu?rate=40", method="POST")
+    assert answer == {"captured": True, "profile_seconds": 0.3, "rate": 40}
+    deadline = time.monotonic() + 20
+    events: list[dict[str, Any]] = []
+    while not events and time.monotonic() < deadline:
+        events = [e for e in proxy_rig.events(dumps) if e["rule"] == "cpu"]
+        time.sleep(0.05)
+    assert events, "the capture never published its event"
+    assert events[0]["captures"]["cpu"]["engine"] == "sampler"
+    assert events[0]["captures"]["cpu"]["rate_asked"] == 40
+    assert (Path(events[0]["_path"]) / "cpu.pb.gz").exists()
+
+
+def test_an_unknown_admin_path_is_answered_not_dropped(
+    proxy: tuple[proxy_rig.Server, Path],
+) -> None:
+    server, _ = proxy
+    with pytest.raises(proxy_rig.RigError, match="404"):
+        admin(server, "/_admin/nothing-here")
+    with pytest.raises(proxy_rig.RigError, match=r"400.*samples per second"):
+        admin(server, "/_admin/capture/cpu?rate=fast", method="POST")
+    assert admin(server, "/_admin/status")["pid"] == server.pid  # still serving

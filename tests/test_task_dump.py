@@ -153,6 +153,30 @@ def test_a_blocked_loop_is_reported_with_what_its_thread_is_executing() -> None:
     assert sum("LOOP BLOCKED" in line for line in lines) == 1  # loop-fine answered
 
 
+def test_a_loop_blocked_since_an_earlier_dump_is_reported_without_waiting_again() -> None:
+    release = threading.Event()
+    with LoopThread("loop-stuck") as stuck:
+        stuck.spawn(park())
+        stuck.settle()
+        try:
+            stuck.loop.call_soon_threadsafe(block_with_sleep, release)
+            first = format_tasks(probe_timeout=0.1)
+            started = time.monotonic()
+            second = format_tasks(probe_timeout=5.0)
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+
+    assert 'LOOP BLOCKED: loop in thread "loop-stuck" did not run a callback within 0.1 s' in first
+    assert re.search(
+        r'LOOP BLOCKED: loop in thread "loop-stuck" has not yet run a probe callback'
+        r" sent \d+\.\d s ago; its thread is executing:",
+        second,
+    )
+    assert "block_with_sleep" in second
+    assert elapsed < 2.5  # not the 5 s probe timeout
+
+
 def test_a_task_blocking_its_loop_is_shown_as_running() -> None:
     release = threading.Event()
     crunching = threading.Event()

@@ -10,7 +10,7 @@ back-pressure. Admin endpoints on the same port (it listens on 127.0.0.1):
     GET  /_admin/status              pid, faults, holmespy.status(), threads with native ids
     POST /_admin/fail/<fault>?k=v    switch a fault on: cpu, leak, threads, tasks, block
     POST /_admin/heal[?release=1]    switch faults off (and free what they leaked)
-    POST /_admin/capture/cpu         ask holmespy for a CPU capture now
+    POST /_admin/capture/cpu[?rate=N]  ask holmespy for a CPU capture now (at N samples/s)
 
 `--fail cpu` (repeatable, `--fail tasks:fanout=50`) switches faults on by
 itself after `--fail-after` seconds. See README.md here for a walk-through.
@@ -228,11 +228,16 @@ class Proxy:
                 self.faults.heal(release=params.get("release") in ("1", "true", "yes"))
                 body = self.faults.describe()
             elif method == b"POST" and path == ["capture", "cpu"]:
-                body = await capture_cpu_now()
+                body = await capture_cpu_now(parse_rate(params.get("rate")))
             else:
                 code, reason, body = 404, "Not Found", {"error": f"no admin endpoint {url.path}"}
         except BadParameter as exc:
             code, reason, body = 400, "Bad Request", {"error": str(exc)}
+        except Exception as exc:
+            # An answer, not a dropped connection: the caller sees what broke.
+            logging.getLogger("proxy").exception("admin %s failed", url.path)
+            code, reason = 500, "Internal Server Error"
+            body = {"error": f"{type(exc).__name__}: {exc}"}
         payload = (json.dumps(body, indent=2, default=str) + "\n").encode()
         writer.write(
             simple_response(code, reason, payload, content_type=b"application/json", close=close)
@@ -252,13 +257,23 @@ class Proxy:
         }
 
 
-async def capture_cpu_now() -> dict[str, Any]:
+def parse_rate(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
+        raise BadParameter(f"rate={text!r}: expected samples per second from 1 to 1000")
+    return int(text)
+
+
+async def capture_cpu_now(rate: int | None = None) -> dict[str, Any]:
     """A CPU capture now, through holmespy's own rule path and capture worker.
 
     The cpu rule is swapped for one that fires on any sample; `reconfigure`
     wakes the watcher, whose tick fires and queues the capture; the rule is
-    put back as soon as the capture is queued, so exactly one event results.
-    The first tick has no CPU reading yet, so it does not fire.
+    put back as soon as it has fired, so exactly one event results.
+    The first tick has no CPU reading yet, so it does not fire. `rate` sets
+    HOLMES_CPU_PROFILE_RATE for this capture and the ones after it (the
+    capture reads the configuration when it starts, after the rule is back).
     """
     watcher = holmespy.current()
     if watcher is None:
@@ -266,19 +281,34 @@ async def capture_cpu_now() -> dict[str, Any]:
     original = watcher.config
     if original.cpu is None:
         return {"captured": False, "why": "the cpu rule is off (HOLMES_CPU=off)"}
+    if rate is not None:
+        original = original.replace(cpu_profile_rate=rate)
     always = holmespy.Rule(min=0, diff=0, abs=0, cooldown=0, limit=holmespy.Limit(10**6, 3600))
-    worker = watcher.worker
-    queued_before = worker.pending() + worker.busy
-    holmespy.reconfigure(cpu=always)
-    deadline = time.monotonic() + 1.5 * original.interval + 1
+    dropped = watcher.status().dropped
+    asked = time.monotonic()
+    holmespy.reconfigure(original.replace(cpu=always))
+    # A loaded machine may run the woken tick late: wait for a few intervals.
+    deadline = asked + max(5.0, 3 * original.interval)
     try:
-        while worker.pending() + worker.busy <= queued_before:
+        while not fired_since(watcher, "cpu", asked):
             if time.monotonic() > deadline:
                 return {"captured": False, "why": "no tick fired; holmespy may have just started"}
             await asyncio.sleep(0.005)
     finally:
         holmespy.reconfigure(original)
-    return {"captured": True, "profile_seconds": original.cpu_profile_seconds}
+    if watcher.status().dropped > dropped:
+        return {"captured": False, "why": "the capture queue was full; the capture was dropped"}
+    return {
+        "captured": True,
+        "profile_seconds": original.cpu_profile_seconds,
+        "rate": original.cpu_profile_rate,
+    }
+
+
+def fired_since(watcher: holmespy.Watcher, rule: str, since: float) -> bool:
+    """Whether `rule` fired at or after `since` (time.monotonic, the clock rules use)."""
+    state = watcher.states.get(rule)
+    return state is not None and bool(state.fired_at) and state.fired_at[-1] >= since
 
 
 def parse_fault(spec: str) -> tuple[str, dict[str, str]]:

@@ -9,23 +9,26 @@ it. See `holmespy.fork`.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any
 
 from holmespy import fork, signals
+from holmespy._log import log
 from holmespy.config import Config, default_service
-from holmespy.storage.reporter import StoredEvent
+from holmespy.lazyimport import importing
 from holmespy.watcher import Status, Watcher
 
-Callback = Callable[[StoredEvent], object]
+TYPE_CHECKING = False  # typing's, without importing typing (nor storage, for a type)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any
 
-log = logging.getLogger("holmespy")
+    from holmespy.storage.reporter import StoredEvent
+
+    Callback = Callable[[StoredEvent], object]
 
 _lock = threading.RLock()
 _instance: Watcher | None = None
@@ -144,6 +147,7 @@ def _start_watcher(config: Config, callbacks: tuple[Callback, ...] = ()) -> Watc
     # Called with `_lock` held.
     global _instance, _fork_hook_registered
     if not _fork_hook_registered:
+        importing.before_first_fork(_load_for_children)
         os.register_at_fork(after_in_child=_restart_in_child)
         atexit.register(_finish_at_exit)
         _fork_hook_registered = True
@@ -195,6 +199,25 @@ def _start_lazy() -> None:
         log.exception("holmespy could not start its watcher in forked child %d", os.getpid())
 
 
+def _load_for_children() -> None:
+    """In the first fork: import what a child's watcher needs later (never raises).
+
+    `start()` leaves the capture lanes, the bundle writer, salvage and storage
+    unimported until they are needed. A forked worker that then drops to
+    another user may no longer be able to read the standard library: it
+    must inherit them. So a process that forks pays for them once, before
+    its first fork (a process that never forks, never). Called by the import
+    guard's fork hook, under the guard (see holmespy.lazyimport).
+    """
+    try:
+        import holmespy.bundle
+        import holmespy.capturer
+        import holmespy.salvage
+        import holmespy.storage.uploader  # noqa: F401
+    except Exception:
+        log.exception("holmespy could not load its capture machinery before a fork")
+
+
 def _restart_in_child() -> None:
     # Runs in the child right after fork(): the parent's threads do not exist
     # here and its locks may be held forever, so build everything anew.
@@ -207,7 +230,9 @@ def _restart_in_child() -> None:
             # Not `parent.running`: threading has already marked its threads dead here.
             parent.abandon_after_fork()
             _instance = None
-            config, callbacks = parent.config, tuple(parent.uploader.reporter.callbacks)
+            made = parent.made_uploader  # not made: nobody subscribed
+            callbacks = tuple(made.reporter.callbacks) if made is not None else ()
+            config = parent.config
         elif inherited is not None and inherited.lazy is not None and inherited.pid != pid:
             inherited.lazy.disarm()  # forked by a child whose own watcher had not started
             _pending = None

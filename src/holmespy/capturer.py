@@ -9,6 +9,13 @@ instant lane, then the event moves to the window lane for the rest, and is
 published when its last capture is done. An event without windows is
 published by the instant lane at once.
 
+The task dump is instant but may wait: its probe gives each event loop up
+to half a second to run a callback, and a blocked loop (what a CPU event is
+often about) takes all of it. When a window follows, the event moves to the
+window lane *before* the task dump, which then runs on the instant lane
+beside the window: the wait falls inside the window instead of before it,
+and the window lane publishes once both are done.
+
 While an event is being captured its temp folder holds `event.partial.json`,
 so a process killed mid-capture still leaves an event the next start can
 salvage. When the process goes (`cut`), a running capture stops at once and
@@ -22,6 +29,7 @@ seconds after the rule fired (`started_after`, `ended_after`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +45,12 @@ log = logging.getLogger("holmespy")
 
 INSTANT = frozenset({"threads", "tasks"})
 """Captures that describe the moment of the trigger and take milliseconds."""
+
+BESIDE_WINDOW = frozenset({"tasks"})
+"""Instant captures whose time is mostly waiting: they run beside the event's window."""
+
+BESIDE_GRACE = 30.0
+"""Seconds past its window the window lane waits for the capture beside it to end."""
 
 
 class CaptureHost(Protocol):
@@ -68,6 +82,9 @@ class EventJob:
     """time.monotonic() when the rule fired."""
     bundle: BundleWriter | None = None
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    beside_done: threading.Event = field(default_factory=threading.Event)
+    """Set when the instant captures taken beside the window have ended."""
+    beside_error: OSError | None = None
 
     def captures(self, instant: bool) -> list[tuple[str, Capture]]:
         return [(n, c) for n, c in CAPTURES[self.rule] if (n in INSTANT) == instant]
@@ -127,22 +144,53 @@ class Capturer:
     def _run_instant(self, job: EventJob) -> None:
         if not self.cut.is_set() and not self.host.admit(job.rule, job.id):
             return
+        beside = self._instant(job)
+        if beside is not None:  # the window lane has the event: these run beside its window
+            self._take_beside(job, beside)
+
+    def _instant(self, job: EventJob) -> list[tuple[str, Capture]] | None:
+        """The instant captures; those left to take beside the window, if it was handed over."""
         try:
             job.bundle = BundleWriter(self.host.dump_path(), job.event["service"], job.id).open()
             job.bundle.checkpoint(job.document(self.cut))
-            self._take(job, job.captures(instant=True))
             windows = job.captures(instant=False)
+            instants = job.captures(instant=True)
+            beside = [c for c in instants if windows and c[0] in BESIDE_WINDOW]
+            self._take(job, [c for c in instants if c not in beside])
             if windows and not self.cut.is_set():
                 job.bundle.checkpoint(job.document(self.cut))
                 if self.window.submit(lambda: self._run_window(job, windows)):
-                    return
+                    return beside
                 self.windows_dropped += 1
                 reason = "another event's capture window was already running and queued"
                 for name, _ in windows:
                     job.facts[name] = {"skipped": reason, "error": f"not taken: {reason}"}
                 log.warning("holmespy %s event %s: %s", job.rule, job.id, reason)
+                self._take(job, beside)
             else:
-                self._take(job, windows)  # all skipped: the process is going
+                self._take(job, beside)  # all skipped: the process is going
+                self._take(job, windows)
+            self._publish(job)
+        except OSError as exc:
+            self._lost(job, exc)
+        except BaseException:
+            self._discard(job)
+            raise
+        return None
+
+    def _take_beside(self, job: EventJob, captures: list[tuple[str, Capture]]) -> None:
+        """Take `captures` while the window lane has `job`; it publishes (or discards) it."""
+        try:
+            self._take(job, captures)
+        except OSError as exc:
+            job.beside_error = exc  # the window lane loses the event, as for its own
+        finally:
+            job.beside_done.set()
+
+    def _run_window(self, job: EventJob, windows: list[tuple[str, Capture]]) -> None:
+        try:
+            self._take(job, windows)
+            self._wait_beside(job)
             self._publish(job)
         except OSError as exc:
             self._lost(job, exc)
@@ -150,15 +198,17 @@ class Capturer:
             self._discard(job)
             raise
 
-    def _run_window(self, job: EventJob, windows: list[tuple[str, Capture]]) -> None:
-        try:
-            self._take(job, windows)
-            self._publish(job)
-        except OSError as exc:
-            self._lost(job, exc)
-        except BaseException:
-            self._discard(job)
-            raise
+    def _wait_beside(self, job: EventJob) -> None:
+        """Wait for the captures beside the window (bounded: a task dump waits 0.5 s at most)."""
+        if job.beside_done.wait(BESIDE_GRACE):
+            if job.beside_error is not None:
+                raise job.beside_error
+            return
+        reason = f"still running {BESIDE_GRACE:g} s after the window ended"
+        for name in BESIDE_WINDOW & set(n for n, _ in CAPTURES[job.rule]):
+            if name not in job.facts:
+                job.facts[name] = {"error": f"not in this event: {reason}"}
+        self.host.internal_error("capture beside the window", TimeoutError(reason))
 
     def _take(self, job: EventJob, captures: list[tuple[str, Capture]]) -> None:
         assert job.bundle is not None

@@ -11,28 +11,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
-import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit
 
+from holmespy._log import log
 from holmespy.errors import ConfigError, ConfigWarning
 from holmespy.fork import interpreter_target
 from holmespy.redact import public_url
 from holmespy.registry import RULE_NAMES as RULE_NAMES  # the one list: holmespy.registry
-from holmespy.registry import RuleName as RuleName
 from holmespy.rules import Limit, Rule
-from holmespy.safefs import temp_root
+from holmespy.tempdir import temp_root
 
-CpuEngine: TypeAlias = Literal["auto", "pyspy", "sampler", "yappi"]
+TYPE_CHECKING = False  # typing's, without importing typing (~9 ms) at start()
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Literal, TypeAlias
+
+    from holmespy.registry import RuleName as RuleName
+
+    CpuEngine: TypeAlias = Literal["auto", "pyspy", "sampler", "yappi"]
+
 CPU_ENGINES: tuple[CpuEngine, ...] = ("auto", "pyspy", "sampler", "yappi")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -112,6 +114,8 @@ def parse_size(name: str, text: str) -> int:
     prefix, suffix = (m.group(2) or "").upper(), (m.group(3) or "").lower()
     decimal = suffix == "b" and prefix != ""
     base = 1000 if decimal else 1024
+    from fractions import Fraction  # exact, and only when a size is read (it imports decimal)
+
     value = int(Fraction(m.group(1)) * base ** _SIZE_POWERS[prefix])
     if value <= 0:
         raise ConfigError(name, text, SIZE_FORM + " greater than zero")
@@ -135,6 +139,19 @@ def parse_number(name: str, text: str, *, low: float, high: float, what: str) ->
     if not low <= value <= high:  # also rejects nan and inf
         raise ConfigError(name, text, what)
     return value
+
+
+MAX_PROFILE_RATE = 1000
+"""py-spy at 1000 Hz already slows a host by 30-55 % (REFERENCE)."""
+RATE_FORM = f"a whole number of samples per second from 1 to {MAX_PROFILE_RATE}, e.g. 50"
+
+
+def parse_rate(name: str, text: str) -> int:
+    s = text.strip().lower().removesuffix("hz").strip()
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (s.isascii() and s.isdigit() and len(s) <= 4) or not 1 <= int(s) <= MAX_PROFILE_RATE:
+        raise ConfigError(name, text, RATE_FORM)
+    return int(s)
 
 
 def parse_percent_or_off(name: str, text: str) -> float | None:
@@ -203,6 +220,8 @@ def parse_storage(name: str, text: str) -> str | None:
 def parse_url(name: str, text: str) -> str | None:
     """An http(s) URL the webhook can be POSTed to: a host, a valid port, nothing
     invisible. User info (`https://user:password@host/`) becomes HTTP Basic auth."""
+    from urllib.parse import urlsplit
+
     s = text.strip()
     if not s:
         return None
@@ -320,6 +339,7 @@ class Config:
     gcheap: Rule | None = DEFAULT_RULES["gcheap"]
     cpu_max: float | None = None
     cpu_profile_seconds: float = 5.0
+    cpu_profile_rate: int = 50
     cpu_engine: CpuEngine = "auto"
     heap_seconds: float = 3.0
     exit_seconds: float = 0.5
@@ -424,7 +444,7 @@ def _read(option: Option, raw: str) -> Any:
 
 def _warn(message: str, *, quiet: bool = False) -> None:
     """Log `message` and warn with it; `quiet`: never raise, even under `-W error`."""
-    logging.getLogger("holmespy").warning(message)
+    log.warning(message)
     try:
         warnings.warn(message, ConfigWarning, stacklevel=4)
     except ConfigWarning:
@@ -437,6 +457,8 @@ def _warn_unknown(env: Mapping[str, str]) -> None:
     take a server down."""
     known = {option.env for option in OPTIONS}
     for key in sorted(k for k in env if k.startswith("HOLMES_") and k not in known):
+        import difflib
+
         hint = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
         tip = f"; did you mean {hint[0]}?" if hint else ""
         _warn(f"unknown setting {key} is ignored{tip}")
@@ -528,6 +550,12 @@ def _check_url(name: str, value: Any) -> None:
         raise ConfigError(name, public_url(str(value), path=False), URL_FORM)
 
 
+def _check_rate(name: str, value: Any) -> None:
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if not integer or not 1 <= value <= MAX_PROFILE_RATE:
+        raise ConfigError(name, value, RATE_FORM)
+
+
 def _check_path(name: str, value: Any) -> None:
     if value is None:
         return  # the per-user default
@@ -594,6 +622,13 @@ OPTIONS: tuple[Option, ...] = (
         "length of a triggered CPU profile, in seconds",
         show=_show_seconds,
         validate=_check_number("a duration from 1ms to 10m", low=0.001, high=600.0),
+    ),
+    Option(
+        "HOLMES_CPU_PROFILE_RATE",
+        "cpu_profile_rate",
+        parse_rate,
+        "samples per second of a CPU profile (py-spy's -r, the in-process sampler's rate)",
+        validate=_check_rate,
     ),
     Option(
         "HOLMES_CPU_ENGINE",

@@ -32,7 +32,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from typing import Any
 
 SPAWN_MAIN = "from multiprocessing.spawn import spawn_main"
 FORKSERVER_MAIN = "from multiprocessing.forkserver import main"

@@ -14,9 +14,12 @@ import gc
 import os
 import time
 from collections import deque
-from typing import Any
 
 from holmespy.procstat import read_rss_bytes
+
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class GCWatch:

@@ -14,9 +14,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
 
 # v1 writes "unlimited" as LONG_MAX rounded down to a page (9223372036854771712).
 _V1_UNLIMITED = 2**60

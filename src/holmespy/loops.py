@@ -46,6 +46,7 @@ __all__ = [
     "registry_name",
     "running_loops",
     "tasks_supported",
+    "unanswered_since",
 ]
 
 MAX_CHAIN_DEPTH = 100
@@ -582,14 +583,23 @@ def running_loops(tasks: Iterable[asyncio.Task[Any]] | None = None) -> list[Loop
         return []
 
 
+_unanswered: weakref.WeakKeyDictionary[Any, tuple[float, threading.Event]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Loops that have not yet run a probe callback we sent: (time.monotonic() sent, answered)."""
+
+
 def probe_loops(loops: Sequence[asyncio.AbstractEventLoop], timeout: float) -> list[float | None]:
     """Ask every loop at once to run a no-op; the delay of each, or None if it did not answer.
 
     All callbacks are scheduled first and then awaited against one shared
     deadline, so N blocked loops cost `timeout` in total, not N times it.
-    None also means "not probed": a loop that is not running (a callback would
-    only run when it restarts), a loop run by the calling thread (it cannot
-    answer while we wait), or a closed loop. Never raises.
+    A loop that still has not run the callback of an earlier probe is known
+    to be blocked: it gets no second callback and is not waited for
+    (`unanswered_since` says since when). None also means "not probed": a
+    loop that is not running (a callback would only run when it restarts), a
+    loop run by the calling thread (it cannot answer while we wait), or a
+    closed loop. Never raises.
     """
     results: list[float | None] = [None] * len(loops)
     waiting: list[tuple[int, float, threading.Event, list[float]]] = []
@@ -597,6 +607,8 @@ def probe_loops(loops: Sequence[asyncio.AbstractEventLoop], timeout: float) -> l
     for i, loop in enumerate(loops):
         try:
             if not _is_running(loop) or _loop_thread_id(loop) == me:
+                continue
+            if unanswered_since(loop) is not None:
                 continue
             answered = threading.Event()
             box: list[float] = []
@@ -615,7 +627,26 @@ def probe_loops(loops: Sequence[asyncio.AbstractEventLoop], timeout: float) -> l
         answered.wait(max(0.0, deadline - time.monotonic()))
         if box:
             results[i] = max(0.0, box[0] - sent)
+            continue
+        # Its callback stays queued: the loop runs it when it is free again. A loop
+        # class that cannot be weakly referenced (TypeError) is simply not remembered.
+        with contextlib.suppress(TypeError):
+            _unanswered[loops[i]] = (time.monotonic() - (time.perf_counter() - sent), answered)
     return results
+
+
+def unanswered_since(loop: asyncio.AbstractEventLoop) -> float | None:
+    """time.monotonic() when a probe that `loop` has still not answered was sent, else None."""
+    try:
+        earlier = _unanswered.get(loop)
+    except TypeError:
+        return None
+    if earlier is None:
+        return None
+    if earlier[1].is_set():  # it answered since: free again
+        _unanswered.pop(loop, None)
+        return None
+    return earlier[0]
 
 
 def probe_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> float | None:

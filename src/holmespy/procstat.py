@@ -12,17 +12,26 @@ holmespy by a host that closes every descriptor it does not know. A kept
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from collections import namedtuple
+
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-class ProcSample(NamedTuple):  # a tuple: built every tick, so cheap to make
-    cpu_seconds: float
-    """user + system CPU time of the whole process (all threads)."""
-    threads: int
-    rss_bytes: int
+if TYPE_CHECKING:
+
+    class ProcSample(NamedTuple):  # a tuple: built every tick, so cheap to make
+        cpu_seconds: float
+        """user + system CPU time of the whole process (all threads)."""
+        threads: int
+        rss_bytes: int
+
+else:  # the same tuple, without importing typing (~9 ms) at start()
+    ProcSample = namedtuple("ProcSample", ["cpu_seconds", "threads", "rss_bytes"])
 
 
 def parse_stat(text: bytes) -> ProcSample:

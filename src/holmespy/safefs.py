@@ -32,7 +32,6 @@ import pwd
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -263,23 +262,11 @@ def open_dirs(path: Path, mode: int = PRIVATE_DIR) -> int:
     return fd
 
 
-def temp_root() -> Path:
-    """The system's temp folder (`tempfile.gettempdir()`), safe to ask from any thread.
-
-    tempfile guards its first lookup with a module lock that a fork does not
-    reset: had the watcher thread been inside that lookup when the host forked
-    (a prefork server does so right after `start()`), the child's watcher would
-    wait on the lock forever. `Watcher.__init__` makes the first lookup in the
-    host's thread; after it, this only reads `tempfile.tempdir`.
-    """
-    known = tempfile.tempdir
-    return Path(os.fsdecode(known if known is not None else tempfile.gettempdir()))
-
-
 def make_temp_dir_in(path: Path, prefix: str) -> Path:
     """`make_temp_dir` by path: a new private `<prefix><random>` folder in `path`.
 
-    Unlike `tempfile.mkdtemp`, it takes no module lock a fork could leave held.
+    Unlike `tempfile.mkdtemp`, it takes no module lock a fork could leave held
+    (see holmespy.tempdir).
     """
     # The temp folder itself may be a link (TMPDIR=/tmp on macOS is one): follow it.
     dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -40,6 +40,8 @@ from holmespy.bundle import (
     temp_name,
 )
 from holmespy.event import SCHEMA
+from holmespy.lazyimport import importing
+from holmespy.tempdir import temp_root
 
 log = logging.getLogger("holmespy")
 
@@ -191,7 +193,8 @@ def _dead(pid: int, checkpoint: dict[str, Any] | None, host: str, age: float) ->
 
 def _pyspy_running(folder: Path) -> bool:
     """A process still works in the folder's `.pyspy` (py-spy runs with it as its cwd)."""
-    from holmespy.profilers.cpu._pyspy import WORKDIR_NAME
+    with importing:
+        from holmespy.profilers.cpu._pyspy import WORKDIR_NAME
 
     target = os.path.realpath(folder / WORKDIR_NAME)
     try:
@@ -247,10 +250,16 @@ def _minimal_event(event_id: str, service: str, pid: int) -> dict[str, Any]:
 
 def _convert_pyspy(temp_fd: int, folder: Path) -> None:
     """py-spy's raw samples, left in the folder's `.pyspy`, as `cpu.pb.gz`."""
-    from holmespy.formats.pprof import write_pprof
-    from holmespy.profilers.cpu._common import add_stacks, sampling_profile
-    from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
-    from holmespy.profilers.cpu._pyspy import MAX_OUTPUT_BYTES, RAW_NAME, WORKDIR_NAME, parse_raw
+    with importing:
+        from holmespy.formats.pprof import write_pprof
+        from holmespy.profilers.cpu._common import add_stacks, sampling_profile
+        from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
+        from holmespy.profilers.cpu._pyspy import (
+            MAX_OUTPUT_BYTES,
+            RAW_NAME,
+            WORKDIR_NAME,
+            parse_raw,
+        )
 
     if _has(temp_fd, "cpu.pb.gz"):
         return
@@ -280,7 +289,7 @@ def _convert_pyspy(temp_fd: int, folder: Path) -> None:
 
 def remove_dead_pyspy_folders(tmp: Path | None = None) -> int:
     """`<tmp>/holmespy-pyspy-<pid>-*` of dead processes (py-spy output outside an event)."""
-    folder = safefs.temp_root() if tmp is None else tmp
+    folder = temp_root() if tmp is None else tmp
     removed = 0
     uid = os.getuid()
     try:

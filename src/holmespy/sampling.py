@@ -10,12 +10,13 @@ tick's average cost bounded.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from holmespy import loops
 from holmespy.gcwatch import GCWatch
+from holmespy.lazyimport import importing
 from holmespy.limits import Limits
 from holmespy.procstat import ProcStatReader
 
@@ -66,7 +67,8 @@ class Sampler:
         self.limits = limits
         self.stat = stat or ProcStatReader()
         self.gc_watch = gc_watch
-        self.count_tasks = count_tasks and loops.tasks_supported()
+        self.count_tasks = count_tasks
+        self._count: Callable[[], int] | None = None  # loops.count_tasks, once asyncio is in
         self.task_stride = 1
         self.task_seconds = 0.0
         self._monotonic, self._perf_counter = monotonic, perf_counter
@@ -100,11 +102,24 @@ class Sampler:
     def _tasks(self) -> int | None:
         if not self.count_tasks:
             return None
+        count_tasks = self._count
+        if count_tasks is None:
+            # No asyncio imported, no task anywhere: `holmespy.loops` (and with it
+            # asyncio, ~40 ms) is imported only once the host has imported asyncio.
+            if "asyncio" not in sys.modules:
+                return 0
+            with importing:  # on the watcher's thread: see holmespy.lazyimport
+                from holmespy import loops
+
+            if not loops.tasks_supported():
+                self.count_tasks = False
+                return None
+            count_tasks = self._count = loops.count_tasks
         if self._skip > 0:
             self._skip -= 1
             return None
         start = self._perf_counter()
-        count = loops.count_tasks()
+        count = count_tasks()
         self.task_seconds = self._perf_counter() - start
         # Spread an expensive count over several ticks rather than let it dominate each one.
         stride = math.ceil(self.task_seconds / TASK_BUDGET_SECONDS)

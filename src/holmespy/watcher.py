@@ -6,8 +6,6 @@ goes wrong is logged on the `holmespy` logger and counted in `status()`.
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import os
 import sys
 import threading
@@ -15,23 +13,30 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from holmespy.bundle import describe_os_error, host_facts, new_event_id, open_dump_root
-from holmespy.capturer import Capturer, EventJob
-from holmespy.config import RULE_NAMES, Config, RuleName
-from holmespy.event import Event, Point, ProcessLimits, Thresholds, Versions
+from holmespy._log import DEBUG, INFO, log
+from holmespy.config import RULE_NAMES, Config
 from holmespy.gcwatch import GCWatch
+from holmespy.lazyimport import importing
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
 from holmespy.registry import METRICS, RULES
 from holmespy.rules import Decision, Rule, RuleState, Verdict
-from holmespy.safefs import temp_root
-from holmespy.salvage import remove_dead_pyspy_folders, salvage
 from holmespy.sampling import Sample, Sampler
-from holmespy.storage.uploader import Uploader
 
-log = logging.getLogger("holmespy")
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    import logging
+    from typing import Any
+
+    from holmespy.capturer import Capturer
+    from holmespy.config import RuleName
+    from holmespy.storage.uploader import Uploader
+
+# The capture lanes (with the profilers and the bundle writer), salvage and
+# storage are imported when first needed: the first event, one interval after
+# start, or HOLMES_STORAGE at start. A tick needs none of them. Each import on
+# our threads is made `with importing:` (a fork waits for it: holmespy.lazyimport).
 
 UNITS: dict[str, str] = {metric.name: metric.unit for metric in METRICS}
 SALVAGE_RETRY = 2.0
@@ -78,9 +83,6 @@ class Watcher:
     def __init__(self, config: Config, *, proc_root: str = "/proc", root: str = "/") -> None:
         self.config = config
         self.pid = os.getpid()
-        # The first temp-folder lookup takes a lock a fork keeps held: make it here,
-        # in the host's thread, never on the watcher's (see safefs.temp_root).
-        temp_root()
         self._proc_root, self._root = proc_root, root
         self._wake = threading.Event()
         self._stopping = False
@@ -90,8 +92,10 @@ class Watcher:
         stat = ProcStatReader(f"{proc_root}/{self.pid}/stat")
         self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
         self.states: dict[str, RuleState] = {}
-        self.capturer = Capturer(self)
-        self.uploader = Uploader(config)  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
+        self._capturer: Capturer | None = None
+        self._uploader: Uploader | None = None  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
+        self._uploader_config = config
+        self._made_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="holmespy-watcher", daemon=True)
         self.ticks = 0
         self.errors = 0
@@ -112,11 +116,13 @@ class Watcher:
         self._apply_log_level()
         if self.config.gcheap is not None:
             self.gc_watch.install()
-        self.uploader.start()
+        if self.config.storage is not None:  # ship what earlier runs left, from now on
+            self.uploader.start()
         self._thread.start()
         announce(
             f"holmespy watching pid {self.pid} as service {self.config.service!r} every"
-            f" {self.config.interval:g}s; dumps in {self.dump_path()}"
+            f" {self.config.interval:g}s; dumps in {self.dump_path()}",
+            self.config.log_level,
         )
         return self
 
@@ -124,6 +130,39 @@ class Watcher:
     def active(self) -> bool:
         """Started and not stopped (true in a forked child too, where its threads are gone)."""
         return self._started and not self._stopping
+
+    @property
+    def capturer(self) -> Capturer:
+        """The capture lanes, made at the first event (their threads start with it)."""
+        capturer = self._capturer
+        if capturer is None:
+            with importing:
+                from holmespy.capturer import Capturer
+
+            with self._made_lock:
+                if self._capturer is None:
+                    self._capturer = Capturer(self)
+                capturer = self._capturer
+        return capturer
+
+    @property
+    def uploader(self) -> Uploader:
+        """The uploader, made on first use: storage is imported only when something is stored."""
+        uploader = self._uploader
+        if uploader is None:
+            with importing:
+                from holmespy.storage.uploader import Uploader
+
+            with self._made_lock:
+                if self._uploader is None:
+                    self._uploader = Uploader(self._uploader_config)
+                uploader = self._uploader
+        return uploader
+
+    @property
+    def made_uploader(self) -> Uploader | None:
+        """The uploader if it was made (never makes it)."""
+        return self._uploader
 
     @property
     def running(self) -> bool:
@@ -139,19 +178,26 @@ class Watcher:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         self._stopping = True
-        self.capturer.cut.cut(reason, timeout)
+        capturer = self._capturer
+        if capturer is not None:
+            capturer.cut.cut(reason, timeout)
         self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(_left(deadline))
-        self.capturer.stop(_left(deadline))
-        self.uploader.stop(_left(deadline))
+        capturer = self._capturer  # (made meanwhile by a last tick's event, maybe)
+        if capturer is not None:
+            capturer.cut.cut(reason, timeout)
+            capturer.stop(_left(deadline))
+        if self._uploader is not None:
+            self._uploader.stop(_left(deadline))
         self.gc_watch.uninstall()
         self.sampler.close()
 
     def abandon_after_fork(self) -> None:
         """In a forked child: drop what belongs to the parent without touching its threads."""
         self._stopping = True
-        self.uploader.abandon_after_fork()
+        if self._uploader is not None:
+            self._uploader.abandon_after_fork()
         self.gc_watch.uninstall()
         self.sampler.close()
 
@@ -176,38 +222,53 @@ class Watcher:
             for name, state in self.states.items()
             if state.skipped
         }
+        capturer = self._capturer
         return Status(
             enabled=True,
             running=self.running,
             pid=self.pid,
             ticks=self.ticks,
-            events=self.capturer.events,
-            last_event=self.capturer.last_event,
-            dropped=self.capturer.dropped,
-            partial=self.capturer.partial,
+            events=capturer.events if capturer else 0,
+            last_event=capturer.last_event if capturer else None,
+            dropped=capturer.dropped if capturer else 0,
+            partial=capturer.partial if capturer else 0,
             salvaged=self.salvaged,
             stale_removed=self.stale_removed,
-            capture_failures=self.capturer.failures,
+            capture_failures=capturer.failures if capturer else 0,
             errors=self.errors + self.gc_watch.failures,
-            last_error=self.capturer.last_error or self.last_error,
+            last_error=(capturer.last_error if capturer else None) or self.last_error,
             skipped=skipped,
             last_sample=self.last_sample.as_dict() if self.last_sample else None,
             limits=self.limits.__dict__.copy(),
             task_stride=self.sampler.task_stride,
-            storage=self.uploader.status(),
+            storage=self._storage_status(),
         )
+
+    def _storage_status(self) -> dict[str, int | str | None]:
+        try:
+            return self.uploader.status()
+        except Exception as exc:  # status() never raises
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     # -- the watcher thread --
 
     def _run(self) -> None:
-        self._check_dump_root()
-        self._salvage()
         next_at = time.monotonic()
+        rounds = 0
         while not self._stopping:
             try:
                 self.tick()
             except Exception as exc:
                 self.internal_error("tick", exc)
+            rounds += 1
+            if rounds == 2:
+                # One interval in, not at start: a short process ends without paying for
+                # the bundle writer and salvage (an event's own write checks the folder).
+                try:
+                    self._check_dump_root()
+                except Exception as exc:
+                    self.internal_error("dump folder check", exc)
+                self._salvage()
             if self._salvage_again_at is not None and time.monotonic() >= self._salvage_again_at:
                 self._salvage()
             interval = self.config.interval
@@ -222,6 +283,9 @@ class Watcher:
 
     def _check_dump_root(self) -> None:
         """Say now, not at the first event hours later, that the dump folder will be refused."""
+        with importing:
+            from holmespy.bundle import describe_os_error, open_dump_root
+
         root = self.config.dump_root()
         try:
             fd = open_dump_root(root, create=False)  # a missing one is made by the first event
@@ -269,9 +333,13 @@ class Watcher:
                 "holmespy %s rule: %s; further skips are counted in status()", name, decision.reason
             )
         if not decision.fire:
-            if log.isEnabledFor(logging.DEBUG):  # the reason is built only when read
+            if log.isEnabledFor(DEBUG):  # the reason is built only when read
                 log.debug("holmespy %s rule: %s", name, decision.reason)
             return
+        with importing:
+            from holmespy.bundle import new_event_id
+            from holmespy.capturer import EventJob
+
         fired = time.monotonic()
         event_id = new_event_id(name)
         event = self._event(event_id, name, state, decision, sample)
@@ -285,6 +353,10 @@ class Watcher:
     def _event(
         self, event_id: str, name: str, state: RuleState, decision: Decision, sample: Sample
     ) -> dict[str, Any]:
+        with importing:
+            from holmespy.bundle import host_facts
+            from holmespy.event import Event, Point, ProcessLimits, Thresholds, Versions
+
         rule = state.rule
         facts = host_facts()
         limits = self.limits
@@ -322,6 +394,9 @@ class Watcher:
     def _salvage(self) -> None:
         """Publish what dead processes left in the dump folder; remove the rest (never raises)."""
         try:
+            with importing:
+                from holmespy.salvage import remove_dead_pyspy_folders, salvage
+
             found = salvage(self.dump_path())
             remove_dead_pyspy_folders()
         except Exception as exc:
@@ -358,7 +433,8 @@ class Watcher:
         return False
 
     def exclude_threads(self) -> frozenset[int]:
-        ours = (self._thread.ident, *self.capturer.idents, self.uploader.ident)
+        uploader = self._uploader
+        ours = (self._thread.ident, *self.capturer.idents, uploader.ident if uploader else None)
         return frozenset(i for i in ours if i is not None)
 
     def dump_path(self) -> Path:
@@ -391,19 +467,32 @@ class Watcher:
             log.error("holmespy %s failed (counted in status().errors)", where, exc_info=exc)
 
 
-def announce(line: str) -> None:
+_LEVELS = {"DEBUG": DEBUG, "INFO": INFO, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def announce(line: str, level: str = "INFO") -> None:
     """Say `line` at INFO where the host's log shows it.
 
     A host that configured logging (the `holmespy` logger or one above it has
     a handler other than holmespy's own NullHandler) gets a log record.
     Otherwise the line goes to stderr, which is what gunicorn, uvicorn and
-    supervisors collect. HOLMES_LOG_LEVEL=WARNING silences it.
+    supervisors collect. HOLMES_LOG_LEVEL=WARNING (`level`) silences it.
     """
-    if not log.isEnabledFor(logging.INFO):
+    logger = log.get()
+    if logger is None:
+        # `logging` was never imported, so no handler exists: stderr, unless silenced.
+        if _LEVELS.get(level, INFO) <= INFO:
+            _to_stderr(line)
         return
-    if _host_configured_logging():
-        log.info("%s", line)
+    if not logger.isEnabledFor(INFO):
         return
+    if _host_configured_logging(logger):
+        logger.info("%s", line)
+        return
+    _to_stderr(line)
+
+
+def _to_stderr(line: str) -> None:
     try:
         stream = sys.stderr
         if stream is not None:
@@ -413,8 +502,10 @@ def announce(line: str) -> None:
         pass
 
 
-def _host_configured_logging() -> bool:
-    logger: logging.Logger | None = log
+def _host_configured_logging(start: logging.Logger) -> bool:
+    import logging
+
+    logger: logging.Logger | None = start
     while logger is not None:
         if any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
             return True
@@ -436,6 +527,9 @@ def _values(name: RuleName, sample: Sample) -> Iterable[float]:
 
 
 def _iso(epoch: float) -> str:
+    with importing:
+        import datetime as dt
+
     return (
         dt.datetime.fromtimestamp(epoch, dt.UTC)
         .isoformat(timespec="milliseconds")

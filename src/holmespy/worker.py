@@ -9,13 +9,12 @@ the host.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("holmespy")
+from holmespy._log import log
 
 Job = Callable[[], None]
 _STOP: Job = lambda: None  # noqa: E731 - a unique sentinel the queue can carry

@@ -16,6 +16,13 @@ server got a second SIGTERM in the middle of its graceful shutdown. The
 folder is kept (in the user's cache, named after its content, so every run
 reuses it): CMD's processes read it for as long as they start.
 
+`holmespy.start()` is called once the process has lived `start_delay()`
+(at most 1 s: ten intervals, the rules' `diff` warm-up), from a thread of
+its own. A process that ends sooner goes unwatched (it could only have
+fired an `abs` or `max` rule on its first samples); in exchange the short
+helpers a shell script starts by the hundred pay about half a millisecond
+each for holmespy instead of its whole start-up (`benchmarks/startup.py`).
+
 Interpreters started with -I, -E or -S ignore PYTHONPATH or site and run
 unwatched.
 """
@@ -37,6 +44,7 @@ from typing import Any, NoReturn
 from holmespy.cli.errors import BadUsage, CLIError, NotFound
 from holmespy.cli.text import warn
 from holmespy.config import Config
+from holmespy.rules import RING_SIZE
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holmespy is imported from: added to the path of a child that lacks it."""
@@ -51,19 +59,9 @@ SITECUSTOMIZE = '''\
 sitecustomize this file shadows. Deleted when `holmespy run` ends."""
 
 
-def _holmespy_run() -> None:
-    import importlib.machinery
-    import importlib.util
-    import os
+def _holmespy_import():
     import sys
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
-    if spec is not None and spec.loader is not None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["sitecustomize"] = module
-        spec.loader.exec_module(module)
     try:
         import holmespy
     except ImportError:
@@ -73,11 +71,83 @@ def _holmespy_run() -> None:
             import holmespy
         except Exception as exc:
             print(f"holmespy run: {sys.executable} cannot import holmespy: {exc}", file=sys.stderr)
-            return
+            return None
+    return holmespy
+
+
+def _holmespy_start(holmespy) -> None:
+    import sys
+
     try:
         holmespy.start()
     except Exception as exc:
         print(f"holmespy run: not watching this process: {exc}", file=sys.stderr)
+
+
+def _holmespy_run() -> None:
+    import importlib.machinery
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is not None and spec.loader is not None:
+        import importlib.util
+
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["sitecustomize"] = module
+        spec.loader.exec_module(module)
+    delay = __HOLMESPY_DELAY__
+    # multiprocessing's own children and helpers (spawn, forkserver, resource
+    # tracker) start it at once: holmespy.start() knows what each of them is,
+    # and a helper must never hold a thread of ours, not even for a second.
+    if delay <= 0 or any("from multiprocessing." in a for a in getattr(sys, "orig_argv", ())):
+        holmespy = _holmespy_import()
+        if holmespy is not None:
+            _holmespy_start(holmespy)
+        return
+    # Started once this process has lived `delay` s, from a thread of its own
+    # (_thread: importing threading alone would cost more than the rest).
+    import _thread
+    import time
+
+    starting = _thread.allocate_lock()
+
+    def later() -> None:
+        time.sleep(delay)
+        with starting:
+            holmespy = _holmespy_import()
+            if holmespy is None:
+                return
+            try:
+                from holmespy.lazyimport import importing
+            except ImportError:  # a holmespy without the guard: start it here, as before
+                _holmespy_start(holmespy)
+                return
+        # start() imports the rest of what a tick needs under holmespy's own guard,
+        # which a fork waits for as it waits for `starting`. Not under `starting`:
+        # the guard's fork hook runs before ours, so a fork holding the guard would
+        # wait here for `starting` while start() waited for the guard.
+        with importing:
+            _holmespy_start(holmespy)
+
+    def before_fork() -> None:
+        # A fork in the middle of that thread's imports would leave the child
+        # with module locks held by a thread it does not have, and the child
+        # would hang importing those modules: the fork waits for them instead.
+        starting.acquire()
+
+    def in_child() -> None:
+        starting.release()
+        # A child forked before the start has no such thread: it gets its own.
+        # (One forked after is restarted by holmespy, and start() finds it running.)
+        _thread.start_new_thread(later, ())
+
+    _thread.start_new_thread(later, ())
+    os.register_at_fork(
+        before=before_fork, after_in_parent=starting.release, after_in_child=in_child
+    )
 
 
 _holmespy_run()
@@ -103,25 +173,45 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise BadUsage("run needs a command: holmespy run -- python app.py")
-    check_settings()
+    config = check_settings()
     env = dict(os.environ)
-    env["PYTHONPATH"] = _with_first(str(injection_folder()), env.get("PYTHONPATH"))
+    folder = injection_folder(delay=start_delay(config))
+    env["PYTHONPATH"] = _with_first(str(folder), env.get("PYTHONPATH"))
     become(command, env)
 
 
-def check_settings() -> None:
+def check_settings() -> Config:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        Config.from_env()  # a ConfigError here is bad usage, reported by main
+        config = Config.from_env()  # a ConfigError here is bad usage, reported by main
     for warning in caught:
         warn(str(warning.message))
+    return config
 
 
-def sitecustomize_text() -> str:
-    return SITECUSTOMIZE.replace("__HOLMESPY_PATH__", repr(str(PACKAGE_ROOT)))
+MAX_START_DELAY = 1.0
+"""Seconds a process under `run` lives before holmespy starts in it (see `start_delay`)."""
 
 
-def injection_folder(cache: Path | None = None) -> Path:
+def start_delay(config: Config) -> float:
+    """How long a process under `run` lives before holmespy starts in it.
+
+    Ten intervals (the `diff` comparison's warm-up), at most
+    `MAX_START_DELAY`: a long-running program's first event is never more
+    than that late, and the processes shorter than that (a shell script's
+    helpers) never pay for holmespy. Such a process goes unwatched: it could
+    only have fired an `abs` or `max` rule on its first samples.
+    """
+    return min(MAX_START_DELAY, RING_SIZE * config.interval)
+
+
+def sitecustomize_text(delay: float = 0.0) -> str:
+    """Our sitecustomize; its processes start holmespy once they have lived `delay` s."""
+    text = SITECUSTOMIZE.replace("__HOLMESPY_PATH__", repr(str(PACKAGE_ROOT)))
+    return text.replace("__HOLMESPY_DELAY__", repr(float(delay)))
+
+
+def injection_folder(cache: Path | None = None, *, delay: float = 0.0) -> Path:
     """A private folder holding our sitecustomize.py, reused by every run with the same text.
 
     Under the user's cache (`$XDG_CACHE_HOME` or `~/.cache`), named after a
@@ -130,7 +220,7 @@ def injection_folder(cache: Path | None = None) -> Path:
     with the very text we would write. Otherwise, or without a usable cache,
     a fresh private temp folder (left in place: CMD reads it as long as it runs).
     """
-    text = sitecustomize_text()
+    text = sitecustomize_text(delay)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     base = cache if cache is not None else _cache_home()
     if base is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from holmespy.bundle import write_private
 from holmespy.config import Config
+from holmespy.lazyimport import importing
 from holmespy.registry import METRICS
 from holmespy.teardown import Cut
 
@@ -40,10 +41,11 @@ Capture = Callable[[CaptureContext], dict[str, Any]]
 
 
 def capture_threads(ctx: CaptureContext) -> dict[str, Any]:
-    import json
+    with importing:
+        import json
 
-    from holmespy.profilers.threads import dump_threads
-    from holmespy.stackdump import FILE
+        from holmespy.profilers.threads import dump_threads
+        from holmespy.stackdump import FILE
 
     text, dump = dump_threads(exclude=ctx.exclude_threads)
     write_private(ctx.directory / "threads.txt", text.encode())
@@ -55,7 +57,8 @@ def capture_threads(ctx: CaptureContext) -> dict[str, Any]:
 
 
 def capture_tasks(ctx: CaptureContext) -> dict[str, Any]:
-    from holmespy.profilers.tasks import format_tasks
+    with importing:
+        from holmespy.profilers.tasks import format_tasks
 
     text = format_tasks(cancel=ctx.cut.event)
     write_private(ctx.directory / "tasks.txt", text.encode())
@@ -63,13 +66,15 @@ def capture_tasks(ctx: CaptureContext) -> dict[str, Any]:
 
 
 def capture_cpu_profile(ctx: CaptureContext) -> dict[str, Any]:
-    from holmespy.formats.pprof import write_pprof
-    from holmespy.profilers.cpu import capture_cpu
+    with importing:
+        from holmespy.formats.pprof import write_pprof
+        from holmespy.profilers.cpu import capture_cpu
 
     result = capture_cpu(
         ctx.config.cpu_profile_seconds,
         engine=ctx.config.cpu_engine,
         exclude_threads=ctx.exclude_threads,
+        rate=ctx.config.cpu_profile_rate,
         cut=ctx.cut,
         workdir=ctx.directory,
     )
@@ -82,8 +87,9 @@ def capture_cpu_profile(ctx: CaptureContext) -> dict[str, Any]:
 
 
 def _heap_window(ctx: CaptureContext, filename: str) -> dict[str, Any]:
-    from holmespy.formats.pprof import write_pprof
-    from holmespy.profilers.heap import capture_heap
+    with importing:
+        from holmespy.formats.pprof import write_pprof
+        from holmespy.profilers.heap import capture_heap
 
     result = capture_heap(ctx.config.heap_seconds, cancel=ctx.cut.event)
     facts: dict[str, Any] = dict(result.facts)
@@ -104,7 +110,8 @@ def capture_second_heap_profile(ctx: CaptureContext) -> dict[str, Any]:
 
 
 def capture_type_census(ctx: CaptureContext) -> dict[str, Any]:
-    from holmespy.profilers.heap import census
+    with importing:
+        from holmespy.profilers.heap import census
 
     result = census(ctx.memory.get("census"))
     ctx.memory["census"] = result.counts
@@ -113,8 +120,9 @@ def capture_type_census(ctx: CaptureContext) -> dict[str, Any]:
 
 
 def capture_heap_holders(ctx: CaptureContext) -> dict[str, Any]:
-    from holmespy.limits import detect_limits
-    from holmespy.profilers.holders import holders_file
+    with importing:
+        from holmespy.limits import detect_limits
+        from holmespy.profilers.holders import holders_file
 
     limit = detect_limits(mem_limit=ctx.config.mem_limit).mem_bytes
     text, facts, baseline = holders_file(ctx.memory.get("holders"), limit, ctx.exclude_threads)

@@ -4,7 +4,8 @@ A server with a task leak has thousands of tasks parked at the same `await`;
 grouping by identical await chain turns them into one entry with a count. Each
 loop is also probed (one no-op callback, one shared deadline): a loop that does
 not answer is reported as BLOCKED together with what its thread is executing,
-which names the blocking call.
+which names the blocking call. A loop that has not answered the probe of an
+earlier dump is known to be blocked: it is reported at once, without waiting.
 
 Runs on holmespy's worker thread inside the host process; all asyncio
 internals are read through `holmespy.loops`. Never raises (a failure is written
@@ -116,12 +117,17 @@ def _format_tasks(
     number = {id(info.loop): n for n, info in enumerate(infos, 1)}
 
     probe_started = time.perf_counter()
+    blocked_since = {
+        id(info.loop): since
+        for info in infos
+        if (since := loops.unanswered_since(info.loop)) is not None
+    }
     delays = loops.probe_loops([info.loop for info in infos], probe_timeout)
     probe_ms = (time.perf_counter() - probe_started) * 1000
     # Taken after the probes: a loop that did not answer is still stuck now.
     frames = sys._current_frames()
     try:
-        loop_lines = _loop_section(infos, delays, frames, probe_timeout)
+        loop_lines = _loop_section(infos, delays, frames, probe_timeout, blocked_since)
     finally:
         del frames  # other threads' frames keep their locals alive
 
@@ -159,6 +165,7 @@ def _loop_section(
     delays: Sequence[float | None],
     frames: dict[int, Any],
     probe_timeout: float,
+    blocked_since: dict[int, float],
 ) -> list[str]:
     me = threading.get_ident()
     lines: list[str] = []
@@ -183,10 +190,18 @@ def _loop_section(
             continue
         lines.append(head)
         name = one_line(info.thread_name) if info.thread_name else "<unknown>"
-        lines.append(
-            f'LOOP BLOCKED: loop in thread "{name}" did not run a callback'
-            f" within {probe_timeout:g} s; its thread is executing:"
-        )
+        since = blocked_since.get(id(info.loop))
+        if since is not None:
+            # Blocked since an earlier dump: this one did not wait for it again.
+            lines.append(
+                f'LOOP BLOCKED: loop in thread "{name}" has not yet run a probe callback'
+                f" sent {time.monotonic() - since:.1f} s ago; its thread is executing:"
+            )
+        else:
+            lines.append(
+                f'LOOP BLOCKED: loop in thread "{name}" did not run a callback'
+                f" within {probe_timeout:g} s; its thread is executing:"
+            )
         frame = frames.get(info.thread_id) if info.thread_id is not None else None
         if frame is None:
             lines.append("    (its thread is unknown; threads.txt has every thread's stack)")

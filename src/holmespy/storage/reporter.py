@@ -22,7 +22,6 @@ event) repeat it from the next process.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import threading
 import time
@@ -31,10 +30,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from holmespy._log import log as lazy_log
 from holmespy.redact import public_url, redact
 from holmespy.storage.webhook import post_json
 
-log = logging.getLogger("holmespy")
+log = lazy_log.real()  # with its NullHandler and HOLMES_LOG_LEVEL
 
 DEFAULT_TIMEOUT = 5.0
 QUEUE_SIZE = 100

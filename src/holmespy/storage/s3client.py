@@ -10,12 +10,14 @@ timeouts that fail a closed port in a fraction of a second.
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from holmespy.errors import ConfigError, HolmesError
+from holmespy.lazyimport import importing
 from holmespy.redact import SECRET_VARIABLES, public_url, redact
 
 __all__ = [
@@ -89,10 +91,16 @@ def public_endpoint() -> str:
 def make_client(
     *, max_attempts: int = 5, read_timeout: float = READ_TIMEOUT, max_pool_connections: int = 10
 ) -> Any:
-    """A boto3 S3 client configured from the environment (raises StorageError without boto3)."""
+    """A boto3 S3 client configured from the environment (raises StorageError without boto3).
+
+    Made on the uploader's thread, so importing boto3 and making the client
+    (which imports more of it) are each done `with importing:`: a fork waits
+    for the one in progress (holmespy.lazyimport), ~0.15 s each here.
+    """
     try:
-        import boto3
-        from botocore.config import Config as BotoConfig
+        with importing:
+            import boto3
+            from botocore.config import Config as BotoConfig
     except ImportError:
         raise StorageError("S3 storage needs boto3: pip install 'holmespy[s3]'") from None
     custom = endpoint_url()
@@ -107,8 +115,13 @@ def make_client(
         options["s3"] = {"addressing_style": "path"}
         options["request_checksum_calculation"] = "when_required"
         options["response_checksum_validation"] = "when_required"
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=custom, config=BotoConfig(**options))
+    with importing:
+        session = boto3.session.Session()
+        client = session.client("s3", endpoint_url=custom, config=BotoConfig(**options))
+        # The first connection encodes the host name with the idna codec, which
+        # Python imports on first use (on an upload thread): import it here.
+        codecs.lookup("idna")
+    return client
 
 
 @dataclass(frozen=True)

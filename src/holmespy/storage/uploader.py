@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from holmespy import safefs
+from holmespy._log import log as lazy_log
 from holmespy.bundle import EVENT_FILE
 from holmespy.config import Config
 from holmespy.event import Event
+from holmespy.lazyimport import importing
 from holmespy.manifest import ListedFile, Manifest
 from holmespy.storage.base import ObjectInfo, Store
 from holmespy.storage.local import LocalStore
@@ -49,7 +51,7 @@ from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import Encryption, S3Location, StorageError, redact
 from holmespy.storage.spool import Claim, OddEntry, OddEvent, Spool, SpooledEvent, inspect_event
 
-log = logging.getLogger("holmespy")
+log = lazy_log.real()  # with its NullHandler and HOLMES_LOG_LEVEL
 
 ATTEMPT_FLOOR = 30.0
 """Seconds every file's upload attempt may take, whatever its size..."""
@@ -150,7 +152,8 @@ class Uploader:
             # boto3 needs this module, and importing it registers a hook with
             # threading that is refused once shutdown has begun: a program that
             # exits right after start() would have no flush. Here it costs <1 ms.
-            import concurrent.futures.thread  # noqa: F401
+            with importing:
+                import concurrent.futures.thread  # noqa: F401
         if not self._thread.is_alive() and self._thread.ident is None:
             self._thread.start()
         return self

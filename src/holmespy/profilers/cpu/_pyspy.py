@@ -51,11 +51,13 @@ from pathlib import Path
 from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
+from holmespy.lazyimport import importing
 from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
-from holmespy.safefs import make_temp_dir_in, temp_root
+from holmespy.safefs import make_temp_dir_in
 from holmespy.teardown import Cut
+from holmespy.tempdir import temp_root
 
 PYSPY_NAME = "py-spy"
 WORKDIR_NAME = ".pyspy"
@@ -88,7 +90,9 @@ def find_pyspy(explicit: str | None) -> tuple[str | None, list[str]]:
     if explicit is not None:
         return (explicit if _is_executable(explicit) else None), [explicit]
     looked: list[str] = []
-    for folder in (os.path.dirname(sys.executable), sysconfig.get_path("scripts")):
+    with importing:  # sysconfig imports its _sysconfigdata module on first use
+        scripts = sysconfig.get_path("scripts")
+    for folder in (os.path.dirname(sys.executable), scripts):
         if not folder:
             continue
         candidate = os.path.join(folder, PYSPY_NAME)
@@ -220,11 +224,15 @@ def record(
     """Record this process with py-spy for `seconds`; the child is gone when this returns.
 
     `deadline` (time.monotonic) is when the child is killed if still running.
-    py-spy's `-d` takes whole seconds: for a fractional window it gets the
-    next whole second and is stopped with SIGINT (it then writes what it has)
-    when the window ends, or when `cut` is set. Its output goes to
-    `folder/.pyspy` (an event's temp folder), else to a temp folder named
-    after our pid; either is removed before this returns.
+    The window is `seconds` of wall time from the child's start: py-spy's
+    own `-d` counts from when it has attached (0.2 s later here, seconds on
+    a loaded machine) and takes whole seconds, so the child gets one second
+    more than the window as a backstop and is stopped with SIGINT (it then
+    writes what it has) when the window ends, or when `cut` is set. Its
+    start-up thus comes out of the window instead of adding to the event's
+    time. Its output goes to `folder/.pyspy` (an event's temp folder), else
+    to a temp folder named after our pid; either is removed before this
+    returns.
     """
     threads = ThreadTable()
     threads.update()
@@ -235,7 +243,7 @@ def record(
     else:
         workdir = str(make_temp_dir_in(temp_root(), f"{TEMP_PREFIX}{os.getpid()}-"))
     output = os.path.join(workdir, RAW_NAME)
-    whole = max(1, math.ceil(seconds))
+    whole = math.ceil(seconds) + 1
     argv = [
         pyspy,
         "record",
@@ -280,7 +288,7 @@ def record(
             except OSError as exc:
                 return PySpyResult(None, f"could not start {pyspy}: {exc}", False, facts)
             facts["pyspy_pid"] = proc.pid
-            sigint_at = started + seconds if whole != seconds else None
+            sigint_at = started + seconds
             killed = _supervise(proc, sigint_at, deadline, facts, cut)
             ended = time.monotonic()
             out, err = _tail_of(out_path), _tail_of(err_path)

@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from holmespy.formats.profile import Frame, Profile, ValueType
+from holmespy.lazyimport import importing
 from holmespy.profilers.cpu._common import CPU_NS, EngineFailed, Stacks, add_stacks
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
 
@@ -45,7 +46,8 @@ def profile_yappi(
 ) -> tuple[Profile, dict[str, Any]]:
     """Record every thread with yappi's CPU clock for `seconds`; raises EngineFailed."""
     try:
-        yappi: Any = importlib.import_module("yappi")
+        with importing:  # on a capture lane's thread: see holmespy.lazyimport
+            yappi: Any = importlib.import_module("yappi")
     except ImportError as exc:
         raise EngineFailed(f"yappi is not installed ({exc}); pip install holmespy[yappi]") from exc
     if yappi.is_running():

@@ -1,0 +1,174 @@
+"""What `import holmespy` and `holmespy.start()` load: only what a watcher tick needs.
+
+A short process pays holmespy's start-up whole, so the heavy parts wait for
+their first use: asyncio (and `holmespy.loops`) until the host has imported
+asyncio, `logging` until someone imported it, captures, the bundle writer
+and storage until the first event. Each case runs in a fresh interpreter
+and looks at `sys.modules`; `benchmarks/startup.py` measures the time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from holmespy import _log
+
+pytestmark = pytest.mark.timeout(60)
+
+HEAVY = (
+    "asyncio",
+    "logging",
+    "typing",
+    "tempfile",
+    "json",
+    "http.client",
+    "urllib.request",
+    "holmespy.loops",
+    "holmespy.bundle",
+    "holmespy.capturer",
+    "holmespy.profilers",
+    "holmespy.salvage",
+    "holmespy.storage",
+)
+
+
+def fresh(code: str, tmp_path: Path, **env: str) -> dict[str, object]:
+    """Run `code` in a new interpreter; it ends by printing one JSON line, returned here."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HOLMES_")}
+    environ.update(HOLMES_DUMP_PATH=str(tmp_path / "dumps"), **env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+# What the standard library itself pulls in varies (3.13's inspect imports
+# typing): only what holmespy adds to the modules it cannot do without counts.
+LOADED = """
+import sys
+import dataclasses, pathlib, queue, re, threading
+before = set(sys.modules)
+loaded = lambda: sorted(m for m in set(sys.modules) - before if m in HEAVY or m.startswith(HEAVY))
+"""
+
+
+def test_importing_the_package_loads_nothing_else(tmp_path: Path) -> None:
+    result = fresh(
+        f"HEAVY = {HEAVY!r}" + LOADED + "import holmespy, json as j\n"
+        "ours = sorted(m for m in sys.modules if m.startswith('holmespy'))\n"
+        "print(j.dumps({'ours': ours}))",
+        tmp_path,
+    )
+    assert result == {"ours": ["holmespy"]}
+
+
+def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> None:
+    result = fresh(
+        f"HEAVY = {HEAVY!r}" + LOADED + "import time, holmespy\n"
+        "watcher = holmespy.start()\n"
+        "deadline = time.monotonic() + 30\n"
+        "while watcher.ticks < 1 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "heavy, sample = loaded(), watcher.last_sample\n"
+        "import json\n"
+        "print(json.dumps({'heavy': heavy, 'tasks': sample and sample.tasks}))",
+        tmp_path,
+        # The first tick is at once, the next (and the dump folder's check, which
+        # needs the bundle writer) an interval later: 5 s to look in between.
+        HOLMES_INTERVAL="5s",
+    )
+    assert result == {"heavy": [], "tasks": 0}  # no asyncio, so no task: counted as 0
+
+
+def test_tasks_are_counted_once_the_host_imports_asyncio(tmp_path: Path) -> None:
+    result = fresh(
+        "import json, threading, time, holmespy\n"
+        "holmespy.start()\n"
+        "time.sleep(0.1)  # ticks before asyncio exists\n"
+        "import asyncio\n"
+        "loop = asyncio.new_event_loop()\n"
+        "threading.Thread(target=loop.run_forever, daemon=True).start()\n"
+        "never = asyncio.Event()\n"
+        "for _ in range(7):\n"
+        "    asyncio.run_coroutine_threadsafe(never.wait(), loop)\n"
+        "deadline = time.monotonic() + 30\n"
+        "seen = 0\n"
+        "while seen < 7 and time.monotonic() < deadline:\n"
+        "    seen = (holmespy.status().last_sample or {}).get('tasks') or 0\n"
+        "    time.sleep(0.01)\n"
+        "print(json.dumps({'tasks': seen}))",
+        tmp_path,
+        HOLMES_INTERVAL="10ms",
+    )
+    assert result == {"tasks": 7}
+
+
+def test_the_default_dump_folder_is_where_tempfile_would_put_it(tmp_path: Path) -> None:
+    writable = tmp_path / "tmp"
+    writable.mkdir()
+    for tmpdir in (str(writable), str(tmp_path / "missing"), ""):
+        # temp_root() on its own (tempfile not imported), then tempfile's answer.
+        result = fresh(
+            "import json\n"
+            "from holmespy.tempdir import temp_root\n"
+            "ours = str(temp_root())\n"
+            "import tempfile\n"
+            "print(json.dumps({'ours': ours, 'tempfile': tempfile.gettempdir()}))",
+            tmp_path,
+            TMPDIR=tmpdir,
+        )
+        assert result["ours"] == result["tempfile"], tmpdir
+
+
+def test_the_temp_folder_is_found_while_tempfiles_lock_is_held(tmp_path: Path) -> None:
+    # As in a worker forked while a thread of its parent was inside tempfile's
+    # first lookup: the lock is held for good, and tempfile's own answer was never
+    # cached. A hang here is the run's timeout.
+    result = fresh(
+        "import json, tempfile\n"
+        "from holmespy.tempdir import temp_root\n"
+        "tempfile._once_lock.acquire()\n"
+        "before = str(temp_root())\n"
+        "tempfile.tempdir = '/nowhere/else'  # then the host chooses one\n"
+        "print(json.dumps({'before': before, 'after': str(temp_root())}))",
+        tmp_path,
+        TMPDIR=str(tmp_path),
+    )
+    assert result == {"before": str(tmp_path), "after": "/nowhere/else"}
+
+
+def test_log_records_before_logging_is_imported_go_nowhere_as_they_would_have(
+    tmp_path: Path,
+) -> None:
+    result = fresh(
+        "import json, sys\n"
+        "from holmespy._log import log\n"
+        "log.setLevel('DEBUG')\n"
+        "log.warning('nobody could have configured a handler yet')\n"
+        "before = 'logging' in sys.modules\n"
+        "import logging\n"
+        "enabled = log.isEnabledFor(logging.DEBUG)  # the first use after the import\n"
+        "print(json.dumps({'before': before, 'enabled': enabled,\n"
+        "                  'level': logging.getLogger('holmespy').level}))",
+        tmp_path,
+    )
+    # The level asked for before is the real logger's from its first use on.
+    assert result == {"before": False, "enabled": True, "level": logging.DEBUG}
+
+
+def test_log_records_name_the_caller_not_the_wrapper(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="holmespy"):
+        _log.log.info("tick took %d ms", 3)
+    (record,) = [r for r in caplog.records if r.name == "holmespy"]
+    assert record.getMessage() == "tick took 3 ms"
+    assert record.funcName == "test_log_records_name_the_caller_not_the_wrapper"
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("holmespy").handlers)
