@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -512,6 +513,38 @@ def test_a_client_that_never_sends_does_not_hold_a_thread(
     with serving(dumps) as server, socket.create_connection(server.server_address[:2]) as conn:
         conn.settimeout(30)  # generous: the server must close first
         assert conn.recv(1) == b""  # closed by the server, having sent nothing
+
+
+def test_slowloris_connections_cannot_pin_more_than_max_connections_threads(
+    dumps: Path, three: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setattr(Server, "max_connections", 3)
+    with serving(dumps) as server:
+        address = server.server_address[:2]
+        before = set(threading.enumerate())
+        silent = [socket.create_connection(address) for _ in range(3)]
+        try:
+            with socket.create_connection(address) as extra:
+                extra.settimeout(30)  # the silent ones hold theirs for 60 s: this is sooner
+                assert extra.recv(1) == b""  # closed unanswered, no thread started for it
+            started = set(threading.enumerate()) - before
+            assert len([t for t in started if "process_request" in t.name]) == 3
+        finally:
+            for conn in silent:
+                conn.close()
+        deadline = time.monotonic() + 30  # the slots come back once the server sees them close
+        while (status := _status_or_none(server, "/")) != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 200
+
+
+def _status_or_none(server: Server, path: str) -> int | None:
+    try:
+        return get(server, path)[0]
+    except (ConnectionError, http.client.HTTPException):
+        return None
 
 
 def test_beyond_loopback_any_host_name_is_answered() -> None:

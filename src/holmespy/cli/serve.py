@@ -30,6 +30,7 @@ import copy
 import datetime as dt
 import ipaddress
 import socket
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -59,6 +60,9 @@ CSP = (
 )
 MAX_QUERY = 4096
 """Characters of a request's query string read at most."""
+MAX_CONNECTIONS = 32
+"""Connections served at once (a thread each): a browser opens 6; more are closed unanswered,
+so clients that connect and never send cannot start threads without end."""
 
 
 def add_parser(sub: Any) -> None:
@@ -116,6 +120,7 @@ def _loopback(host: str) -> bool:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    max_connections = MAX_CONNECTIONS
 
     def __init__(
         self, address: tuple[str, int], source: Source, timeout: float, max_size: int
@@ -126,6 +131,23 @@ class Server(ThreadingHTTPServer):
         self.source = source
         self.timeout_seconds = timeout
         self.max_size = max_size
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # closed unanswered: nothing to wait for
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def site(self) -> Site:
         """A reader for one request: an S3 source gets a deadline of its own."""
