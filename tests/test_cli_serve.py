@@ -26,6 +26,7 @@ from holmespy.cli import build_parser, site
 from holmespy.cli.reading import DEFAULT_MAX_SIZE
 from holmespy.cli.serve import Server
 from holmespy.cli.source import LocalSource, S3Source
+from holmespy.formats.profile import Frame
 from holmespy.profilers.threads import format_threads
 from tests.test_terminal_safety import BIDI_OVERRIDE, CLEAR_SCREEN, raw_controls
 
@@ -281,6 +282,60 @@ def test_every_string_from_a_hostile_bundle_is_escaped(dumps: Path) -> None:
     assert "failed: &lt;b&gt;bold&lt;/b&gt;" in event
     # In the flame graph's data the name is JSON with <, > and & escaped: it cannot end the script.
     assert "\\u003c/script\\u003e\\u003cscript\\u003edocument.title" in event
+
+
+def _profile_of(stacks: list[tuple[Frame, ...]]) -> bytes:
+    """A CPU profile of `stacks` (innermost frame first), one second each."""
+    profile = cpu_profile({})
+    for stack in stacks:
+        profile.add(stack, (100, 10**9))
+    return pprof(profile)
+
+
+def test_a_profile_deeper_than_a_page_nests_is_cut_not_a_500(dumps: Path) -> None:
+    # 3,000 frames: one level of JSON each would pass Python's recursion limit.
+    deep = tuple(Frame(f"level{n}", "/srv/app/deep.py", n) for n in range(3000))
+    folder = write_bundle(
+        dumps, rule="cpu", baseline=20, value=60, files={"cpu.pb.gz": _profile_of([deep])}
+    )
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{folder.name}")
+
+    assert status == 200, body[:300]
+    assert b"level2999" in body  # the outermost frames are drawn
+    assert b"[deeper frames not drawn]" in body
+
+
+def test_a_small_profile_repeating_a_long_name_cannot_make_a_huge_page(dumps: Path) -> None:
+    # 200 distinct stacks of 20 frames, all one 100,000-character name: a few KiB
+    # gzipped, 400 MB once each stack is written out in full.
+    name = "render_" * 15_000
+    stacks = [tuple(Frame(name, "/srv/app/x.py", s) for _ in range(20)) for s in range(200)]
+    data = _profile_of(stacks)
+    assert len(data) < 10_000
+    folder = write_bundle(dumps, rule="cpu", baseline=20, value=60, files={"cpu.pb.gz": data})
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{folder.name}")
+
+    assert status == 200, body[:300]
+    assert len(body) < 1_000_000
+    assert b"render_render_" in body
+
+
+def test_past_the_node_limit_new_frames_are_one_node_and_values_stay_true(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from holmespy.cli import flamegraph
+
+    monkeypatch.setattr(flamegraph, "MAX_NODES", 5)
+    profile = cpu_profile({("main", f"handler{n}", "leaf"): 10**9 for n in range(10)})
+    tree = flamegraph.tree_from_profile(profile, 1)
+
+    thread = tree.children["thread:MainThread"]
+    main = next(iter(thread.children.values()))
+    assert tree.value == main.value == 10 * 10**9
+    assert sum(c.value for c in main.children.values()) == main.value
+    assert flamegraph.MORE in main.children
 
 
 def test_pages_run_only_the_packages_script(dumps: Path, three: dict[str, Path]) -> None:
