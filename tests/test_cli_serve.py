@@ -431,6 +431,34 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_request_smuggled_in_a_body_past_the_host_check_is_not_answered(
+    dumps: Path, three: dict[str, Path], method: str
+) -> None:
+    # A rebound page can send a body but not a Host header: the body is a request
+    # with the right Host. Answered, its reply would follow the refusal on the
+    # same connection, for the page's next request to read.
+    import socket
+
+    with serving(dumps) as server:
+        port = server.server_address[1]
+        inner = f"GET /event/{three['cpu'].name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        outer = (
+            f"{method} / HTTP/1.1\r\nHost: attacker.example:{port}\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(inner)}\r\n\r\n{inner}"
+        )
+        with socket.create_connection(server.server_address[:2]) as conn:
+            conn.settimeout(30)  # generous: the server closes right after its one reply
+            conn.sendall(outer.encode())
+            replies = b""
+            while block := conn.recv(65536):
+                replies += block
+
+    assert replies.count(b"HTTP/1.1 ") == 1
+    assert replies.startswith((b"HTTP/1.1 403", b"HTTP/1.1 405"))
+    assert b"a-2" not in replies  # the cpu event's host
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 def test_it_never_writes(dumps: Path, three: dict[str, Path], method: str) -> None:
     before = snapshot(dumps)

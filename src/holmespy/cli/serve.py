@@ -304,12 +304,20 @@ class Handler(BaseHTTPRequestHandler):
             "Cache-Control": "no-store",
             **(headers or {}),
         }
+        if status >= 400 or self._has_body():
+            # A body is never read, so what follows on the connection could be a request
+            # hidden in it, past the Host check of the one that carried it: hang up.
+            head["Connection"] = "close"
         for key, value in head.items():
             self.send_header(key, value)
         self.end_headers()
         if send_body:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)
+
+    def _has_body(self) -> bool:
+        length = self.headers.get("Content-Length", "0").strip()
+        return length != "0" or "Transfer-Encoding" in self.headers
 
 
 def _segment(raw: str) -> str:
