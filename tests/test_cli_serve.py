@@ -431,6 +431,37 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
+REFUSED_BY_HTTP_SERVER = {
+    "unknown-method": b"PROPFIND /<script> HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "bad-version": b"GET / HTTP/9<script>\r\nHost: 127.0.0.1\r\n\r\n",
+    "uri-too-long": b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+    "too-many-headers": b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("request_", REFUSED_BY_HTTP_SERVER.values(), ids=REFUSED_BY_HTTP_SERVER)
+def test_requests_http_server_refuses_get_a_page_with_every_pages_headers(
+    dumps: Path, request_: bytes
+) -> None:
+    import socket
+
+    dumps.mkdir()
+    with serving(dumps) as server, socket.create_connection(server.server_address[:2]) as conn:
+        conn.settimeout(30)  # generous: the server closes right after its one reply
+        conn.sendall(request_)
+        reply = b""
+        while block := conn.recv(65536):
+            reply += block
+
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n")[0]
+    assert status.split()[1] in (b"400", b"414", b"431", b"501"), status
+    assert b"Content-Security-Policy: default-src 'none'" in head
+    assert b"X-Content-Type-Options: nosniff" in head
+    assert b"<script>" not in body
+    assert body.count(b'class="error problem"') == 1
+
+
 @pytest.mark.parametrize("method", ["POST", "GET"])
 def test_a_request_smuggled_in_a_body_past_the_host_check_is_not_answered(
     dumps: Path, three: dict[str, Path], method: str

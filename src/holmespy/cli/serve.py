@@ -186,6 +186,13 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method, a malformed request line, too many
+        headers), as one-line pages with the headers every page has."""
+        self.close_connection = True
+        text = message or HTTPStatus(code).phrase
+        self._send(code, _error(text), self.command != "HEAD" and code >= 200)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a line per request would bury the lines that matter; errors are said below
 
@@ -294,6 +301,10 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(body, pages.ErrorBody):
             body = pages.error_page(status, body.message, self.server.source.url)
         data = body.encode() if isinstance(body, str) else body
+        # http.server answers HTTP/0.9 (and a request line it cannot read) without a
+        # header: no Content-Type, no CSP. Every reply here has its headers.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
         self.send_response(status)
         head = {
             "Content-Type": "text/html; charset=utf-8",
@@ -316,6 +327,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
 
     def _has_body(self) -> bool:
+        if getattr(self, "headers", None) is None:  # the request line itself was refused
+            return False
         length = self.headers.get("Content-Length", "0").strip()
         return length != "0" or "Transfer-Encoding" in self.headers
 
