@@ -179,3 +179,19 @@ def test_the_console_script_lists_the_same_events(dumps):
     assert len(json.loads(result.out)) == 5
     piped = script("ls", "--from", str(dumps), env=clean_env())
     assert rules(piped.out) == ["task", "thread", "mem", "cpu", "thread"]
+
+
+def test_a_service_folder_that_is_a_link_out_of_the_source_lists_nothing(capsys, tmp_path):
+    # Anyone who can write the dump folder can plant `payroll -> /their/choice`;
+    # `--service payroll` must not list (and so leak the names of) what is there.
+    root = tmp_path / "dumps"
+    write_bundle(root, service="checkout", rule="cpu")
+    private = write_bundle(tmp_path / "elsewhere", service="payroll", rule="mem")
+    (root / "payroll").symlink_to(private.parent.parent)
+
+    everything = cli(capsys, "ls", "--from", str(root))
+    linked = cli(capsys, "ls", "--from", str(root), "--service", "payroll")
+
+    assert private.name not in everything.out
+    assert private.name not in linked.out + linked.err
+    assert "no events" in linked.err

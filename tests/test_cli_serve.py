@@ -411,6 +411,17 @@ def test_a_symlinked_event_folder_is_not_followed(dumps: Path, tmp_path: Path) -
     assert b"planted" not in body
 
 
+def test_a_symlinked_service_folder_is_not_listed(dumps: Path, tmp_path: Path) -> None:
+    write_bundle(dumps, service="api", rule="cpu")
+    private = write_bundle(tmp_path / "elsewhere", service="payroll", rule="mem")
+    (dumps / "payroll").symlink_to(private.parent.parent)
+    with serving(dumps) as server:
+        listing = page(server, "/?service=payroll")
+
+    assert private.name not in listing
+    assert "No event matches." in listing
+
+
 def test_a_request_for_another_host_name_is_refused(dumps: Path, three: object) -> None:
     # A page elsewhere that rebinds its DNS name to 127.0.0.1 sends its own name as Host.
     with serving(dumps) as server:
