@@ -51,7 +51,12 @@ def serving(root: Path, timeout: float = 30) -> Iterator[Server]:
 
 
 def get(
-    server: Server, path: str, *, method: str = "GET", host: str | None = None
+    server: Server,
+    path: str,
+    *,
+    method: str = "GET",
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request with `path` sent exactly as given (no client-side normalising)."""
     port = server.server_address[1]
@@ -59,6 +64,8 @@ def get(
     try:
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
         conn.endheaders()
         reply = conn.getresponse()
         return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
@@ -409,6 +416,52 @@ def test_a_symlinked_event_folder_is_not_followed(dumps: Path, tmp_path: Path) -
 
     assert status in (403, 404)
     assert b"planted" not in body
+
+
+FOREIGN = {
+    "image-on-another-site": {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+    "fetch-from-another-port": {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+    "forced-navigation": {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},
+}
+
+
+@pytest.mark.parametrize("headers", FOREIGN.values(), ids=FOREIGN)
+def test_a_request_another_sites_page_makes_is_refused_before_any_reading(
+    dumps: Path, three: dict[str, Path], headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a page cannot read the reply, but each request costs decoding an event.
+    with serving(dumps) as server:
+        monkeypatch.setattr(Server, "site", _no_reading)
+        status, _, body = get(server, f"/event/{three['cpu'].name}", headers=headers)
+
+    assert status == 403
+    assert b"another site" in body
+
+
+def _no_reading(self: Server) -> site.Site:
+    raise AssertionError("read the source for a refused request")
+
+
+OWN = {
+    "typed-url": {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"},
+    "own-page": {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors"},
+    "link-clicked-elsewhere": {
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "navigate",
+        "Sec-Fetch-User": "?1",
+    },
+    "no-fetch-metadata": {},
+}
+
+
+@pytest.mark.parametrize("headers", OWN.values(), ids=OWN)
+def test_the_users_own_requests_are_answered(
+    dumps: Path, three: dict[str, Path], headers: dict[str, str]
+) -> None:
+    with serving(dumps) as server:
+        status, _, _ = get(server, f"/event/{three['cpu'].name}", headers=headers)
+
+    assert status == 200
 
 
 def test_a_symlinked_service_folder_is_not_listed(dumps: Path, tmp_path: Path) -> None:

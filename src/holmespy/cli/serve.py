@@ -229,6 +229,8 @@ class Handler(BaseHTTPRequestHandler):
         allowed = self.server.allowed_hosts()
         if allowed is not None and host not in allowed:
             raise UnsafePath(f"refused a request for host {host!r}: open the URL serve printed")
+        if not _own_request(self.headers):
+            raise UnsafePath("refused a request made by another site's page: open the URL yourself")
         split = urlsplit(self.path)
         if len(split.query) > MAX_QUERY:
             raise BadUsage(f"a query of {len(split.query):,} characters is too long")
@@ -331,6 +333,20 @@ class Handler(BaseHTTPRequestHandler):
             return False
         length = self.headers.get("Content-Length", "0").strip()
         return length != "0" or "Transfer-Encoding" in self.headers
+
+
+def _own_request(headers: Any) -> bool:
+    """Whether the browser says the request comes from serve's own pages or from the user
+    (a typed URL, a bookmark, a link clicked). Any page of any site can make the browser
+    request a URL here (an image, a script, a redirect), and though it cannot read the
+    reply, each one costs reading and decoding an event: the host's memory and CPU.
+    Clients that do not say (curl, older browsers) are answered."""
+    site = headers.get("Sec-Fetch-Site")
+    if site in (None, "same-origin", "none"):
+        return True
+    return bool(
+        headers.get("Sec-Fetch-Mode") == "navigate" and headers.get("Sec-Fetch-User") == "?1"
+    )
 
 
 def _segment(raw: str) -> str:
