@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,25 @@ def test_a_service_folder_that_is_a_link_out_of_the_source_lists_nothing(capsys,
     assert private.name not in everything.out
     assert private.name not in linked.out + linked.err
     assert "no events" in linked.err
+
+
+@pytest.mark.parametrize("planted", ["link", "pipe"])
+def test_an_event_json_planted_as_a_link_or_pipe_hides_no_other_event(capsys, tmp_path, planted):
+    root = tmp_path / "dumps"
+    good = write_bundle(root, rule="cpu", host="web-3")
+    bad = write_bundle(root, rule="mem", host="web-3")
+    (bad / "event.json").unlink()
+    if planted == "link":
+        (bad / "event.json").symlink_to("/etc/passwd")
+    else:
+        os.mkfifo(bad / "event.json")
+
+    long = cli(capsys, "ls", "--from", str(root), "-l")
+    by_host = cli(capsys, "ls", "--from", str(root), "--host", "web-3")
+
+    assert long.code == 0, long.err
+    assert good.name in long.out
+    assert bad.name in long.out  # listed, its columns empty
+    assert "refused 'event.json'" in long.err
+    assert by_host.code == 0, by_host.err
+    assert ids(by_host.out) == [good.name]

@@ -406,6 +406,21 @@ def test_a_symlink_out_of_the_folder_is_not_followed(dumps: Path, tmp_path: Path
     assert b"refused" in event[2]  # said in the threads part's place
 
 
+def test_an_event_json_planted_as_a_link_does_not_hide_the_list(
+    dumps: Path, three: dict[str, Path]
+) -> None:
+    (three["mem"] / "event.json").unlink()
+    (three["mem"] / "event.json").symlink_to("/etc/passwd")
+    with serving(dumps) as server:
+        listing = page(server, "/")
+        status, _, body = get(server, f"/event/{three['mem'].name}")
+
+    assert ids_in(listing) == [three["cpu"].name, three["mem"].name, three["thread"].name]
+    assert "unreadable event.json" in listing
+    assert status == 403
+    assert b"root:x:0" not in body
+
+
 def test_a_symlinked_event_folder_is_not_followed(dumps: Path, tmp_path: Path) -> None:
     elsewhere = write_bundle(tmp_path / "elsewhere", rule="cpu", host="planted")
     day = dumps / "api" / elsewhere.parent.name
