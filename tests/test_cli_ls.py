@@ -218,3 +218,28 @@ def test_an_event_json_planted_as_a_link_or_pipe_hides_no_other_event(capsys, tm
     assert "refused 'event.json'" in long.err
     assert by_host.code == 0, by_host.err
     assert ids(by_host.out) == [good.name]
+
+
+def test_a_service_folder_another_user_keeps_closed_hides_no_other_service(
+    capsys, tmp_path, monkeypatch
+):
+    # Tests run as root, whom no mode stops: the refusal a non-root reader meets
+    # for another user's 0700 folder is injected where the folder is opened.
+    from holmespy import safefs
+
+    root = tmp_path / "dumps"
+    good = write_bundle(root, service="checkout", rule="cpu")
+    write_bundle(root, service="theirs", rule="mem")
+    descend = safefs.descend
+
+    def closed(dir_fd, parts):
+        if parts[:1] == ["theirs"]:
+            raise PermissionError(13, "Permission denied")
+        return descend(dir_fd, parts)
+
+    monkeypatch.setattr(safefs, "descend", closed)
+    result = cli(capsys, "ls", "--from", str(root))
+
+    assert result.code == 0, result.err
+    assert ids(result.out) == [good.name]
+    assert f"skipped {root}/theirs: Permission denied" in result.err

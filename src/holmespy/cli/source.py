@@ -35,6 +35,7 @@ from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
 from holmespy.bundle import open_dump_root
 from holmespy.cli.deadline import DEFAULT_TIMEOUT, Deadline
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
+from holmespy.cli.text import warn
 from holmespy.config import default_dump_path, parse_storage
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import ObjectNotFound, S3Location, StorageError
@@ -184,6 +185,13 @@ class LocalSource:
             ):
                 return [name for name in safefs.subfolders(folder) if pattern.fullmatch(name)]
         except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            if not parts:
+                raise
+            # Another user's folder in a shared dump folder: skipped and said, as one
+            # unreadable event.json is, so that it cannot hide every other event.
+            warn(f"skipped {self.root / '/'.join(parts)}: {exc.strerror or exc}")
             return []
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # a link where a folder should be: nothing to list
