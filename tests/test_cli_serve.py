@@ -740,6 +740,46 @@ def _status_or_none(server: Server, path: str) -> int | None:
         return None
 
 
+def test_many_event_pages_at_once_decode_at_most_max_readers_at_a_time(
+    dumps: Path, three: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Six tabs of a big event would each hold its profiles decoded (hundreds of MB).
+    from holmespy.cli import serve
+
+    inside, asked, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    class CountedSlots(threading.BoundedSemaphore):
+        def __enter__(self) -> bool:
+            with lock:
+                asked[0] += 1
+            return super().__enter__()
+
+    def slow_event(self: site.Site, event_id: str, *, parts: bool = True) -> site.EventView:
+        with lock:
+            inside[0] += 1
+        assert release.wait(30)
+        with lock:
+            inside[0] -= 1
+        raise serve.NotFound("released")
+
+    monkeypatch.setattr(site.Site, "event", slow_event)
+    with serving(dumps) as server:
+        server.readers = CountedSlots(serve.MAX_READERS)
+        path = f"/event/{three['cpu'].name}"
+        clients = [threading.Thread(target=get, args=(server, path)) for _ in range(6)]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 30
+        while (asked[0], inside[0]) != (6, 4) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (asked[0], inside[0]) == (6, serve.MAX_READERS)  # two wait their turn
+        release.set()
+        for client in clients:
+            client.join(30)
+    assert inside[0] == 0
+
+
 def test_beyond_loopback_any_host_name_is_answered() -> None:
     server = Server(("0.0.0.0", 0), LocalSource(Path("/")), 30, DEFAULT_MAX_SIZE)
     try:

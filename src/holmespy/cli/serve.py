@@ -60,6 +60,9 @@ CSP = (
 )
 MAX_QUERY = 4096
 """Characters of a request's query string read at most."""
+MAX_READERS = 4
+"""Event, file and comparison pages built at once; the others wait their turn. Each can
+hold its profiles decoded (1.5 MB of gzipped pprof can decode to 700 MB) or a whole file."""
 MAX_CONNECTIONS = 32
 """Connections served at once (a thread each): a browser opens 6; more are closed unanswered,
 so clients that connect and never send cannot start threads without end."""
@@ -132,6 +135,7 @@ class Server(ThreadingHTTPServer):
         self.timeout_seconds = timeout
         self.max_size = max_size
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.readers = threading.BoundedSemaphore(MAX_READERS)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -245,19 +249,22 @@ class Handler(BaseHTTPRequestHandler):
             case [""]:
                 return 200, self._list(params), {}
             case ["event", event_id] | ["event", event_id, ""]:
-                view = self.server.site().event(check_event_id(event_id))
-                return 200, pages.event_page(view, source), {}
+                with self.server.readers:  # the page too: it reads the decoded profiles
+                    view = self.server.site().event(check_event_id(event_id))
+                    return 200, pages.event_page(view, source), {}
             case ["event", event_id, "file", name]:
-                _, data = self.server.site().file(check_event_id(event_id), name)
+                with self.server.readers:
+                    _, data = self.server.site().file(check_event_id(event_id), name)
                 return 200, data, _download_headers(name)
             case ["compare"]:
                 a, b = params.get("a"), params.get("b")
                 if not a or not b:
                     raise BadUsage("compare needs two events: choose a and b in the list")
-                first, second, extra = self.server.site().compare(
-                    check_event_id(a), check_event_id(b)
-                )
-                return 200, pages.compare_page(first, second, extra, source), {}
+                with self.server.readers:
+                    first, second, extra = self.server.site().compare(
+                        check_event_id(a), check_event_id(b)
+                    )
+                    return 200, pages.compare_page(first, second, extra, source), {}
             case ["static", name] if name in ASSETS:
                 data = resources.files("holmespy.cli").joinpath("static", name).read_bytes()
                 return 200, data, {"Content-Type": ASSETS[name], "Cache-Control": "max-age=300"}
