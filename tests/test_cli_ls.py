@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,66 @@ def test_the_console_script_lists_the_same_events(dumps):
     assert len(json.loads(result.out)) == 5
     piped = script("ls", "--from", str(dumps), env=clean_env())
     assert rules(piped.out) == ["task", "thread", "mem", "cpu", "thread"]
+
+
+def test_a_service_folder_that_is_a_link_out_of_the_source_lists_nothing(capsys, tmp_path):
+    # Anyone who can write the dump folder can plant `payroll -> /their/choice`;
+    # `--service payroll` must not list (and so leak the names of) what is there.
+    root = tmp_path / "dumps"
+    write_bundle(root, service="checkout", rule="cpu")
+    private = write_bundle(tmp_path / "elsewhere", service="payroll", rule="mem")
+    (root / "payroll").symlink_to(private.parent.parent)
+
+    everything = cli(capsys, "ls", "--from", str(root))
+    linked = cli(capsys, "ls", "--from", str(root), "--service", "payroll")
+
+    assert private.name not in everything.out
+    assert private.name not in linked.out + linked.err
+    assert "no events" in linked.err
+
+
+@pytest.mark.parametrize("planted", ["link", "pipe"])
+def test_an_event_json_planted_as_a_link_or_pipe_hides_no_other_event(capsys, tmp_path, planted):
+    root = tmp_path / "dumps"
+    good = write_bundle(root, rule="cpu", host="web-3")
+    bad = write_bundle(root, rule="mem", host="web-3")
+    (bad / "event.json").unlink()
+    if planted == "link":
+        (bad / "event.json").symlink_to("/etc/passwd")
+    else:
+        os.mkfifo(bad / "event.json")
+
+    long = cli(capsys, "ls", "--from", str(root), "-l")
+    by_host = cli(capsys, "ls", "--from", str(root), "--host", "web-3")
+
+    assert long.code == 0, long.err
+    assert good.name in long.out
+    assert bad.name in long.out  # listed, its columns empty
+    assert "refused 'event.json'" in long.err
+    assert by_host.code == 0, by_host.err
+    assert ids(by_host.out) == [good.name]
+
+
+def test_a_service_folder_another_user_keeps_closed_hides_no_other_service(
+    capsys, tmp_path, monkeypatch
+):
+    # Tests run as root, whom no mode stops: the refusal a non-root reader meets
+    # for another user's 0700 folder is injected where the folder is opened.
+    from holmespy import safefs
+
+    root = tmp_path / "dumps"
+    good = write_bundle(root, service="checkout", rule="cpu")
+    write_bundle(root, service="theirs", rule="mem")
+    descend = safefs.descend
+
+    def closed(dir_fd, parts):
+        if parts[:1] == ["theirs"]:
+            raise PermissionError(13, "Permission denied")
+        return descend(dir_fd, parts)
+
+    monkeypatch.setattr(safefs, "descend", closed)
+    result = cli(capsys, "ls", "--from", str(root))
+
+    assert result.code == 0, result.err
+    assert ids(result.out) == [good.name]
+    assert f"skipped {root}/theirs: Permission denied" in result.err

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from holmespy.cli import build_parser, site
 from holmespy.cli.reading import DEFAULT_MAX_SIZE
 from holmespy.cli.serve import Server
 from holmespy.cli.source import LocalSource, S3Source
+from holmespy.formats.profile import Frame
 from holmespy.profilers.threads import format_threads
 from tests.test_terminal_safety import BIDI_OVERRIDE, CLEAR_SCREEN, raw_controls
 
@@ -49,7 +51,12 @@ def serving(root: Path, timeout: float = 30) -> Iterator[Server]:
 
 
 def get(
-    server: Server, path: str, *, method: str = "GET", host: str | None = None
+    server: Server,
+    path: str,
+    *,
+    method: str = "GET",
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request with `path` sent exactly as given (no client-side normalising)."""
     port = server.server_address[1]
@@ -57,6 +64,8 @@ def get(
     try:
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+        for key, value in (headers or {}).items():
+            conn.putheader(key, value)
         conn.endheaders()
         reply = conn.getresponse()
         return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
@@ -282,6 +291,60 @@ def test_every_string_from_a_hostile_bundle_is_escaped(dumps: Path) -> None:
     assert "\\u003c/script\\u003e\\u003cscript\\u003edocument.title" in event
 
 
+def _profile_of(stacks: list[tuple[Frame, ...]]) -> bytes:
+    """A CPU profile of `stacks` (innermost frame first), one second each."""
+    profile = cpu_profile({})
+    for stack in stacks:
+        profile.add(stack, (100, 10**9))
+    return pprof(profile)
+
+
+def test_a_profile_deeper_than_a_page_nests_is_cut_not_a_500(dumps: Path) -> None:
+    # 3,000 frames: one level of JSON each would pass Python's recursion limit.
+    deep = tuple(Frame(f"level{n}", "/srv/app/deep.py", n) for n in range(3000))
+    folder = write_bundle(
+        dumps, rule="cpu", baseline=20, value=60, files={"cpu.pb.gz": _profile_of([deep])}
+    )
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{folder.name}")
+
+    assert status == 200, body[:300]
+    assert b"level2999" in body  # the outermost frames are drawn
+    assert b"[deeper frames not drawn]" in body
+
+
+def test_a_small_profile_repeating_a_long_name_cannot_make_a_huge_page(dumps: Path) -> None:
+    # 200 distinct stacks of 20 frames, all one 100,000-character name: a few KiB
+    # gzipped, 400 MB once each stack is written out in full.
+    name = "render_" * 15_000
+    stacks = [tuple(Frame(name, "/srv/app/x.py", s) for _ in range(20)) for s in range(200)]
+    data = _profile_of(stacks)
+    assert len(data) < 10_000
+    folder = write_bundle(dumps, rule="cpu", baseline=20, value=60, files={"cpu.pb.gz": data})
+    with serving(dumps) as server:
+        status, _, body = get(server, f"/event/{folder.name}")
+
+    assert status == 200, body[:300]
+    assert len(body) < 1_000_000
+    assert b"render_render_" in body
+
+
+def test_past_the_node_limit_new_frames_are_one_node_and_values_stay_true(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from holmespy.cli import flamegraph
+
+    monkeypatch.setattr(flamegraph, "MAX_NODES", 5)
+    profile = cpu_profile({("main", f"handler{n}", "leaf"): 10**9 for n in range(10)})
+    tree = flamegraph.tree_from_profile(profile, 1)
+
+    thread = tree.children["thread:MainThread"]
+    main = next(iter(thread.children.values()))
+    assert tree.value == main.value == 10 * 10**9
+    assert sum(c.value for c in main.children.values()) == main.value
+    assert flamegraph.MORE in main.children
+
+
 def test_pages_run_only_the_packages_script(dumps: Path, three: dict[str, Path]) -> None:
     with serving(dumps) as server:
         _, headers, _ = get(server, f"/event/{three['cpu'].name}")
@@ -343,6 +406,21 @@ def test_a_symlink_out_of_the_folder_is_not_followed(dumps: Path, tmp_path: Path
     assert b"refused" in event[2]  # said in the threads part's place
 
 
+def test_an_event_json_planted_as_a_link_does_not_hide_the_list(
+    dumps: Path, three: dict[str, Path]
+) -> None:
+    (three["mem"] / "event.json").unlink()
+    (three["mem"] / "event.json").symlink_to("/etc/passwd")
+    with serving(dumps) as server:
+        listing = page(server, "/")
+        status, _, body = get(server, f"/event/{three['mem'].name}")
+
+    assert ids_in(listing) == [three["cpu"].name, three["mem"].name, three["thread"].name]
+    assert "unreadable event.json" in listing
+    assert status == 403
+    assert b"root:x:0" not in body
+
+
 def test_a_symlinked_event_folder_is_not_followed(dumps: Path, tmp_path: Path) -> None:
     elsewhere = write_bundle(tmp_path / "elsewhere", rule="cpu", host="planted")
     day = dumps / "api" / elsewhere.parent.name
@@ -353,6 +431,63 @@ def test_a_symlinked_event_folder_is_not_followed(dumps: Path, tmp_path: Path) -
 
     assert status in (403, 404)
     assert b"planted" not in body
+
+
+FOREIGN = {
+    "image-on-another-site": {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+    "fetch-from-another-port": {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+    "forced-navigation": {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},
+}
+
+
+@pytest.mark.parametrize("headers", FOREIGN.values(), ids=FOREIGN)
+def test_a_request_another_sites_page_makes_is_refused_before_any_reading(
+    dumps: Path, three: dict[str, Path], headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a page cannot read the reply, but each request costs decoding an event.
+    with serving(dumps) as server:
+        monkeypatch.setattr(Server, "site", _no_reading)
+        status, _, body = get(server, f"/event/{three['cpu'].name}", headers=headers)
+
+    assert status == 403
+    assert b"another site" in body
+
+
+def _no_reading(self: Server) -> site.Site:
+    raise AssertionError("read the source for a refused request")
+
+
+OWN = {
+    "typed-url": {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"},
+    "own-page": {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors"},
+    "link-clicked-elsewhere": {
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "navigate",
+        "Sec-Fetch-User": "?1",
+    },
+    "no-fetch-metadata": {},
+}
+
+
+@pytest.mark.parametrize("headers", OWN.values(), ids=OWN)
+def test_the_users_own_requests_are_answered(
+    dumps: Path, three: dict[str, Path], headers: dict[str, str]
+) -> None:
+    with serving(dumps) as server:
+        status, _, _ = get(server, f"/event/{three['cpu'].name}", headers=headers)
+
+    assert status == 200
+
+
+def test_a_symlinked_service_folder_is_not_listed(dumps: Path, tmp_path: Path) -> None:
+    write_bundle(dumps, service="api", rule="cpu")
+    private = write_bundle(tmp_path / "elsewhere", service="payroll", rule="mem")
+    (dumps / "payroll").symlink_to(private.parent.parent)
+    with serving(dumps) as server:
+        listing = page(server, "/?service=payroll")
+
+    assert private.name not in listing
+    assert "No event matches." in listing
 
 
 def test_a_request_for_another_host_name_is_refused(dumps: Path, three: object) -> None:
@@ -373,6 +508,65 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
             st = os.lstat(Path(folder, name))
             found[str(Path(folder, name))] = (st.st_size, st.st_mtime_ns, st.st_mode)
     return found
+
+
+REFUSED_BY_HTTP_SERVER = {
+    "unknown-method": b"PROPFIND /<script> HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "bad-version": b"GET / HTTP/9<script>\r\nHost: 127.0.0.1\r\n\r\n",
+    "uri-too-long": b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+    "too-many-headers": b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("request_", REFUSED_BY_HTTP_SERVER.values(), ids=REFUSED_BY_HTTP_SERVER)
+def test_requests_http_server_refuses_get_a_page_with_every_pages_headers(
+    dumps: Path, request_: bytes
+) -> None:
+    import socket
+
+    dumps.mkdir()
+    with serving(dumps) as server, socket.create_connection(server.server_address[:2]) as conn:
+        conn.settimeout(30)  # generous: the server closes right after its one reply
+        conn.sendall(request_)
+        reply = b""
+        while block := conn.recv(65536):
+            reply += block
+
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n")[0]
+    assert status.split()[1] in (b"400", b"414", b"431", b"501"), status
+    assert b"Content-Security-Policy: default-src 'none'" in head
+    assert b"X-Content-Type-Options: nosniff" in head
+    assert b"<script>" not in body
+    assert body.count(b'class="error problem"') == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_request_smuggled_in_a_body_past_the_host_check_is_not_answered(
+    dumps: Path, three: dict[str, Path], method: str
+) -> None:
+    # A rebound page can send a body but not a Host header: the body is a request
+    # with the right Host. Answered, its reply would follow the refusal on the
+    # same connection, for the page's next request to read.
+    import socket
+
+    with serving(dumps) as server:
+        port = server.server_address[1]
+        inner = f"GET /event/{three['cpu'].name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        outer = (
+            f"{method} / HTTP/1.1\r\nHost: attacker.example:{port}\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(inner)}\r\n\r\n{inner}"
+        )
+        with socket.create_connection(server.server_address[:2]) as conn:
+            conn.settimeout(30)  # generous: the server closes right after its one reply
+            conn.sendall(outer.encode())
+            replies = b""
+            while block := conn.recv(65536):
+                replies += block
+
+    assert replies.count(b"HTTP/1.1 ") == 1
+    assert replies.startswith((b"HTTP/1.1 403", b"HTTP/1.1 405"))
+    assert b"a-2" not in replies  # the cpu event's host
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
@@ -512,6 +706,78 @@ def test_a_client_that_never_sends_does_not_hold_a_thread(
     with serving(dumps) as server, socket.create_connection(server.server_address[:2]) as conn:
         conn.settimeout(30)  # generous: the server must close first
         assert conn.recv(1) == b""  # closed by the server, having sent nothing
+
+
+def test_slowloris_connections_cannot_pin_more_than_max_connections_threads(
+    dumps: Path, three: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setattr(Server, "max_connections", 3)
+    with serving(dumps) as server:
+        address = server.server_address[:2]
+        before = set(threading.enumerate())
+        silent = [socket.create_connection(address) for _ in range(3)]
+        try:
+            with socket.create_connection(address) as extra:
+                extra.settimeout(30)  # the silent ones hold theirs for 60 s: this is sooner
+                assert extra.recv(1) == b""  # closed unanswered, no thread started for it
+            started = set(threading.enumerate()) - before
+            assert len([t for t in started if "process_request" in t.name]) == 3
+        finally:
+            for conn in silent:
+                conn.close()
+        deadline = time.monotonic() + 30  # the slots come back once the server sees them close
+        while (status := _status_or_none(server, "/")) != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 200
+
+
+def _status_or_none(server: Server, path: str) -> int | None:
+    try:
+        return get(server, path)[0]
+    except (ConnectionError, http.client.HTTPException):
+        return None
+
+
+def test_many_event_pages_at_once_decode_at_most_max_readers_at_a_time(
+    dumps: Path, three: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Six tabs of a big event would each hold its profiles decoded (hundreds of MB).
+    from holmespy.cli import serve
+
+    inside, asked, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    class CountedSlots(threading.BoundedSemaphore):
+        def __enter__(self) -> bool:
+            with lock:
+                asked[0] += 1
+            return super().__enter__()
+
+    def slow_event(self: site.Site, event_id: str, *, parts: bool = True) -> site.EventView:
+        with lock:
+            inside[0] += 1
+        assert release.wait(30)
+        with lock:
+            inside[0] -= 1
+        raise serve.NotFound("released")
+
+    monkeypatch.setattr(site.Site, "event", slow_event)
+    with serving(dumps) as server:
+        server.readers = CountedSlots(serve.MAX_READERS)
+        path = f"/event/{three['cpu'].name}"
+        clients = [threading.Thread(target=get, args=(server, path)) for _ in range(6)]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 30
+        while (asked[0], inside[0]) != (6, 4) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (asked[0], inside[0]) == (6, serve.MAX_READERS)  # two wait their turn
+        release.set()
+        for client in clients:
+            client.join(30)
+    assert inside[0] == 0
 
 
 def test_beyond_loopback_any_host_name_is_answered() -> None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from holmespy.bundle import EVENT_FILE
 from holmespy.cli.deadline import add_timeout_arg
-from holmespy.cli.errors import BadUsage, NotFound
+from holmespy.cli.errors import BadUsage, NotFound, UnsafePath
 from holmespy.cli.reading import EVENT_JSON_MAX, BadJSON, load_event_json
 from holmespy.cli.source import (
     EVENT_ID_RE,
@@ -220,6 +220,8 @@ def read_event(source: Source, ref: EventRef) -> Loaded:
         return Loaded(ref, error=f"{ref.id}: the event has no {EVENT_FILE}")
     except OSError as exc:
         return Loaded(ref, error=f"{ref.id}: cannot read {EVENT_FILE}: {exc.strerror or exc}")
+    except UnsafePath as exc:  # a link or a pipe planted in its place: one bad event of many
+        return Loaded(ref, error=str(exc))
     return parse_event(ref, data)
 
 

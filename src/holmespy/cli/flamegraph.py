@@ -21,9 +21,23 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
+from holmespy.formats.collapsed import frame_label
+from holmespy.formats.profile import Frame, Profile
+from holmespy.printable import printable
+
 MIN_SHARE_DENOMINATOR = 5000
+MAX_DEPTH = 300
+"""Frames of one stack put in a tree for a page, outermost first: its JSON and the
+page's script nest a level per frame (Python's own stacks stop near 1,000)."""
+MAX_NODES = 200_000
+"""Distinct frames put in a tree for a page; real profiles make a few thousand."""
+MAX_LABEL = 500
+"""Characters of a frame's name kept."""
+DEEPER = "[deeper frames not drawn]"
+MORE = "[more distinct frames than a page draws]"
 
 
 @dataclass
@@ -57,6 +71,54 @@ def tree_from_collapsed(text: str, root_name: str = "all") -> Node:
                 child = node.children[name] = Node(name)
             child.value += value
             node = child
+    return root
+
+
+def tree_from_profile(profile: Profile, column: int, root_name: str = "all") -> Node:
+    """The call tree of `profile`'s values in `column`, bounded for a web page.
+
+    Built from the samples, not from collapsed text, which writes every stack
+    out whole: there, a few KiB of profile whose hundreds of distinct stacks
+    repeat one long name make gigabytes. Here a name is cut to `MAX_LABEL`
+    characters, a stack to `MAX_DEPTH` frames, and past `MAX_NODES` the new
+    frames of a stack are one node `MORE`, so values stay true at every node
+    drawn. Threads are roots, as in `to_collapsed`.
+    """
+    totals: dict[tuple[str, tuple[Frame, ...]], int] = {}
+    for sample in profile.samples:
+        key = (sample.labels.get("thread", ""), sample.stack)
+        totals[key] = totals.get(key, 0) + sample.values[column]
+    labels: dict[Frame, str] = {}
+
+    def label(frame: Frame) -> str:
+        text = labels.get(frame)
+        if text is None:
+            text = labels[frame] = printable(frame_label(frame), MAX_LABEL)
+        return text
+
+    root = Node(root_name)
+    nodes = 1
+    for (thread, stack), value in totals.items():
+        if not value:
+            continue
+        root.value += value
+        head = [printable(f"thread:{thread}", MAX_LABEL)] if thread else []
+        names = chain(head, (label(f) for f in reversed(stack))) if stack else ["[unknown]"]
+        node = root
+        for depth, name in enumerate(names):
+            if depth == MAX_DEPTH:
+                name = DEEPER
+            child = node.children.get(name)
+            if child is None and nodes >= MAX_NODES:
+                name = MORE
+                child = node.children.get(name)
+            if child is None:
+                child = node.children[name] = Node(name)
+                nodes += 1
+            child.value += value
+            node = child
+            if name in (DEEPER, MORE):
+                break
     return root
 
 

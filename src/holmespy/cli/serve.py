@@ -30,6 +30,7 @@ import copy
 import datetime as dt
 import ipaddress
 import socket
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -59,6 +60,12 @@ CSP = (
 )
 MAX_QUERY = 4096
 """Characters of a request's query string read at most."""
+MAX_READERS = 4
+"""Event, file and comparison pages built at once; the others wait their turn. Each can
+hold its profiles decoded (1.5 MB of gzipped pprof can decode to 700 MB) or a whole file."""
+MAX_CONNECTIONS = 32
+"""Connections served at once (a thread each): a browser opens 6; more are closed unanswered,
+so clients that connect and never send cannot start threads without end."""
 
 
 def add_parser(sub: Any) -> None:
@@ -116,6 +123,7 @@ def _loopback(host: str) -> bool:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    max_connections = MAX_CONNECTIONS
 
     def __init__(
         self, address: tuple[str, int], source: Source, timeout: float, max_size: int
@@ -126,6 +134,24 @@ class Server(ThreadingHTTPServer):
         self.source = source
         self.timeout_seconds = timeout
         self.max_size = max_size
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.readers = threading.BoundedSemaphore(MAX_READERS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # closed unanswered: nothing to wait for
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def site(self) -> Site:
         """A reader for one request: an S3 source gets a deadline of its own."""
@@ -164,6 +190,13 @@ class Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method, a malformed request line, too many
+        headers), as one-line pages with the headers every page has."""
+        self.close_connection = True
+        text = message or HTTPStatus(code).phrase
+        self._send(code, _error(text), self.command != "HEAD" and code >= 200)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a line per request would bury the lines that matter; errors are said below
 
@@ -200,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
         allowed = self.server.allowed_hosts()
         if allowed is not None and host not in allowed:
             raise UnsafePath(f"refused a request for host {host!r}: open the URL serve printed")
+        if not _own_request(self.headers):
+            raise UnsafePath("refused a request made by another site's page: open the URL yourself")
         split = urlsplit(self.path)
         if len(split.query) > MAX_QUERY:
             raise BadUsage(f"a query of {len(split.query):,} characters is too long")
@@ -214,19 +249,22 @@ class Handler(BaseHTTPRequestHandler):
             case [""]:
                 return 200, self._list(params), {}
             case ["event", event_id] | ["event", event_id, ""]:
-                view = self.server.site().event(check_event_id(event_id))
-                return 200, pages.event_page(view, source), {}
+                with self.server.readers:  # the page too: it reads the decoded profiles
+                    view = self.server.site().event(check_event_id(event_id))
+                    return 200, pages.event_page(view, source), {}
             case ["event", event_id, "file", name]:
-                _, data = self.server.site().file(check_event_id(event_id), name)
+                with self.server.readers:
+                    _, data = self.server.site().file(check_event_id(event_id), name)
                 return 200, data, _download_headers(name)
             case ["compare"]:
                 a, b = params.get("a"), params.get("b")
                 if not a or not b:
                     raise BadUsage("compare needs two events: choose a and b in the list")
-                first, second, extra = self.server.site().compare(
-                    check_event_id(a), check_event_id(b)
-                )
-                return 200, pages.compare_page(first, second, extra, source), {}
+                with self.server.readers:
+                    first, second, extra = self.server.site().compare(
+                        check_event_id(a), check_event_id(b)
+                    )
+                    return 200, pages.compare_page(first, second, extra, source), {}
             case ["static", name] if name in ASSETS:
                 data = resources.files("holmespy.cli").joinpath("static", name).read_bytes()
                 return 200, data, {"Content-Type": ASSETS[name], "Cache-Control": "max-age=300"}
@@ -272,6 +310,10 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(body, pages.ErrorBody):
             body = pages.error_page(status, body.message, self.server.source.url)
         data = body.encode() if isinstance(body, str) else body
+        # http.server answers HTTP/0.9 (and a request line it cannot read) without a
+        # header: no Content-Type, no CSP. Every reply here has its headers.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
         self.send_response(status)
         head = {
             "Content-Type": "text/html; charset=utf-8",
@@ -282,12 +324,36 @@ class Handler(BaseHTTPRequestHandler):
             "Cache-Control": "no-store",
             **(headers or {}),
         }
+        if status >= 400 or self._has_body():
+            # A body is never read, so what follows on the connection could be a request
+            # hidden in it, past the Host check of the one that carried it: hang up.
+            head["Connection"] = "close"
         for key, value in head.items():
             self.send_header(key, value)
         self.end_headers()
         if send_body:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)
+
+    def _has_body(self) -> bool:
+        if getattr(self, "headers", None) is None:  # the request line itself was refused
+            return False
+        length = self.headers.get("Content-Length", "0").strip()
+        return length != "0" or "Transfer-Encoding" in self.headers
+
+
+def _own_request(headers: Any) -> bool:
+    """Whether the browser says the request comes from serve's own pages or from the user
+    (a typed URL, a bookmark, a link clicked). Any page of any site can make the browser
+    request a URL here (an image, a script, a redirect), and though it cannot read the
+    reply, each one costs reading and decoding an event: the host's memory and CPU.
+    Clients that do not say (curl, older browsers) are answered."""
+    site = headers.get("Sec-Fetch-Site")
+    if site in (None, "same-origin", "none"):
+        return True
+    return bool(
+        headers.get("Sec-Fetch-Mode") == "navigate" and headers.get("Sec-Fetch-User") == "?1"
+    )
 
 
 def _segment(raw: str) -> str:

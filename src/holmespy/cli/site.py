@@ -34,14 +34,14 @@ from holmespy.cli.events import (
     parse_event,
     select,
 )
-from holmespy.cli.flamegraph import Node, tree_from_collapsed
+from holmespy.cli.flamegraph import Node, tree_from_profile
 from holmespy.cli.holders import HoldersFile, read_holders
 from holmespy.cli.profiles import FunctionCost, collector_paused, hottest
 from holmespy.cli.reading import EVENT_JSON_MAX, mib
 from holmespy.cli.source import EventRef, Source
 from holmespy.cli.text import plural, quantity
 from holmespy.event import Event
-from holmespy.formats.collapsed import sample_index, to_collapsed
+from holmespy.formats.collapsed import sample_index
 from holmespy.formats.pprof import ProfileFormatError, ProfileTooLarge, decode
 from holmespy.formats.profile import Profile
 from holmespy.manifest import EVENT_FILE, FILE_NAME_RE
@@ -257,7 +257,7 @@ def profile_view(profile: Profile) -> ProfileView:
     index = _column(profile)
     with collector_paused():
         costs, total = hottest(profile, index)
-        tree = tree_from_collapsed(to_collapsed(profile, sample_type=None))
+        tree = tree_from_profile(profile, index)
     return ProfileView(profile.sample_types[index].unit, total, costs, tree)
 
 

@@ -21,6 +21,7 @@ name first.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from holmespy.bundle import EVENT_ID_RE as EVENT_ID_RE
 from holmespy.bundle import open_dump_root
 from holmespy.cli.deadline import DEFAULT_TIMEOUT, Deadline
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
+from holmespy.cli.text import warn
 from holmespy.config import default_dump_path, parse_storage
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import ObjectNotFound, S3Location, StorageError
@@ -162,16 +164,39 @@ class LocalSource:
         self.url = str(root)
 
     def services(self) -> list[str]:
-        return _names(self.root, SERVICE_RE)
+        return self._names([], SERVICE_RE)
 
     def days(self, service: str) -> list[str]:
-        return _names(self.root / service, DAY_RE)
+        return self._names([service], DAY_RE)
 
     def event_ids(
         self, service: str, day: str, *, prefix: str = "", start_after: str = ""
     ) -> list[str]:
-        ids = _names(self.root / service / day, EVENT_ID_RE)
+        ids = self._names([service, day], EVENT_ID_RE)
         return [i for i in ids if i.startswith(prefix) and i > start_after]
+
+    def _names(self, parts: list[str], pattern: re.Pattern[str]) -> list[str]:
+        """The real folders below `parts` whose names match. `--service NAME` can name a
+        link, so the folders on the way are opened without following one, as for reads."""
+        try:
+            with (
+                safefs.owned(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)) as root,
+                safefs.owned(safefs.descend(root, parts)) as folder,
+            ):
+                return [name for name in safefs.subfolders(folder) if pattern.fullmatch(name)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            if not parts:
+                raise
+            # Another user's folder in a shared dump folder: skipped and said, as one
+            # unreadable event.json is, so that it cannot hide every other event.
+            warn(f"skipped {self.root / '/'.join(parts)}: {exc.strerror or exc}")
+            return []
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link where a folder should be: nothing to list
+                return []
+            raise
 
     def folder(self, ref: EventRef) -> Path:
         return self.root / ref.service / ref.day / ref.id
@@ -212,18 +237,6 @@ class LocalSource:
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"{ref.id}: no {name} in {self.url}") from None
         return open(fd, "rb")
-
-
-def _names(folder: Path, pattern: re.Pattern[str]) -> list[str]:
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(
-                e.name
-                for e in entries
-                if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-            )
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 # --------------------------------------------------------------------------- S3
