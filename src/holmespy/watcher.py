@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from holmespy.rules import Decision, Rule, RuleState, Verdict
 from holmespy.safefs import temp_root
 from holmespy.salvage import remove_dead_pyspy_folders, salvage
 from holmespy.sampling import Sample, Sampler
+from holmespy.stackwatch import StackWatch
 from holmespy.storage.uploader import Uploader
+from holmespy.watchdog import Watchdog
 
 log = logging.getLogger("holmespy")
 
@@ -37,6 +40,7 @@ UNITS: dict[str, str] = {
     "gcheap": "%",
     "thread": "threads",
     "task": "tasks",
+    "loop": "ms",
 }
 SALVAGE_RETRY = 2.0
 """Seconds before a leftover whose py-spy is still writing is looked at again."""
@@ -74,6 +78,9 @@ class Status:
     """Task counting runs every `task_stride` ticks (more than 1 when counting is costly)."""
     storage: dict[str, int | str | None] = field(default_factory=dict)
     """The uploader's counters: uploaded, failed attempts, dropped by the spool cap, pending…"""
+    stacks: dict[str, object] = field(default_factory=dict)
+    """The flight recorder's ring (ticks, samples and stacks held, rate) and the loop watchdog
+    (loops watched, stalls seen), or "off"; the sampling thread's CPU share."""
 
 
 class Watcher:
@@ -92,7 +99,11 @@ class Watcher:
         self.limits = self._detect_limits(config)
         self.gc_watch = GCWatch(f"{proc_root}/{self.pid}/statm")
         stat = ProcStatReader(f"{proc_root}/{self.pid}/stat")
-        self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
+        # The flight recorder and the loop watchdog: one always-on sampling thread.
+        self.stacks = StackWatch(config, on_error=self.internal_error)
+        self.sampler = Sampler(
+            self.limits, stat=stat, gc_watch=self.gc_watch, loop_stall=self.stacks.loop_stall_ms
+        )
         self.states: dict[str, RuleState] = {}
         self.capturer = Capturer(self)
         self.uploader = Uploader(config)  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
@@ -117,6 +128,7 @@ class Watcher:
         if self.config.gcheap is not None:
             self.gc_watch.install()
         self.uploader.start()
+        self.stacks.start()
         self._thread.start()
         announce(
             f"holmespy watching pid {self.pid} as service {self.config.service!r} every"
@@ -148,6 +160,7 @@ class Watcher:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(_left(deadline))
         self.capturer.stop(_left(deadline))
+        self.stacks.stop(_left(deadline))
         self.uploader.stop(_left(deadline))
         self.gc_watch.uninstall()
         self.sampler.close()
@@ -156,6 +169,7 @@ class Watcher:
         """In a forked child: drop what belongs to the parent without touching its threads."""
         self._stopping = True
         self.uploader.abandon_after_fork()
+        self.stacks.abandon_after_fork()
         self.gc_watch.uninstall()
         self.sampler.close()
 
@@ -169,6 +183,8 @@ class Watcher:
             self.gc_watch.install()
         elif new.gcheap is None:
             self.gc_watch.uninstall()
+        if not self._stopping:
+            self.stacks.configure(new)
         self._apply_log_level()
         self._wake.set()  # a new interval applies now, not after the old one
         log.info("holmespy reconfigured")
@@ -199,6 +215,7 @@ class Watcher:
             limits=self.limits.__dict__.copy(),
             task_stride=self.sampler.task_stride,
             storage=self.uploader.status(),
+            stacks=self.stacks.status(),
         )
 
     # -- the watcher thread --
@@ -282,7 +299,9 @@ class Watcher:
         log.warning(
             "holmespy %s rule fired: %s; capturing event %s", name, decision.reason, event_id
         )
-        job = EventJob(event_id, name, event, fired)
+        # The recorder's window as of now: it keeps moving while the capture waits.
+        recording = self.stacks.recording(sample.time)
+        job = EventJob(event_id, name, event, fired, recording=recording)
         if not self.capturer.submit(job):
             log.warning("holmespy dropped %s event %s: captures are already queued", name, event_id)
 
@@ -353,7 +372,7 @@ class Watcher:
         return False
 
     def exclude_threads(self) -> frozenset[int]:
-        ours = (self._thread.ident, *self.capturer.idents, self.uploader.ident)
+        ours = (self._thread.ident, *self.capturer.idents, self.uploader.ident, self.stacks.ident)
         return frozenset(i for i in ours if i is not None)
 
     def dump_path(self) -> Path:
@@ -362,6 +381,13 @@ class Watcher:
 
     def published(self, path: Path) -> None:
         self.uploader.notify(path)
+
+    def watchdog(self) -> Watchdog | None:
+        return self.stacks.watchdog
+
+    def pausing(self) -> AbstractContextManager[None]:
+        """Around a capture that pauses the whole process: the stalls it causes are ours."""
+        return self.stacks.excused()
 
     # -- helpers --
 
@@ -423,7 +449,13 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-_SAMPLE_FIELD: dict[str, str] = {"cpu": "cpu", "mem": "mem", "thread": "threads", "task": "tasks"}
+_SAMPLE_FIELD: dict[str, str] = {
+    "cpu": "cpu",
+    "mem": "mem",
+    "thread": "threads",
+    "task": "tasks",
+    "loop": "loop",
+}
 
 
 def _values(name: RuleName, sample: Sample) -> Iterable[float]:
