@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from holmespy import watchdog
 from holmespy.loops import LoopInfo, waiting_for_events
 from holmespy.stacktable import StackTable
 from holmespy.watchdog import (
@@ -88,6 +89,7 @@ class Rig:
             wall=lambda: 1_000_000.0 + self.clock.now,
             current_frames=lambda: {parked.ident: parked.frame()},
             is_idle=lambda frame: self.idle and frame is not None,
+            loop_on_stack=lambda frame: self.loop if frame is not None else None,
         )
 
     def loops(self) -> list[LoopInfo]:
@@ -296,6 +298,7 @@ def test_a_capped_stall_beside_a_sampled_one_does_not_make_the_thread_spin() -> 
             clock=clock,
             current_frames=lambda: {parked.ident: parked.frame()},
             is_idle=lambda frame: False,
+            loop_on_stack=lambda frame: listed[-1].loop,  # the newest listed loop is found
         )
         dog.discover()
         while dog.stalls_seen == 0 or not dog._watched[id(early)].stall.capped:  # type: ignore[union-attr]
@@ -436,3 +439,52 @@ def test_only_the_loops_own_select_counts_as_waiting_for_events() -> None:
             assert time.monotonic() < deadline
         assert not waiting_for_events(sys._current_frames()[handler.ident])
     assert not waiting_for_events(None)
+
+
+# -- only loops this process runs: what a fork leaves behind --------------------------------
+
+
+def test_a_loop_whose_thread_does_not_run_it_is_not_watched() -> None:
+    # After a fork the parent's loops still say they run, naming threads the child does
+    # not have; a thread of the child may reuse such an ident. Heartbeats to that loop
+    # would never be answered: a stall from the fork on.
+    with Parked("reused-ident") as parked:
+        loop, other = FakeLoop(), FakeLoop()
+        info = LoopInfo(loop, True, False, parked.ident, "reused-ident", 1)  # type: ignore[arg-type]
+        on_stack: list[Any] = [other]
+        dog = Watchdog(
+            0.5,
+            running_loops=lambda: [info],
+            current_frames=lambda: {parked.ident: parked.frame()},
+            loop_on_stack=lambda frame: on_stack[0],
+        )
+        assert dog.discover() == 0
+        assert dog.status()["loops"] == 0
+        on_stack[0] = loop  # the thread does run it: watched
+        assert dog.discover() == 1
+
+
+def test_the_loop_a_child_was_forked_inside_is_not_watched_until_it_stops() -> None:
+    loop = asyncio.new_event_loop()
+
+    def here() -> list[LoopInfo]:
+        ident = threading.get_ident()
+        return [LoopInfo(loop, loop.is_running(), False, ident, "MainThread", 1)]
+
+    dog = Watchdog(0.5, running_loops=here)
+
+    async def forked_here() -> int:
+        watchdog._note_inherited_loop()  # what runs in a child forked from this callback
+        return dog.discover()
+
+    async def run_again() -> int:
+        return dog.discover()
+
+    try:
+        assert loop.run_until_complete(forked_here()) == 0
+        assert dog.discover() == 0  # stopped: not running, nothing to watch
+        assert not watchdog._inherited  # and no longer the parent's
+        assert loop.run_until_complete(run_again()) == 1  # run again, by the child: watched
+    finally:
+        watchdog._inherited.clear()
+        loop.close()

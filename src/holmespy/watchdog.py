@@ -33,6 +33,15 @@ blocking call began: a stall reads up to 100 ms longer than the call. Stalls
 that overlap a holmespy capture known to pause the whole process (the heap
 snapshot) are kept in `loop.txt` but not counted, so holmespy never
 reports itself. Nothing here raises into a loop.
+
+Only loops this process runs are watched. After `fork()` the child holds
+copies of the parent's loops, and each still says it runs (its `_thread_id`
+is set): a loop of another thread of the parent, whose thread the child does
+not have, and the loop the forking thread was inside (multiprocessing's fork
+from a handler: the child runs its job there and never returns to the loop).
+Neither would ever answer a heartbeat, so each would read as a stall from the
+fork on. The first kind is told by its thread, the second is noted at the fork
+(`_note_inherited_loop`) and ignored until it stops.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import os
 import sys
 import threading
 import time
@@ -92,6 +102,7 @@ KEPT_PAUSES = 8
 LoopLister = Callable[[], list[loops.LoopInfo]]
 FrameSource = Callable[[], dict[int, types.FrameType]]
 IdleTest = Callable[[types.FrameType | None], bool]
+LoopOnStack = Callable[[types.FrameType | None], Any]
 
 
 class Heartbeat:
@@ -217,6 +228,7 @@ class Watchdog:
         wall: Callable[[], float] = time.time,
         current_frames: FrameSource = sys._current_frames,
         is_idle: IdleTest = loops.waiting_for_events,
+        loop_on_stack: LoopOnStack = loops._loop_on_stack,
         check_every: float = CHECK_EVERY,
     ) -> None:
         self.threshold = threshold
@@ -228,6 +240,7 @@ class Watchdog:
         self._wall = wall
         self._current_frames = current_frames
         self._is_idle = is_idle
+        self._loop_on_stack = loop_on_stack
         self._lock = threading.Lock()
         self._calm = threading.Condition(self._lock)
         """Notified whenever a stall ends."""
@@ -248,18 +261,32 @@ class Watchdog:
         if self.stopped:
             return 0
         new = 0
-        for info in self._running_loops():
-            if not info.running:
-                continue
-            with self._lock:
-                watched = self._watched.get(id(info.loop))
-                if watched is not None and watched.loop() is info.loop:
-                    if info.thread_id is not None:
-                        watched.thread_id, watched.thread = info.thread_id, info.thread_name
+        frames: dict[int, types.FrameType] | None = None
+        inherited = _inherited_still_running()
+        try:
+            for info in self._running_loops():
+                if not info.running or id(info.loop) in inherited:
                     continue
-                heartbeat = Heartbeat(info.loop, clock=self._clock)
-                self._watched[id(info.loop)] = _Watched(info, heartbeat)
-                new += 1
+                with self._lock:
+                    watched = self._watched.get(id(info.loop))
+                    if watched is not None and watched.loop() is info.loop:
+                        if info.thread_id is not None:
+                            watched.thread_id, watched.thread = info.thread_id, info.thread_name
+                        continue
+                if info.thread_id is not None:
+                    # Its thread must be running it now: after a fork, the parent's loops
+                    # name threads the child does not have, whose idents its own threads
+                    # may reuse.
+                    if frames is None:
+                        frames = self._current_frames()
+                    if self._loop_on_stack(frames.get(info.thread_id)) is not info.loop:
+                        continue
+                with self._lock:
+                    heartbeat = Heartbeat(info.loop, clock=self._clock)
+                    self._watched[id(info.loop)] = _Watched(info, heartbeat)
+                    new += 1
+        finally:
+            del frames  # other threads' frames keep their locals alive
         return new
 
     def take(self) -> float | None:
@@ -497,6 +524,35 @@ class Watchdog:
             "threshold_ms": round(self.threshold * 1000.0, 3),
             "check_ms": round(self.check_every * 1000.0, 3),
         }
+
+
+_inherited: dict[int, Callable[[], Any]] = {}
+"""In a forked child: the loop the forking thread was inside, by id, until it stops."""
+
+
+def _note_inherited_loop() -> None:
+    # Runs in every forked child, right after fork(): one walk of this thread's stack.
+    _inherited.clear()
+    try:
+        loop = loops._loop_on_stack(sys._getframe())
+        if loop is not None and _running(loop):
+            _inherited[id(loop)] = loops._weak(loop)
+    except Exception:  # never raise out of the host's fork()
+        _inherited.clear()
+
+
+def _inherited_still_running() -> dict[int, Callable[[], Any]]:
+    # Once it stops (the child's code returned into it and it ended), a loop run again
+    # is the child's own.
+    for key, ref in list(_inherited.items()):
+        loop = ref()
+        if loop is None or not _running(loop):
+            _inherited.pop(key, None)
+    return _inherited
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_inherited_loop)
 
 
 def _running(loop: Any) -> bool:
