@@ -11,6 +11,7 @@ import pytest
 
 from holmespy import Config, Rule
 from holmespy.stackwatch import StackWatch
+from holmespy.watcher import Watcher
 from tests.conftest import RunProgram
 from tests.loop_thread import needs_loop_discovery
 
@@ -123,3 +124,45 @@ def test_a_forked_child_records_on_its_own_and_the_parent_keeps_watching(
     run = run_program(PREFORK_LOOP, HOLMES_INTERVAL="100ms")
     assert "child ok" in run.proc.stdout
     assert "parent ok" in run.proc.stdout
+
+
+class StuckBell:
+    """A sampling thread's sleep that nothing cuts short (`time.sleep`, as between ticks),
+    here until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.asleep = threading.Event()
+        self.release = threading.Event()
+
+    def ring(self) -> None:
+        pass  # a plain sleep does not hear it
+
+    def sleep(self, seconds: float) -> None:
+        self.asleep.set()
+        self.release.wait()
+
+
+def test_an_exiting_host_is_not_held_back_by_the_sampling_threads_sleep(tmp_path: Path) -> None:
+    watcher = Watcher(config(tmp_path, interval=0.01, cpu=None, mem=None, thread=None))
+    bell = StuckBell()
+    watcher.stacks._wake = bell  # type: ignore[assignment]
+    watcher.start()
+    try:
+        assert bell.asleep.wait(10)
+        watcher.stop(timeout=30, exiting=True)  # joined, it would wait out the sleep
+        assert watcher.stacks.running  # told to stop, not waited for
+        assert watcher.stacks.watchdog is not None
+        assert watcher.stacks.watchdog.stopped
+    finally:
+        bell.release.set()
+    wait_for(lambda: not watcher.stacks.running)  # it woke, saw the stop, and ended
+
+
+def test_stop_joins_the_sampling_thread(tmp_path: Path) -> None:
+    watcher = Watcher(config(tmp_path, interval=0.01, cpu=None, mem=None, thread=None))
+    watcher.start()
+    wait_for(lambda: watcher.stacks.recorder is not None and watcher.stacks.recorder.ticks >= 2)
+    watcher.stop()
+    assert not watcher.stacks.running
+    assert watcher.stacks.recorder is not None
+    assert watcher.stacks.recorder.status()["ticks_held"] == 0  # what it held is let go

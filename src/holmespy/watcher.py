@@ -145,13 +145,20 @@ class Watcher:
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stopping
 
-    def stop(self, timeout: float = 2.0, reason: str = "holmespy.stop() was called") -> None:
+    def stop(
+        self,
+        timeout: float = 2.0,
+        reason: str = "holmespy.stop() was called",
+        *,
+        exiting: bool = False,
+    ) -> None:
         """Stop sampling; a capture in progress stops at once and is published as partial.
 
         Everything holmespy does here is over within `timeout` seconds: what
         the lanes have not published by then is lost (its temp folder is
         salvaged by the next start), what the uploader has not shipped waits
-        in the spool.
+        in the spool. `exiting`: the process is ending; the sampling thread,
+        which holds nothing worth saving, is told to stop but not waited for.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         self._stopping = True
@@ -160,7 +167,9 @@ class Watcher:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(_left(deadline))
         self.capturer.stop(_left(deadline))
-        self.stacks.stop(_left(deadline))
+        # Its sleeps between ticks cannot be cut short (see stackwatch._Bell): joined, it
+        # would hold an exiting host back for up to one tick period.
+        self.stacks.stop(0.0 if exiting else _left(deadline))
         self.uploader.stop(_left(deadline))
         self.gc_watch.uninstall()
         self.sampler.close()
