@@ -82,7 +82,7 @@ if pid == 0:
     inherited = dog.discover()  # what the child's first discovery finds: the parent's loop?
     stalled_then = dog.status()
     child_loop, _ = loop_in_thread("child-loop")
-    own = dog.discover()
+    dog.discover()  # (or the child's watcher thread, on its tick: either finds it)
     print(json.dumps({
         "recorder_threads": len(recorders),
         "recorder_native_is_new": all(t.native_id != parent_native for t in recorders),
@@ -91,7 +91,6 @@ if pid == 0:
         "labels": sorted(seen),
         "inherited_loops_watched": inherited,
         "loops_after_first_discovery": stalled_then["loops"],
-        "own_loops_watched": own,
         "loops_after_child_loop": dog.status()["loops"],
     }), flush=True)
     os._exit(0)
@@ -126,7 +125,6 @@ def test_a_forked_child_records_and_watches_only_what_is_its_own(
     # of the child runs it: watching it would post heartbeats nobody answers, a stall.
     assert out["inherited_loops_watched"] == 0
     assert out["loops_after_first_discovery"] == 0
-    assert out["own_loops_watched"] == 1
     assert out["loops_after_child_loop"] == 1
 
 
@@ -149,8 +147,8 @@ async def main():
         inherited = dog.discover()
         # A loop the child starts itself, even on another thread, is watched.
         child_loop, _ = loop_in_thread("child-loop")
-        own = dog.discover()
-        print(json.dumps({"inherited": inherited, "own": own, "loops": dog.status()["loops"]}))
+        dog.discover()  # (or the child's watcher thread, on its tick: either finds it)
+        print(json.dumps({"inherited": inherited, "loops": dog.status()["loops"]}))
         sys.stdout.flush()
         os._exit(0)
     _, code = await asyncio.to_thread(os.waitpid, pid, 0)
@@ -172,4 +170,4 @@ def test_a_child_forked_inside_a_running_loop_does_not_watch_that_loop(
     # from the fork on, and fire the loop rule in every worker multiprocessing forked.
     run = run_program(FORKED_FROM_INSIDE_A_LOOP, HOLMES_INTERVAL="100ms")
     out = json.loads(run.proc.stdout.strip().splitlines()[-1])
-    assert out == {"inherited": 0, "own": 1, "loops": 1}
+    assert out == {"inherited": 0, "loops": 1}

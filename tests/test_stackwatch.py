@@ -162,7 +162,7 @@ def test_stop_joins_the_sampling_thread(tmp_path: Path) -> None:
     watcher = Watcher(config(tmp_path, interval=0.01, cpu=None, mem=None, thread=None))
     watcher.start()
     wait_for(lambda: watcher.stacks.recorder is not None and watcher.stacks.recorder.ticks >= 2)
-    watcher.stop()
+    watcher.stop(timeout=30)  # returns as soon as the thread has ended
     assert not watcher.stacks.running
     assert watcher.stacks.recorder is not None
     assert watcher.stacks.recorder.status()["ticks_held"] == 0  # what it held is let go
