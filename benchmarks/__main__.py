@@ -41,6 +41,8 @@ BENCHMARKS = (
     "capture_cost",
     "heap_pause",
     "heap_holders",
+    "recorder_cost",
+    "stalls",
 )
 # Shorter runs for a smoke test; the figures are then rougher.
 QUICK_ARGS = {

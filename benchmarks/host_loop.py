@@ -32,7 +32,7 @@ from typing import Any
 
 import holmespy
 
-HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture", "holmespy-window")
+HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture", "holmespy-window", "holmespy-recorder")
 
 
 async def handler(stop: asyncio.Event) -> None:
@@ -68,7 +68,7 @@ async def main(tasks: int, every: float) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     by_name = {t.name: t for t in threading.enumerate()}
-    # An idle process has only the watcher: the lanes start with the first event.
+    # An idle process has only the watcher and the recorder: the lanes start with the first event.
     ours = [by_name[n] for n in HOLMESPY_THREADS if n in by_name]
     clocks = [time.pthread_getcpuclockid(t.ident) for t in ours if t.ident is not None]
     print(json.dumps({"pid": os.getpid(), "holmespy_threads": [t.name for t in ours]}), flush=True)

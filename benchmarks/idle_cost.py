@@ -62,7 +62,8 @@ def run(
         # Loaded from the start, so warm-up samples see the same load as the
         # window; as long without holmespy, so both runs have the same history.
         rig.finish_wrk(rig.start_wrk(url, WARM_TICKS + 1))
-        tids = rig.holmespy_tids(proxy) if holmes else []
+        threads = rig.holmespy_threads(proxy) if holmes else {}
+        tids = list(threads.values())
         before = rig.status(proxy)["holmespy"]
         wrk = rig.start_wrk(url, window)
         time.sleep(0.3)  # past wrk's connection set-up
@@ -78,7 +79,7 @@ def run(
     return {
         "holmespy": holmes,
         # The capture thread sleeps on its queue unless a capture runs.
-        "captured": holmes and len(seconds) > 2 and seconds[2] > 0,
+        "captured": _ran(rig.CAPTURE_THREAD, list(threads), seconds[1:]),
         "main_cpu_per_wall": seconds[0] / wall,
         "holmespy_cpu_pct": 100 * sum(seconds[1:]) / wall,
         "ticks_in_window": after["ticks"] - before["ticks"],
@@ -88,6 +89,11 @@ def run(
         "errors": load["errors"],
         "wall_s": wall,
     }
+
+
+def _ran(name: str, names: list[str], seconds: list[float]) -> bool:
+    """Whether thread `name` used CPU (`seconds` per thread, in the order of `names`)."""
+    return name in names and seconds[names.index(name)] > 0
 
 
 def start_host(
@@ -142,7 +148,7 @@ def host_pair(workdir: Path, windows: int, window: float, tasks: int) -> dict[st
     (see host_loop.py); its on-CPU time plus its run-queue wait is all of
     its time but the GIL waits, whatever the neighbours do.
     """
-    a, _ = start_host(True, workdir, tasks, window)
+    a, started = start_host(True, workdir, tasks, window)
     b, _ = start_host(False, workdir, tasks, window)
     rows, excluded = [], 0
     try:
@@ -158,7 +164,7 @@ def host_pair(workdir: Path, windows: int, window: float, tasks: int) -> dict[st
             d_b = {k: cur_b[k] - prev_b[k] for k in ("wall", "cpu", "wait")}
             own = [x - y for x, y in zip(cur_a["holmespy"], prev_a["holmespy"], strict=True)]
             prev_a, prev_b = cur_a, cur_b
-            if len(own) > 1 and own[1] > 0:
+            if _ran(rig.CAPTURE_THREAD, started["holmespy_threads"], own):
                 excluded += 1  # a rule fired: a capture is not idle (proxy_capture measures it)
                 continue
             rows.append(

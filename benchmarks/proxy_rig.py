@@ -25,7 +25,10 @@ from benchmarks.outcome import NotMeasured, NotSteady
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_DIR = ROOT / "examples" / "proxy"
-HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture", "holmespy-window")
+HOLMESPY_THREADS = ("holmespy-watcher", "holmespy-capture", "holmespy-window", "holmespy-recorder")
+"""Every thread holmespy may run: its idle cost is all of theirs (the recorder's thread too)."""
+CAPTURE_THREAD = "holmespy-capture"
+"""Busy only while a capture runs: a window in which it used CPU was not idle."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -189,8 +192,13 @@ def holmespy_tids(server: Server) -> list[int]:
 
     The capture lanes start with the first event: read them after one.
     """
+    return list(holmespy_threads(server).values())
+
+
+def holmespy_threads(server: Server) -> dict[str, int]:
+    """holmespy's threads alive now, name -> native id, in `HOLMESPY_THREADS` order."""
     by_name = {t["name"]: t["native_id"] for t in status(server)["threads"]}
-    return [by_name[name] for name in HOLMESPY_THREADS if name in by_name]
+    return {name: by_name[name] for name in HOLMESPY_THREADS if name in by_name}
 
 
 def thread_sched_ns(pid: int, tid: int) -> tuple[int, int]:

@@ -3,7 +3,9 @@
     python examples/blocked_loop.py
 
 Expect a `cpu` event whose `tasks.txt` starts with `LOOP BLOCKED` and names
-`render_report`, the synchronous function holding the loop.
+`render_report`, the synchronous function holding the loop, and a `loop`
+event whose `loop.txt` names it too (see `loop_sleep.py` for a handler that
+blocks the loop without using CPU, which only the loop rule sees).
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 """The demo behind `make demo`: real failures, real dumps, shown with the CLI.
 
-Runs four example programs (each adds only `import holmespy; holmespy.start()`)
+Runs six example programs (each adds only `import holmespy; holmespy.start()`)
 with HOLMES_DUMP_PATH=holmes-dumps, then lists the events they wrote and shows
 each one. Takes about 30 seconds.
 """
@@ -14,7 +14,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DUMPS = ROOT / "holmes-dumps"
-PROGRAMS = ["thread_leak.py", "task_pileup.py", "cpu_spike.py", "blocked_loop.py", "mem_leak.py"]
+PROGRAMS = [
+    "thread_leak.py",
+    "task_pileup.py",
+    "cpu_spike.py",
+    "blocked_loop.py",
+    "loop_sleep.py",
+    "mem_leak.py",
+]
 
 
 def main() -> int:

@@ -9,6 +9,10 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
+
+from holmespy import loops
+
 
 class LoopThread:
     """A real event loop running forever in its own named thread, for one `with` block.
@@ -89,3 +93,11 @@ async def fetch() -> None:
 
 async def wait_upstream() -> None:
     await asyncio.sleep(3600)
+
+
+# Tests that need holmespy to find running loops (the loop watchdog's discovery):
+# `loops.running_loops()` finds them where the task registry can be read.
+needs_loop_discovery = pytest.mark.skipif(
+    not loops.tasks_supported(),
+    reason="running loops are not found on this Python yet (loops.running_loops)",
+)

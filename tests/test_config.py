@@ -31,6 +31,13 @@ GOOD: list[tuple[str, str, str, object]] = [
         Rule(100, 20, 200_000, 600, limit=Limit(2, 600)),
     ),
     ("HOLMES_GCHEAP", "diff=10", "gcheap", Rule(10, 10, 40, 60)),
+    ("HOLMES_LOOP", "min=250", "loop", Rule(250, 100, 1000, 60)),
+    ("HOLMES_LOOP", "off", "loop", None),
+    ("HOLMES_RECORDER", "1m", "recorder", 60.0),
+    ("HOLMES_RECORDER", "off", "recorder", None),
+    ("HOLMES_RECORDER", "on", "recorder", 30.0),
+    ("HOLMES_RECORDER_HZ", "20", "recorder_hz", 20.0),
+    ("HOLMES_RECORDER_HZ", "0.5", "recorder_hz", 0.5),
     ("HOLMES_CPU_MAX", "90", "cpu_max", 90.0),
     ("HOLMES_CPU_MAX", "off", "cpu_max", None),
     ("HOLMES_CPU_PROFILE_SECONDS", "10", "cpu_profile_seconds", 10.0),
@@ -84,6 +91,13 @@ BAD: list[tuple[str, str, str]] = [
     ("HOLMES_TASK", "limit=0/1h", "limit=N/DURATION"),
     ("HOLMES_TASK", "limit=5", "limit=N/DURATION"),
     ("HOLMES_GCHEAP", "diff=-5", "non-negative number"),
+    ("HOLMES_LOOP", "min=100", "min= at least 200 (ms"),
+    ("HOLMES_LOOP", "max=5000", "unknown key 'max'"),
+    ("HOLMES_RECORDER", "500ms", "from 1s to 10m"),
+    ("HOLMES_RECORDER", "1h", "from 1s to 10m"),
+    ("HOLMES_RECORDER", "30", "a duration such as 500ms"),
+    ("HOLMES_RECORDER_HZ", "1000", "from 0.5 to 100"),
+    ("HOLMES_RECORDER_HZ", "10hz", "from 0.5 to 100"),
     ("HOLMES_CPU_MAX", "120", "a percentage from 0 to 100"),
     ("HOLMES_CPU_MAX", "nan", "a percentage from 0 to 100"),
     ("HOLMES_CPU_PROFILE_SECONDS", "five", "or a number of seconds"),
@@ -153,6 +167,20 @@ def test_defaults_follow_holmes_and_the_design() -> None:
     assert config.spool_max == 2**30
     assert config.dump_path is None
     assert config.dump_root().name == f"holmespy-{os.geteuid()}"
+
+
+def test_the_loop_rule_and_the_flight_recorder_are_on_by_default() -> None:
+    config = Config.from_env({})
+    assert config.loop == Rule(min=500, diff=100, abs=1000, cooldown=60, limit=Limit(5, 3600))
+    assert config.recorder == 30.0
+    assert config.recorder_hz == 10.0
+
+
+def test_a_loop_rule_below_its_heartbeat_is_refused_in_code_too() -> None:
+    with pytest.raises(ConfigError, match=r"HOLMES_LOOP.*at least 200"):
+        Config(loop=Rule(min=50, diff=100, abs=1000))
+    with pytest.raises(ConfigError, match="HOLMES_RECORDER_HZ"):
+        Config(recorder_hz=0)
 
 
 def test_unknown_holmes_variables_warn_with_the_closest_name() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import proxy_rig
+from tests.loop_thread import needs_loop_discovery
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -178,3 +179,32 @@ def test_an_unknown_admin_path_is_answered_not_dropped(
     with pytest.raises(proxy_rig.RigError, match=r"400.*samples per second"):
         admin(server, "/_admin/capture/cpu?rate=fast", method="POST")
     assert admin(server, "/_admin/status")["pid"] == server.pid  # still serving
+
+
+@needs_loop_discovery
+def test_the_sleep_switch_writes_a_loop_event_naming_the_sleeping_call(
+    proxy: tuple[proxy_rig.Server, Path],
+) -> None:
+    server, dumps = proxy
+    deadline = time.monotonic() + 15
+    while admin(server, "/_admin/status")["holmespy"]["ticks"] < 11:  # warm-up: 10 samples
+        assert time.monotonic() < deadline, "holmespy did not warm up"
+        time.sleep(0.1)
+    answer = admin(server, "/_admin/fail/sleep?ms=900", method="POST")
+    assert answer["settings"] == {"ms": 900.0}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/")
+    conn.getresponse().read()
+    conn.close()
+    deadline = time.monotonic() + 20
+    events: list[Path] = []
+    while not events and time.monotonic() < deadline:
+        published = dumps.glob("proxy/*/*/event.json")  # not a .tmp- folder being written
+        events = [p.parent for p in published if not p.parent.name.startswith(".")]
+        time.sleep(0.05)
+    assert events, "no event was written"
+    event = json.loads((events[0] / "event.json").read_text())
+    assert event["rule"] == "loop"
+    stack = event["captures"]["loop"]["stalls"][0]["stack"]
+    assert stack[0].startswith("faults.lookup_session (")
+    assert "time.sleep(seconds)" in (events[0] / "loop.txt").read_text()

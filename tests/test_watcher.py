@@ -212,9 +212,19 @@ def test_a_process_that_starts_over_abs_fires_on_its_first_tick(tmp_path: Path) 
 def test_holmespy_threads_are_daemons_and_named(tmp_path: Path) -> None:
     holmespy.start(quiet_config(tmp_path))
     ours = [t for t in threading.enumerate() if t.name.startswith("holmespy-")]
-    # The capture lanes start with the first event: a quiet process has one thread of ours.
-    assert {t.name for t in ours} == {"holmespy-watcher"}
+    # The capture lanes start with the first event: a quiet process has the watcher
+    # and the recorder's sampling thread (the flight recorder and the loop watchdog).
+    assert {t.name for t in ours} == {"holmespy-watcher", "holmespy-recorder"}
     assert all(t.daemon for t in ours)
+
+
+def test_with_the_recorder_and_the_loop_rule_off_no_sampling_thread_runs(tmp_path: Path) -> None:
+    holmespy.start(quiet_config(tmp_path, recorder=None, loop=None))
+    names = {t.name for t in threading.enumerate() if t.name.startswith("holmespy-")}
+    assert names == {"holmespy-watcher"}
+    assert holmespy.status().stacks["recorder"] == "off"
+    holmespy.reconfigure(recorder=5.0)  # switched on live: the thread starts
+    wait_for(lambda: holmespy.status().stacks["thread"] == "running")
 
 
 def test_tasks_are_counted_over_loops_in_any_thread_started_before_or_after(tmp_path: Path) -> None:

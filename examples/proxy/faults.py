@@ -9,6 +9,7 @@ to expect (with the proxy's default rules):
     threads  a flusher thread per request that never gets its signal    -> thread event
     tasks    audit records sent to a queue whose consumer died           -> task event
     block    a report rendered synchronously on the event loop           -> cpu event, LOOP BLOCKED
+    sleep    a blocking session lookup (time.sleep) on the event loop   -> loop event, no CPU
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "threads": {"max": 500},  # leaked threads at most
     "tasks": {"fanout": 20, "max": 200_000},  # stuck tasks per request, and at most
     "block": {"ms": 1000},  # loop blocked per request
+    "sleep": {"ms": 800},  # loop asleep per request
 }
 
 
@@ -85,6 +87,8 @@ class Faults:
             return
         if "block" in self.active:
             render_report(self.active["block"]["ms"] / 1000)
+        if "sleep" in self.active:
+            lookup_session(self.active["sleep"]["ms"] / 1000)
         if "threads" in self.active and len(self.flushers) < self.active["threads"]["max"]:
             self._start_flusher()
         if "tasks" in self.active:
@@ -156,3 +160,8 @@ def render_report(seconds: float) -> None:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         sum(range(10_000))
+
+
+def lookup_session(seconds: float) -> None:
+    """The sleeping handler: a synchronous session-store call made on the event loop."""
+    time.sleep(seconds)

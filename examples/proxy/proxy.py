@@ -8,7 +8,7 @@ streamed both ways (Content-Length, chunked, or until close) with
 back-pressure. Admin endpoints on the same port (it listens on 127.0.0.1):
 
     GET  /_admin/status              pid, faults, holmespy.status(), threads with native ids
-    POST /_admin/fail/<fault>?k=v    switch a fault on: cpu, leak, threads, tasks, block
+    POST /_admin/fail/<fault>?k=v    switch a fault on: cpu, leak, threads, tasks, block, sleep
     POST /_admin/heal[?release=1]    switch faults off (and free what they leaked)
     POST /_admin/capture/cpu[?rate=N]  ask holmespy for a CPU capture now (at N samples/s)
 

@@ -259,7 +259,7 @@ def _finish(reason: str) -> None:
     # start its replacement, is held back by at most that.
     instance = _instance
     if instance is not None and instance.pid == os.getpid() and instance.active:
-        instance.stop(timeout=instance.config.exit_seconds, reason=reason)
+        instance.stop(timeout=instance.config.exit_seconds, reason=reason, exiting=True)
 
 
 def _finish_at_exit() -> None:

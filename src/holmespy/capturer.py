@@ -28,18 +28,24 @@ seconds after the rule fired (`started_after`, `ended_after`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from holmespy.bundle import BundleWriter, describe_os_error
 from holmespy.config import Config
-from holmespy.profilers import CAPTURES, Capture, CaptureContext
+from holmespy.profilers import CAPTURES, LAST, PAUSES_PROCESS, Capture, CaptureContext
 from holmespy.teardown import Cut
 from holmespy.worker import CaptureWorker
+
+if TYPE_CHECKING:
+    from holmespy.recorder import Recording
+    from holmespy.watchdog import Watchdog
 
 log = logging.getLogger("holmespy")
 
@@ -71,6 +77,14 @@ class CaptureHost(Protocol):
 
     def published(self, path: Path) -> None: ...
 
+    def watchdog(self) -> Watchdog | None:
+        """The loop watchdog, for a loop event's stalls (None: the loop rule is off)."""
+        ...
+
+    def pausing(self) -> AbstractContextManager[None]:
+        """Entered around a capture that pauses the whole process (its stalls are not news)."""
+        ...
+
 
 @dataclass
 class EventJob:
@@ -85,9 +99,17 @@ class EventJob:
     beside_done: threading.Event = field(default_factory=threading.Event)
     """Set when the instant captures taken beside the window have ended."""
     beside_error: OSError | None = None
+    recording: Recording | None = None
+    """The flight recorder's ring when the rule fired (None: the recorder is off)."""
 
     def captures(self, instant: bool) -> list[tuple[str, Capture]]:
-        return [(n, c) for n, c in CAPTURES[self.rule] if (n in INSTANT) == instant]
+        listed = CAPTURES[self.rule]
+        windows = any(n not in INSTANT and n not in LAST for n, _ in listed)
+
+        def is_instant(name: str) -> bool:
+            return name in INSTANT or (name in LAST and not windows)
+
+        return [(n, c) for n, c in listed if is_instant(n) == instant]
 
     def document(self, cut: Cut) -> dict[str, Any]:
         """event.json as it stands: the captures so far, and whether the event is partial."""
@@ -225,9 +247,14 @@ class Capturer:
                 exclude_threads=self.host.exclude_threads(),
                 memory=self.memory,
                 cut=self.cut,
+                recording=job.recording,
+                watchdog=self.host.watchdog(),
+                others_waiting=lambda: self.window.pending() > 0,
             )
+            pausing = self.host.pausing() if name in PAUSES_PROCESS else contextlib.nullcontext()
             try:
-                facts = capture(ctx)
+                with pausing:
+                    facts = capture(ctx)
             except OSError:
                 raise  # a full or read-only disk fails the whole event
             except Exception as exc:

@@ -46,7 +46,16 @@ DEFAULT_RULES: dict[RuleName, Rule] = {
     "thread": Rule(min=10, diff=25, abs=70, cooldown=3600),
     "task": Rule(min=3000, diff=20, abs=200_000, cooldown=600),
     "gcheap": Rule(min=10, diff=20, abs=40, cooldown=60),
+    # Milliseconds a loop ran no callback. A busy, healthy loop reads 0 (it answers
+    # its heartbeat within an iteration); a full GC of a million objects stalls
+    # ~100 ms, so 500 ms leaves a big heap room. Recurring stalls fire when they
+    # double, any stall over a second always does: a second of no answers is an
+    # outage. docs/configuration.md gives the reasoning in full.
+    "loop": Rule(min=500, diff=100, abs=1000, cooldown=60),
 }
+LOOP_MIN_FLOOR_MS = 200.0
+"""The loop rule's min must leave room for the watchdog's looks (every 100 ms) and slack."""
+DEFAULT_RECORDER_SECONDS = 30.0
 COUNT_RULES: frozenset[str] = frozenset({"thread", "task"})
 """Rules over counts rather than percentages: only they accept `max=`."""
 
@@ -337,6 +346,9 @@ class Config:
     thread: Rule | None = DEFAULT_RULES["thread"]
     task: Rule | None = DEFAULT_RULES["task"]
     gcheap: Rule | None = DEFAULT_RULES["gcheap"]
+    loop: Rule | None = DEFAULT_RULES["loop"]
+    recorder: float | None = DEFAULT_RECORDER_SECONDS
+    recorder_hz: float = 10.0
     cpu_max: float | None = None
     cpu_profile_seconds: float = 5.0
     cpu_profile_rate: int = 50
@@ -567,15 +579,37 @@ def _show_dump_path(value: Path | None) -> str:
     return str(default_dump_path() if value is None else value)
 
 
+def _check_loop_rule(name: str, value: Any) -> None:
+    _check_rule(name, value)
+    if value is not None and value.min < LOOP_MIN_FLOOR_MS:
+        raise ConfigError(
+            name, value, f"min= at least {LOOP_MIN_FLOOR_MS:g} (ms; loops are looked at every 100)"
+        )
+
+
+_RULE_HELP: dict[str, str] = {"loop": " (values: ms an event loop ran no callback)"}
+
+
 def _rule_option(rule: RuleName) -> Option:
     return Option(
         env=f"HOLMES_{rule.upper()}",
         field=rule,
         parse=lambda name, text: parse_rule(name, text, rule=rule),
-        help=f"the {rule} rule, e.g. {_show_rule(DEFAULT_RULES[rule])}, or off",
+        help=f"the {rule} rule{_RULE_HELP.get(rule, '')}, e.g. "
+        f"{_show_rule(DEFAULT_RULES[rule])}, or off",
         show=_show_rule,
-        validate=_check_rule,
+        validate=_check_loop_rule if rule == "loop" else _check_rule,
     )
+
+
+def parse_recorder(name: str, text: str) -> float | None:
+    """`off`, `on` (the default window) or the window as a duration, e.g. `30s`."""
+    s = text.strip().lower()
+    if s == "off":
+        return None
+    if s == "on":
+        return DEFAULT_RECORDER_SECONDS
+    return parse_duration(name, text)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -605,6 +639,29 @@ OPTIONS: tuple[Option, ...] = (
         validate=_check_path,
     ),
     *(_rule_option(name) for name in RULE_NAMES),
+    Option(
+        "HOLMES_RECORDER",
+        "recorder",
+        parse_recorder,
+        "the flight recorder: how many seconds of every thread's stacks it keeps for the next"
+        " event (recorder.pb.gz), e.g. 30s; off",
+        show=lambda value: "off" if value is None else _show_seconds(value),
+        validate=_check_number(
+            "a duration from 1s to 10m, or None (off)", low=0.999, high=600.0, optional=True
+        ),
+    ),
+    Option(
+        "HOLMES_RECORDER_HZ",
+        "recorder_hz",
+        lambda name, text: parse_number(
+            name, text, low=0.5, high=100.0, what="a rate in samples per second from 0.5 to 100"
+        ),
+        "the flight recorder's samples per second",
+        show=lambda value: f"{value:g}",
+        validate=_check_number(
+            "a rate in samples per second from 0.5 to 100", low=0.499, high=100.0
+        ),
+    ),
     Option(
         "HOLMES_CPU_MAX",
         "cpu_max",

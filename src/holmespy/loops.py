@@ -47,6 +47,7 @@ __all__ = [
     "running_loops",
     "tasks_supported",
     "unanswered_since",
+    "waiting_for_events",
 ]
 
 MAX_CHAIN_DEPTH = 100
@@ -901,3 +902,32 @@ def _walk(task: Any, chain: list[ChainFrame], max_depth: int, cache: _LinkCache)
 def _awaitable_link(obj: Any) -> ChainFrame:
     cls = type(obj)
     return ChainFrame(f"<awaiting {cls.__qualname__}>", cls.__module__, "", 0, "awaitable")
+
+
+# -- is a loop waiting for events? ---------------------------------------------
+#
+# A loop with nothing to do sits in its selector's `select()`, called by
+# `BaseEventLoop._run_once` (private; the one call of a method named `select`
+# it makes, from Python 3.4 through 3.15). Seen from another thread, that is a
+# loop that is idle, not stalled: the loop watchdog then needs no heartbeat
+# from it and leaves it asleep. A selector's `select` called from anywhere else
+# (`subprocess.run()` inside a handler waits in one) is not the loop's own.
+# Loops that do not derive from BaseEventLoop (uvloop's) are never seen idle
+# this way: the watchdog then falls back to a heartbeat at every check.
+
+_RUN_ONCE_CODE: Any = getattr(
+    getattr(getattr(asyncio.base_events, "BaseEventLoop", None), "_run_once", None),
+    "__code__",
+    None,
+)
+
+
+def waiting_for_events(frame: types.FrameType | None) -> bool:
+    """True when `frame` (a loop thread's innermost) is its loop waiting in `select()`."""
+    try:
+        if frame is None or _RUN_ONCE_CODE is None or frame.f_code.co_name != "select":
+            return False
+        caller = frame.f_back
+        return caller is not None and caller.f_code is _RUN_ONCE_CODE
+    except Exception:
+        return False

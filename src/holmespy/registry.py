@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing's, without importing typing (~9 ms) at start()
 if TYPE_CHECKING:
     from typing import Literal, TypeAlias
 
-    RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap"]
+    RuleName: TypeAlias = Literal["cpu", "mem", "thread", "task", "gcheap", "loop"]
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,35 @@ class Metric:
 
 # Thread stacks are cheap (~1 ms) and say what every thread was doing, so every
 # event carries them; the task dump goes where asyncio is the likely culprit.
+# The flight recorder comes last in every event, so its window reaches from
+# before the trigger to the end of the capture. A loop event's stalls are a
+# window: one may still be going on, and its capture lets it end.
 METRICS: tuple[Metric, ...] = (
-    Metric("cpu", "%", "CPU use, % of usable cores", "cpu", ("threads", "tasks", "cpu")),
+    Metric(
+        "cpu", "%", "CPU use, % of usable cores", "cpu", ("threads", "tasks", "cpu", "recorder")
+    ),
     Metric(
         "mem",
         "%",
         "RSS, % of the memory limit",
         "mem",
-        ("threads", "heap", "heap-types", "heap-holders"),
+        ("threads", "heap", "heap-types", "heap-holders", "recorder"),
     ),
-    Metric("thread", "threads", "OS threads", "threads", ("threads",)),
-    Metric("task", "tasks", "asyncio tasks", "tasks", ("tasks", "threads")),
+    Metric("thread", "threads", "OS threads", "threads", ("threads", "recorder")),
+    Metric("task", "tasks", "asyncio tasks", "tasks", ("tasks", "threads", "recorder")),
     Metric(
         "gcheap",
         "%",
         "memory after a full GC, % of the memory limit",
         "gcheap",
-        ("threads", "heap", "heap-2", "heap-types", "heap-holders"),
+        ("threads", "heap", "heap-2", "heap-types", "heap-holders", "recorder"),
+    ),
+    Metric(
+        "loop",
+        "ms",
+        "longest event-loop stall, ms",
+        "loop",
+        ("tasks", "threads", "loop", "recorder"),
     ),
 )
 RULES: dict[str, Metric] = {m.name: m for m in METRICS}

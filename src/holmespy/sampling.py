@@ -1,4 +1,5 @@
-"""One watcher tick's measurements: CPU %, RSS %, threads, asyncio tasks, memory after GC.
+"""One watcher tick's measurements: CPU %, RSS %, threads, asyncio tasks, memory after GC,
+and the longest event-loop stall (from the loop watchdog).
 
 Everything the OS answers comes from `/proc` through kept descriptors; the
 limits that turn raw numbers into percentages come from `limits.py` once at
@@ -41,6 +42,8 @@ class Sample:
     """Tasks over all running loops, or None on ticks that skip counting."""
     gcheap: tuple[float, ...]
     """RSS % after each full GC since the previous tick."""
+    loop: float | None = None
+    """Longest event-loop stall since the previous tick, ms (None: no loop watched)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -50,6 +53,7 @@ class Sample:
             "rss_bytes": self.rss_bytes,
             "threads": self.threads,
             "tasks": self.tasks,
+            "loop": self.loop,
         }
 
 
@@ -61,12 +65,14 @@ class Sampler:
         stat: ProcStatReader | None = None,
         gc_watch: GCWatch | None = None,
         count_tasks: bool = True,
+        loop_stall: Callable[[], float | None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         perf_counter: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.limits = limits
         self.stat = stat or ProcStatReader()
         self.gc_watch = gc_watch
+        self.loop_stall = loop_stall
         self.count_tasks = count_tasks
         self._count: Callable[[], int] | None = None  # loops.count_tasks, once asyncio is in
         self.task_stride = 1
@@ -97,6 +103,7 @@ class Sampler:
             threads=proc.threads,
             tasks=self._tasks(),
             gcheap=gcheap,
+            loop=self.loop_stall() if self.loop_stall is not None else None,
         )
 
     def _tasks(self) -> int | None:

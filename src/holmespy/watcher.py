@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from holmespy.procstat import ProcStatReader
 from holmespy.registry import METRICS, RULES
 from holmespy.rules import Decision, Rule, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
+from holmespy.stackwatch import StackWatch
+from holmespy.watchdog import Watchdog
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
@@ -75,6 +78,9 @@ class Status:
     """Task counting runs every `task_stride` ticks (more than 1 when counting is costly)."""
     storage: dict[str, int | str | None] = field(default_factory=dict)
     """The uploader's counters: uploaded, failed attempts, dropped by the spool cap, pending…"""
+    stacks: dict[str, object] = field(default_factory=dict)
+    """The flight recorder's ring (ticks, samples and stacks held, rate) and the loop watchdog
+    (loops watched, stalls seen), or "off"; the sampling thread's CPU share."""
 
 
 class Watcher:
@@ -90,7 +96,11 @@ class Watcher:
         self.limits = self._detect_limits(config)
         self.gc_watch = GCWatch(f"{proc_root}/{self.pid}/statm")
         stat = ProcStatReader(f"{proc_root}/{self.pid}/stat")
-        self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
+        # The flight recorder and the loop watchdog: one always-on sampling thread.
+        self.stacks = StackWatch(config, on_error=self.internal_error)
+        self.sampler = Sampler(
+            self.limits, stat=stat, gc_watch=self.gc_watch, loop_stall=self.stacks.loop_stall_ms
+        )
         self.states: dict[str, RuleState] = {}
         self._capturer: Capturer | None = None
         self._uploader: Uploader | None = None  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
@@ -118,6 +128,7 @@ class Watcher:
             self.gc_watch.install()
         if self.config.storage is not None:  # ship what earlier runs left, from now on
             self.uploader.start()
+        self.stacks.start()
         self._thread.start()
         announce(
             f"holmespy watching pid {self.pid} as service {self.config.service!r} every"
@@ -168,13 +179,20 @@ class Watcher:
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stopping
 
-    def stop(self, timeout: float = 2.0, reason: str = "holmespy.stop() was called") -> None:
+    def stop(
+        self,
+        timeout: float = 2.0,
+        reason: str = "holmespy.stop() was called",
+        *,
+        exiting: bool = False,
+    ) -> None:
         """Stop sampling; a capture in progress stops at once and is published as partial.
 
         Everything holmespy does here is over within `timeout` seconds: what
         the lanes have not published by then is lost (its temp folder is
         salvaged by the next start), what the uploader has not shipped waits
-        in the spool.
+        in the spool. `exiting`: the process is ending; the sampling thread,
+        which holds nothing worth saving, is told to stop but not waited for.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         self._stopping = True
@@ -188,6 +206,9 @@ class Watcher:
         if capturer is not None:
             capturer.cut.cut(reason, timeout)
             capturer.stop(_left(deadline))
+        # Its sleeps between ticks cannot be cut short (see stackwatch._Bell): joined, it
+        # would hold an exiting host back for up to one tick period.
+        self.stacks.stop(0.0 if exiting else _left(deadline))
         if self._uploader is not None:
             self._uploader.stop(_left(deadline))
         self.gc_watch.uninstall()
@@ -198,6 +219,7 @@ class Watcher:
         self._stopping = True
         if self._uploader is not None:
             self._uploader.abandon_after_fork()
+        self.stacks.abandon_after_fork()
         self.gc_watch.uninstall()
         self.sampler.close()
 
@@ -211,6 +233,8 @@ class Watcher:
             self.gc_watch.install()
         elif new.gcheap is None:
             self.gc_watch.uninstall()
+        if not self._stopping:
+            self.stacks.configure(new)
         self._apply_log_level()
         self._wake.set()  # a new interval applies now, not after the old one
         log.info("holmespy reconfigured")
@@ -242,6 +266,7 @@ class Watcher:
             limits=self.limits.__dict__.copy(),
             task_stride=self.sampler.task_stride,
             storage=self._storage_status(),
+            stacks=self.stacks.status(),
         )
 
     def _storage_status(self) -> dict[str, int | str | None]:
@@ -346,7 +371,9 @@ class Watcher:
         log.warning(
             "holmespy %s rule fired: %s; capturing event %s", name, decision.reason, event_id
         )
-        job = EventJob(event_id, name, event, fired)
+        # The recorder's window as of now: it keeps moving while the capture waits.
+        recording = self.stacks.recording(sample.time)
+        job = EventJob(event_id, name, event, fired, recording=recording)
         if not self.capturer.submit(job):
             log.warning("holmespy dropped %s event %s: captures are already queued", name, event_id)
 
@@ -434,7 +461,12 @@ class Watcher:
 
     def exclude_threads(self) -> frozenset[int]:
         uploader = self._uploader
-        ours = (self._thread.ident, *self.capturer.idents, uploader.ident if uploader else None)
+        ours = (
+            self._thread.ident,
+            *self.capturer.idents,
+            uploader.ident if uploader else None,
+            self.stacks.ident,
+        )
         return frozenset(i for i in ours if i is not None)
 
     def dump_path(self) -> Path:
@@ -443,6 +475,13 @@ class Watcher:
 
     def published(self, path: Path) -> None:
         self.uploader.notify(path)
+
+    def watchdog(self) -> Watchdog | None:
+        return self.stacks.watchdog
+
+    def pausing(self) -> AbstractContextManager[None]:
+        """Around a capture that pauses the whole process: the stalls it causes are ours."""
+        return self.stacks.excused()
 
     # -- helpers --
 

@@ -119,7 +119,13 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
     for name, facts in (event.captures or {}).items():
         if facts.error:
             out.append(f"!! {field(name)} capture failed: {field(facts.error, 2 * WIDE)}")
+    loop_capture = event.capture("loop")
+    stall_facts = loop_capture.facts.get("stalls") if loop_capture is not None else None
+    recorder_capture = event.capture("recorder")
+    recorder_facts = recorder_capture.facts if recorder_capture is not None else {}
     parts: list[tuple[str, Callable[[Path, int, int], list[str]]]] = [
+        ("loop.txt", lambda path, n, size: loop_part(path, n, size, stall_facts)),
+        ("loop.pb.gz", profile_part),
         ("cpu.pb.gz", profile_part),
         ("heap.pb.gz", profile_part),
         ("heap-2.pb.gz", profile_part),
@@ -127,6 +133,7 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
         ("tasks.txt", tasks_part),
         ("heap-types.txt", types_part),
         (HOLDERS_FILE, lambda path, top, size: holders_part(path, top, size, section)),
+        ("recorder.pb.gz", lambda path, n, size: recorder_part(path, n, size, recorder_facts)),
     ]
     for name, part in parts:
         path = folder / name
@@ -283,9 +290,9 @@ def section(name: str, summary: str) -> str:
     return title + "─" * max(3, 72 - len(title))
 
 
-def profile_part(path: Path, top: int, max_size: int) -> list[str]:
+def profile_part(path: Path, top: int, max_size: int, index: int | None = None) -> list[str]:
     profile = load(path, max_size)
-    index = sample_index(profile)
+    index = sample_index(profile) if index is None else index
     value_type = profile.sample_types[index]
     rows, total = hottest(profile, index)
     unit = value_type.unit
@@ -304,6 +311,59 @@ def profile_part(path: Path, top: int, max_size: int) -> list[str]:
             ]
         )
     out += _indent(table(table_rows, right={"self", "self%", "cum", "cum%"}))
+    return out
+
+
+def loop_part(path: Path, top: int, max_size: int, stalls: object) -> list[str]:
+    """The stalls from `event.json` (numbers and the most-seen stack of each), newest first."""
+    if not isinstance(stalls, list):  # a bundle from elsewhere: count what the text says
+        told = read_text(path, max_size).split("\n")
+        count = sum(1 for line in told if line.startswith("stall "))
+        return [section(path.name, f"{plural(count, 'stall')} (details in the file)")]
+    valid = [s for s in stalls if isinstance(s, dict)]
+    seconds = [s["seconds"] for s in valid if isinstance(s.get("seconds"), int | float)]
+    longest = f", longest {max(seconds):.2f} s" if seconds else ""
+    out = [section(path.name, f"{plural(len(valid), 'stall')}{longest}, newest first")]
+    for stall in valid[:top]:
+        length = stall.get("seconds")
+        length_text = f"{length:.2f} s" if isinstance(length, int | float) else "?"
+        if stall.get("ended") is False:
+            length_text += " (still stalled)"
+        own = "  holmespy's own (heap capture): not counted" if stall.get("excused") else ""
+        share = stall.get("top_share")
+        seen = f", {share:.0%} in this stack" if isinstance(share, int | float) else ""
+        out.append(
+            f"  {length_text:>9}  thread {field(stall.get('thread'), WIDE // 2)},"
+            f" from {field(stall.get('start'), 40)}"
+            f" ({number(stall.get('samples'))} samples{seen}){own}"
+        )
+        stack = stall.get("stack")
+        frames = (
+            [f for f in stack[:FRAMES_SHOWN] if isinstance(f, str)]
+            if isinstance(stack, list)
+            else []
+        )
+        out += [f"{'':>13}{field(_short(f))}" for f in frames]
+        if not frames:
+            out.append(f"{'':>13}(no stack sampled)")
+    return out
+
+
+def recorder_part(path: Path, top: int, max_size: int, facts: dict[str, Any]) -> list[str]:
+    """The flight recorder's hottest functions by CPU (by wall time if nothing used CPU)."""
+    profile = load(path, max_size)
+    index = sample_index(profile)
+    if not hottest(profile, index)[1] and "wall" in [vt.type for vt in profile.sample_types]:
+        index = sample_index(profile, "wall")
+    out = profile_part(path, top, max_size, index)
+    before, after = facts.get("seconds_before_trigger"), facts.get("seconds_after_trigger")
+    if isinstance(before, int | float) and isinstance(after, int | float):
+        rate = facts.get("rate_hz")
+        out.insert(
+            1,
+            f"  every thread at {number(rate)} Hz, from {before:.1f} s before the trigger"
+            f" to {after:.1f} s after it",
+        )
     return out
 
 

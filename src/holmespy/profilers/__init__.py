@@ -14,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from holmespy.bundle import write_private
 from holmespy.config import Config
 from holmespy.lazyimport import importing
 from holmespy.registry import METRICS
 from holmespy.teardown import Cut
+
+if TYPE_CHECKING:
+    from holmespy.recorder import Recording
+    from holmespy.watchdog import Watchdog
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,13 @@ class CaptureContext:
     """What captures keep between events of this process (the last census, the last holders)."""
     cut: Cut = field(default_factory=Cut)
     """Set when the process starts to go: stop at once, return what was taken."""
+    recording: Recording | None = None
+    """The flight recorder's ring as of the trigger (None: HOLMES_RECORDER=off)."""
+    watchdog: Watchdog | None = None
+    """The loop watchdog, with the stalls it caught (None: HOLMES_LOOP=off)."""
+    others_waiting: Callable[[], bool] = lambda: False
+    """True while another event's capture waits for this one: a capture that could take
+    its time (waiting for a stall to end) stops waiting."""
 
 
 Capture = Callable[[CaptureContext], dict[str, Any]]
@@ -132,6 +143,55 @@ def capture_heap_holders(ctx: CaptureContext) -> dict[str, Any]:
     return {"file": "heap-holders.txt", **facts}
 
 
+def capture_loop_stalls(ctx: CaptureContext) -> dict[str, Any]:
+    """`loop.txt` and `loop.pb.gz`: the stalls the watchdog caught, newest first."""
+    from holmespy.formats.pprof import write_pprof
+    from holmespy.profilers.loopstalls import format_stalls, stall_facts, stalls_profile
+    from holmespy.watchdog import MAX_STALL_SAMPLES, STALL_HZ
+
+    if ctx.watchdog is None:
+        return {"off": "HOLMES_LOOP=off"}
+    # A stall still going on is what the event is about: let it end (or reach its
+    # sampling cap), so loop.txt has its whole length and every sample, unless
+    # another event's capture is queued behind this one and would be delayed.
+    calm = ctx.watchdog.wait_until_calm(MAX_STALL_SAMPLES / STALL_HZ, give_up=ctx.others_waiting)
+    stalls = ctx.watchdog.stalls()
+    text = format_stalls(stalls, threshold=ctx.watchdog.threshold)
+    write_private(ctx.directory / "loop.txt", text.encode())
+    write_pprof(stalls_profile(stalls), ctx.directory / "loop.pb.gz")
+    facts: dict[str, Any] = {"file": "loop.txt", "profile": "loop.pb.gz"}
+    if not calm:
+        facts["note"] = (
+            "a loop was still stalled when this was written (it lasted too long, another"
+            " event's capture was waiting, or the process was going)"
+        )
+    return {**facts, "stalls": stall_facts(stalls)}
+
+
+def capture_recorder(ctx: CaptureContext) -> dict[str, Any]:
+    """`recorder.pb.gz`: the flight recorder's window before the trigger, up to now."""
+    from holmespy.formats.pprof import write_pprof
+    from holmespy.recorder import recorder_profile
+
+    recording = ctx.recording
+    if recording is None:
+        return {"off": "HOLMES_RECORDER=off"}
+    ticks = recording.ticks()
+    rate = recording.recorder.rate
+    profile = recorder_profile(ticks, recording.trigger_wall, rate)
+    write_pprof(profile, ctx.directory / "recorder.pb.gz")
+    first = ticks[0].wall if ticks else recording.trigger_wall
+    last = ticks[-1].wall if ticks else recording.trigger_wall
+    return {
+        "file": "recorder.pb.gz",
+        "rate_hz": rate,
+        "ticks": len(ticks),
+        "seconds_before_trigger": round(max(0.0, recording.trigger_wall - first), 3),
+        "seconds_after_trigger": round(max(0.0, last - recording.trigger_wall), 3),
+        "weighting": "cpu: each thread's CPU time since the previous tick; wall: every thread",
+    }
+
+
 THREADS = ("threads", capture_threads)
 TASKS = ("tasks", capture_tasks)
 CPU = ("cpu", capture_cpu_profile)
@@ -139,11 +199,23 @@ HEAP = ("heap", capture_heap_profile)
 HEAP_2 = ("heap-2", capture_second_heap_profile)
 TYPES = ("heap-types", capture_type_census)
 HOLDERS = ("heap-holders", capture_heap_holders)
+LOOP = ("loop", capture_loop_stalls)
+RECORDER = ("recorder", capture_recorder)
 
 BY_NAME: dict[str, tuple[str, Capture]] = {
-    capture[0]: capture for capture in (THREADS, TASKS, CPU, HEAP, HEAP_2, TYPES, HOLDERS)
+    capture[0]: capture
+    for capture in (THREADS, TASKS, CPU, HEAP, HEAP_2, TYPES, HOLDERS, LOOP, RECORDER)
 }
 # Which captures each rule takes is said once, in `holmespy.registry`.
 CAPTURES: dict[str, tuple[tuple[str, Capture], ...]] = {
     metric.name: tuple(BY_NAME[name] for name in metric.captures) for metric in METRICS
 }
+
+LAST = frozenset({RECORDER[0]})
+"""Captures that close an event on whichever lane it ends: with its windows when it has
+any, else right after its instant captures."""
+
+PAUSES_PROCESS = frozenset({HEAP[0], HEAP_2[0], TYPES[0], HOLDERS[0]})
+"""Captures that can hold the GIL long enough to stall every event loop (the tracemalloc
+snapshot, the type census, the holder walk): the loop rule does not count the stalls they
+cause."""

@@ -68,6 +68,13 @@ class ModuleNames:
     def qualify(self, function: str, filename: str) -> str:
         return f"{self.module_for(filename)}.{function}"
 
+    def of_frame(self, frame: types.FrameType, code: types.CodeType) -> str:
+        """`module.qualname` of a live frame: its globals name the module, else its file does."""
+        module = frame.f_globals.get("__name__")
+        if not isinstance(module, str):
+            module = self.module_for(code.co_filename)
+        return f"{module}.{code.co_qualname}"
+
 
 def _realpath(path: str) -> str:
     try:

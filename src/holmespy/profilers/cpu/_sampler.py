@@ -21,11 +21,10 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable
 from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
-from holmespy.profilers.cpu._clocks import clock_from_native_id, thread_cpu_ns, used_between
+from holmespy.profilers.cpu._clocks import ThreadClocks, thread_cpu_ns, used_between
 from holmespy.profilers.cpu._common import EngineFailed, Stacks, add_stacks, sampling_profile
 from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
 from holmespy.teardown import Cut
@@ -48,9 +47,9 @@ class _Sampler:
         self.cut = cut
         self.stop = threading.Event()
         self.threads = ThreadTable()
+        self.clocks = ThreadClocks(self.threads)
         self.names = ModuleNames()
         self.prev_cpu: dict[int, int] = {}
-        self.clocks: dict[int, int] = {}
         self.frames: dict[_FrameKey, tuple[types.CodeType | None, Frame]] = {
             _TRUNCATED_KEY: (None, _TRUNCATED)
         }
@@ -62,11 +61,6 @@ class _Sampler:
         self.measured_ns = 0
         """What the threads' own clocks say they used over the window, read by this thread."""
         self.error: str | None = None
-        self._table_tick = 0
-        self._by_native = sys.platform.startswith("linux")
-        self._pthread_clock: Callable[[int], int] | None = getattr(
-            time, "pthread_getcpuclockid", None
-        )
 
     def run(self) -> None:
         self.started = time.monotonic()
@@ -112,11 +106,13 @@ class _Sampler:
         frames = sys._current_frames()
         prev = self.prev_cpu
         acc = self.acc
+        self.clocks.new_round()
         for ident, frame in frames.items():
             if ident in skip:
                 continue
-            cpu = self._cpu_ns(ident)
-            if cpu is None:
+            cpu = self.clocks.read(ident)
+            if cpu is None:  # the thread ended (or its ident now belongs to a new thread)
+                prev.pop(ident, None)
                 continue
             last = prev.get(ident)
             prev[ident] = cpu
@@ -132,36 +128,6 @@ class _Sampler:
             else:
                 entry[0] += 1
                 entry[1] += used
-
-    def _cpu_ns(self, ident: int) -> int | None:
-        clock = self.clocks.get(ident)
-        if clock is None:
-            clock = self._clock_for(ident)
-            if clock is None:
-                return None
-            self.clocks[ident] = clock
-        try:
-            return time.clock_gettime_ns(clock)
-        except OSError:  # the thread ended (or its ident now belongs to a new thread)
-            del self.clocks[ident]
-            self.prev_cpu.pop(ident, None)
-            return None
-
-    def _clock_for(self, ident: int) -> int | None:
-        if self._table_tick != self.ticks:  # at most one threading.enumerate() per tick
-            self._table_tick = self.ticks
-            self.threads.update()
-        native = self.threads.native_of.get(ident) if self._by_native else None
-        if native is not None:
-            return clock_from_native_id(native)
-        if self._pthread_clock is None:
-            return None
-        try:
-            # A thread `threading` does not know (started with _thread or from C):
-            # it is in sys._current_frames(), so it was alive a moment ago.
-            return self._pthread_clock(ident)
-        except OSError:
-            return None
 
     def _stack_key(self, frame: types.FrameType | None) -> tuple[_FrameKey, ...]:
         # Keys are (id(code), line): hashing ints is cheap, and the cache keeps
@@ -181,10 +147,8 @@ class _Sampler:
         return tuple(keys)
 
     def _frame(self, frame: types.FrameType, code: types.CodeType, line: int) -> Frame:
-        module = frame.f_globals.get("__name__")
-        if not isinstance(module, str):
-            module = self.names.module_for(code.co_filename)
-        return Frame(f"{module}.{code.co_qualname}", code.co_filename, line, code.co_firstlineno)
+        name = self.names.of_frame(frame, code)
+        return Frame(name, code.co_filename, line, code.co_firstlineno)
 
     def stacks(self) -> Stacks:
         self.threads.update()

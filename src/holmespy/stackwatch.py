@@ -1,0 +1,273 @@
+"""The always-on sampling thread: the flight recorder's ticks and the loop watchdog's checks.
+
+One daemon thread, `holmespy-recorder`, serves both, so an idle process
+pays for one wake-up schedule, not two: it wakes for the recorder's next
+tick (every 1/HOLMES_RECORDER_HZ s) and for the watchdog's next deadline
+(when a loop's silence would exceed the loop rule's min), whichever comes
+first, and `STALL_HZ` times a second while a loop is stalled. It runs only
+while the recorder or the loop rule is on.
+
+The watcher thread drives the rest: `loop_stall_ms()` on each of its ticks
+(finding new loops and reading the rule's value), `recording()` when a rule
+fires. Nothing here raises into the host: an error is handed to `on_error`
+(the watcher's counter and rate-limited log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from holmespy.config import Config
+from holmespy.recorder import Recorder, Recording
+from holmespy.watchdog import Watchdog
+
+__all__ = ["THREAD_NAME", "StackWatch"]
+
+THREAD_NAME = "holmespy-recorder"
+
+IDLE_WAIT = 1.0
+"""Longest sleep of the thread, so a stop or a new setting is never waited on for long."""
+
+DISCOVER_BUDGET = 0.001
+"""Average seconds per watcher tick that finding loops may take before it is done less often
+(on 3.11-3.13 it walks every task)."""
+
+MAX_DISCOVER_STRIDE = 10
+
+ErrorSink = Callable[[str, BaseException], None]
+
+
+SHORT_SLEEP = 0.15
+"""Sleeps up to this long are not cut short by a ring: a stop or a new setting waits that long."""
+
+
+class _Bell:
+    """A sleep another thread can cut short: a held lock, released to ring.
+
+    The thread sleeps 10 times a second for as long as the process lives, and
+    each wake-up is paid in CPU (REFERENCE: measure what a cost is made of): on
+    the 2-core VMs here `time.sleep` wakes for ~40 µs, a lock's timed acquire
+    for ~60 µs and `threading.Event.wait` (a waiter lock built in Python each
+    time) for ~85 µs. So short sleeps are plain sleeps, and only long ones
+    (nothing to watch for a while) can be rung awake.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def ring(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already rung and not yet heard
+            self._lock.release()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds <= SHORT_SLEEP:
+            time.sleep(max(0.0, seconds))
+        else:
+            self._lock.acquire(timeout=seconds)  # rung: it holds the lock again
+
+
+class StackWatch:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_error: ErrorSink,
+        clock: Callable[[], float] = time.monotonic,
+        perf_counter: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._on_error = on_error
+        self._clock = clock
+        self._perf_counter = perf_counter
+        self._wake = _Bell()
+        # A plain flag, not an Event: after fork() the child must set it without
+        # taking a lock that a thread of the parent may have held.
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._spawned_at = 0.0
+        self._started = False
+        self._retired = False
+        self._lock = threading.Lock()
+        self.recorder: Recorder | None = None
+        self.watchdog: Watchdog | None = None
+        self.discover_stride = 1
+        self._discover_skip = 0
+        self.configure(config)
+
+    @property
+    def ident(self) -> int | None:
+        thread = self._thread
+        return thread.ident if thread is not None else None
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    # -- lifecycle --
+
+    def configure(self, config: Config) -> None:
+        """Apply HOLMES_RECORDER, HOLMES_RECORDER_HZ and HOLMES_LOOP (live, from any thread)."""
+        with self._lock:
+            if config.recorder is None:
+                self.recorder = None  # what it held goes with it: nothing else shares it
+            elif self.recorder is None:
+                self.recorder = Recorder(config.recorder, config.recorder_hz)
+            else:
+                self.recorder.resize(config.recorder, config.recorder_hz)
+            if config.loop is None:
+                if self.watchdog is not None:
+                    self.watchdog.stop()
+                self.watchdog = None
+            else:
+                threshold = config.loop.min / 1000.0
+                if self.watchdog is None:
+                    self.watchdog = Watchdog(threshold)
+                self.watchdog.threshold = threshold
+            wanted = self.recorder is not None or self.watchdog is not None
+            if self._started and wanted and (self._retired or not self.running):
+                self._spawn()
+        self._wake.ring()
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            if (self.recorder is not None or self.watchdog is not None) and not self.running:
+                self._spawn()
+
+    def _spawn(self) -> None:
+        self._stopping = False
+        self._retired = False
+        self._spawned_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping = True
+        self._wake.ring()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._lock:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            if self.recorder is not None and not self.running:
+                self.recorder.clear()
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: the parent's sampling thread is gone, and so are the loops it
+        watched (or they are copies the child may run). Nothing is released here: any lock
+        of ours may have been held by a parent thread at the fork, and would never open."""
+        self._stopping = True
+        self.recorder = None
+        self.watchdog = None
+
+    # -- the sampling thread --
+
+    def _run(self) -> None:
+        next_tick = self._clock()
+        while not self._stopping:
+            if self.recorder is None and self.watchdog is None and self._retire():
+                return
+            now = self._clock()
+            due = math.inf
+            frames = None
+            recorder = self.recorder
+            if recorder is not None:
+                if now >= next_tick:
+                    frames = sys._current_frames()  # one look for both the recorder and the dog
+                    try:
+                        recorder.tick(now, frames)
+                    except Exception as exc:
+                        self._on_error("flight recorder tick", exc)
+                    next_tick += recorder.period
+                    if next_tick <= now:  # late (GIL, suspend): resume the rhythm, don't burst
+                        next_tick = now + recorder.period
+                due = next_tick
+            else:
+                next_tick = now
+            watchdog = self.watchdog
+            if watchdog is not None:
+                try:
+                    due = min(due, watchdog.check(now, frames))
+                except Exception as exc:
+                    self._on_error("loop watchdog check", exc)
+            del frames  # other threads' frames keep their locals alive
+            wait = min(due, now + IDLE_WAIT) - self._clock()
+            if wait > 0:
+                self._wake.sleep(wait)
+
+    def _retire(self) -> bool:
+        """Both parts were turned off: end the thread (configure() starts a new one)."""
+        with self._lock:
+            if self.recorder is None and self.watchdog is None:
+                self._retired = True
+                return True
+        return False
+
+    # -- the watcher thread --
+
+    def loop_stall_ms(self) -> float | None:
+        """Find new loops (strided when costly), then the loop rule's value for this tick."""
+        watchdog = self.watchdog
+        if watchdog is None:
+            return None
+        if self._discover_skip > 0:
+            self._discover_skip -= 1
+        else:
+            started = self._perf_counter()
+            try:
+                if watchdog.discover():
+                    self._wake.ring()  # the sampling thread learns the new loops' deadlines
+            except Exception as exc:
+                self._on_error("loop discovery", exc)
+            spent = self._perf_counter() - started
+            self.discover_stride = min(
+                MAX_DISCOVER_STRIDE, max(1, math.ceil(spent / DISCOVER_BUDGET))
+            )
+            self._discover_skip = self.discover_stride - 1
+        try:
+            return watchdog.take()
+        except Exception as exc:
+            self._on_error("loop stall reading", exc)
+            return None
+
+    def recording(self, trigger_wall: float) -> Recording | None:
+        recorder = self.recorder
+        return recorder.recording(trigger_wall) if recorder is not None else None
+
+    def excused(self) -> AbstractContextManager[None]:
+        """Around a capture that pauses the whole process: its stalls are holmespy's own."""
+        watchdog = self.watchdog
+        return watchdog.excused() if watchdog is not None else contextlib.nullcontext()
+
+    def status(self) -> dict[str, Any]:
+        recorder, watchdog = self.recorder, self.watchdog
+        return {
+            "recorder": recorder.status() if recorder is not None else "off",
+            "loop_watchdog": (
+                {**watchdog.status(), "discover_stride": self.discover_stride}
+                if watchdog is not None
+                else "off"
+            ),
+            "thread": "running" if self.running else "stopped",
+            "thread_cpu_pct": self._cpu_share(),
+        }
+
+    def _cpu_share(self) -> float | None:
+        """The sampling thread's CPU time since it started, % of one core."""
+        ident = self.ident
+        if ident is None or not self.running:
+            return None
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
+        except (OSError, AttributeError):
+            return None
+        return round(100.0 * cpu / max(1e-9, time.monotonic() - self._spawned_at), 4)
