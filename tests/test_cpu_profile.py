@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from holmespy.formats.profile import Profile
+from holmespy.naming import ModuleNames, ThreadTable
 from holmespy.profilers.cpu import CpuCapture, capture_cpu
-from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
 from holmespy.profilers.cpu._pyspy import (
     PR_SET_PTRACER_ANY,
     find_pyspy,

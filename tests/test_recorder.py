@@ -10,7 +10,7 @@ import types
 import pytest
 
 from holmespy.formats.pprof import decode, encode
-from holmespy.profilers.cpu._names import ThreadTable
+from holmespy.naming import ThreadTable
 from holmespy.recorder import BUDGET, MAX_STRIDE, Recorder, Tick, recorder_profile
 from tests.parked import Parked, names, park_elsewhere
 

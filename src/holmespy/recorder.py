@@ -33,12 +33,15 @@ import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 from holmespy.formats.profile import Profile, ValueType
-from holmespy.profilers.cpu._clocks import ThreadClocks
-from holmespy.profilers.cpu._names import label_name, unknown_thread
+from holmespy.naming import label_name, unknown_thread
 from holmespy.stacktable import Stack, StackTable
+from holmespy.threadclocks import ThreadClocks
+
+TYPE_CHECKING = False  # typing's, without importing typing: the recorder runs from start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "BUDGET",
@@ -68,17 +71,35 @@ WALL_NS = ValueType("wall", "nanoseconds")
 FrameSource = Callable[[], dict[int, types.FrameType]]
 
 
-class Tick(NamedTuple):
-    """What the recorder saw at one moment."""
+class Tick:
+    """What the recorder saw at one moment (never changed once made).
 
-    mono: float
-    """`time.monotonic()` of the tick."""
-    wall: float
-    """Epoch seconds of the tick."""
-    period_ns: int
-    """Wall time this tick stands for: since the previous tick (or one period, for the first)."""
-    samples: tuple[tuple[str, Stack, int], ...]
-    """(thread label, stack, CPU ns the thread used since the previous tick)."""
+    A plain class, not a `typing.NamedTuple`: the recorder is imported at
+    its first tick, right after `holmespy.start()`, and typing is one of the
+    modules start-up must not load (tests/test_startup.py).
+    """
+
+    __slots__ = ("mono", "period_ns", "samples", "wall")
+
+    def __init__(
+        self,
+        mono: float,
+        wall: float,
+        period_ns: int,
+        samples: tuple[tuple[str, Stack, int], ...],
+    ) -> None:
+        self.mono = mono
+        """`time.monotonic()` of the tick."""
+        self.wall = wall
+        """Epoch seconds of the tick."""
+        self.period_ns = period_ns
+        """Wall time this tick stands for: since the previous tick (or one period, for the
+        first)."""
+        self.samples = samples
+        """(thread label, stack, CPU ns the thread used since the previous tick)."""
+
+    def __repr__(self) -> str:
+        return f"<Tick mono={self.mono:.3f} samples={len(self.samples)}>"
 
 
 class Recorder:

@@ -252,8 +252,8 @@ def _convert_pyspy(temp_fd: int, folder: Path) -> None:
     """py-spy's raw samples, left in the folder's `.pyspy`, as `cpu.pb.gz`."""
     with importing:
         from holmespy.formats.pprof import write_pprof
+        from holmespy.naming import ModuleNames, ThreadTable
         from holmespy.profilers.cpu._common import add_stacks, sampling_profile
-        from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
         from holmespy.profilers.cpu._pyspy import (
             MAX_OUTPUT_BYTES,
             RAW_NAME,

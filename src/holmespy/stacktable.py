@@ -23,7 +23,7 @@ from __future__ import annotations
 import types
 
 from holmespy.formats.profile import Frame
-from holmespy.profilers.cpu._names import ModuleNames
+from holmespy.naming import ModuleNames
 
 __all__ = ["MAX_DEPTH", "Stack", "StackTable"]
 

@@ -18,8 +18,8 @@ import traceback
 from collections.abc import Collection
 from types import FrameType
 
+from holmespy.nativeid import native_id
 from holmespy.printable import printable
-from holmespy.profilers.native import native_id
 from holmespy.stackdump import Frame, ThreadDump, ThreadStack
 
 __all__ = [

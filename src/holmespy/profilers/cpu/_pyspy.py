@@ -52,12 +52,12 @@ from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
 from holmespy.lazyimport import importing
-from holmespy.profilers.cpu._clocks import thread_cpu_ns, used_between
+from holmespy.naming import ModuleNames, ThreadTable, label_name, unknown_thread
 from holmespy.profilers.cpu._common import Stacks, add_stacks, sampling_profile
-from holmespy.profilers.cpu._names import ModuleNames, ThreadTable, label_name, unknown_thread
 from holmespy.safefs import make_temp_dir_in
 from holmespy.teardown import Cut
 from holmespy.tempdir import temp_root
+from holmespy.threadclocks import thread_cpu_ns, used_between
 
 PYSPY_NAME = "py-spy"
 WORKDIR_NAME = ".pyspy"

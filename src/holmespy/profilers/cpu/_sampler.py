@@ -24,10 +24,10 @@ import types
 from typing import Any
 
 from holmespy.formats.profile import Frame, Profile
-from holmespy.profilers.cpu._clocks import ThreadClocks, thread_cpu_ns, used_between
+from holmespy.naming import ModuleNames, ThreadTable
 from holmespy.profilers.cpu._common import EngineFailed, Stacks, add_stacks, sampling_profile
-from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
 from holmespy.teardown import Cut
+from holmespy.threadclocks import ThreadClocks, thread_cpu_ns, used_between
 
 MAX_DEPTH = 256
 """Frames kept per stack, innermost first; deeper stacks end in a `<truncated>` frame."""

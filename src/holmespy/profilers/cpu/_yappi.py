@@ -35,8 +35,8 @@ from typing import Any
 
 from holmespy.formats.profile import Frame, Profile, ValueType
 from holmespy.lazyimport import importing
+from holmespy.naming import ModuleNames, ThreadTable
 from holmespy.profilers.cpu._common import CPU_NS, EngineFailed, Stacks, add_stacks
-from holmespy.profilers.cpu._names import ModuleNames, ThreadTable
 
 CALLS = ValueType("calls", "count")
 

@@ -4,7 +4,8 @@ A sampling engine only sees stacks; what a thread really spent on a core comes
 from its own CPU clock. Read at the start and the end of a window, the clocks
 give each thread's CPU time over it, which the py-spy engine uses to weigh its
 samples (py-spy also counts a thread that only waits for the GIL) and both
-engines report next to their totals.
+engines report next to their totals. The flight recorder reads them at every
+tick, from start-up on: hence a module outside `holmespy.profilers`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Collection
 
-from holmespy.profilers.cpu._names import ThreadTable
+from holmespy.naming import ThreadTable
 
 _TASKS = "/proc/self/task"
 

@@ -2,7 +2,10 @@
 
 py-spy and yappi report a function by its file path; the sampler sees frames
 and their globals. Either way a profile frame is named `module.qualname`, so
-the three engines' profiles can be compared and merged.
+the three engines' profiles can be compared and merged. The flight recorder
+names its samples the same way, from the moment `holmespy.start()` runs: this
+module (like `threadclocks` and `nativeid`) lives outside `holmespy.profilers`
+and imports nothing that start-up must not load (tests/test_startup.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 import types
 from dataclasses import dataclass, field
 
-from holmespy.profilers.native import native_id
+from holmespy.nativeid import native_id
 
 
 class ModuleNames:
