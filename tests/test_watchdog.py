@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from holmespy import watchdog
+from holmespy import loopstack
 from holmespy.loops import LoopInfo, waiting_for_events
 from holmespy.stacktable import StackTable
 from holmespy.watchdog import (
@@ -474,7 +474,7 @@ def test_the_loop_a_child_was_forked_inside_is_not_watched_until_it_stops() -> N
     dog = Watchdog(0.5, running_loops=here)
 
     async def forked_here() -> int:
-        watchdog._note_inherited_loop()  # what runs in a child forked from this callback
+        loopstack.note_inherited_loop()  # what runs in a child forked from this callback
         return dog.discover()
 
     async def run_again() -> int:
@@ -483,8 +483,8 @@ def test_the_loop_a_child_was_forked_inside_is_not_watched_until_it_stops() -> N
     try:
         assert loop.run_until_complete(forked_here()) == 0
         assert dog.discover() == 0  # stopped: not running, nothing to watch
-        assert not watchdog._inherited  # and no longer the parent's
+        assert not loopstack.inherited_still_running()  # and no longer the parent's
         assert loop.run_until_complete(run_again()) == 1  # run again, by the child: watched
     finally:
-        watchdog._inherited.clear()
+        loopstack._inherited.clear()
         loop.close()

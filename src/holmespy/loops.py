@@ -1,9 +1,11 @@
 """Every asyncio event loop and task in the process, seen from any thread.
 
 This is the ONLY module of holmespy that touches private asyncio (and a few
-private interpreter) internals. Each one is named in a comment saying which
-Python versions have it and what happens when it is missing; every public
-function here degrades to an empty or "unknown" answer instead of raising.
+private interpreter) internals, with `holmespy.loopstack`, its part that
+runs before asyncio is imported (which loop a thread's stack runs). Each one
+is named in a comment saying which Python versions have it and what happens
+when it is missing; every public function here degrades to an empty or
+"unknown" answer instead of raising.
 
 Where tasks live differs by Python version, so the registry is read by one of
 two classes named after the versions they serve (`_WeakSetRegistry` for 3.11
@@ -33,6 +35,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from holmespy import loopstack
+
 __all__ = [
     "ChainFrame",
     "LoopInfo",
@@ -53,9 +57,7 @@ __all__ = [
 MAX_CHAIN_DEPTH = 100
 """Longest await chain `await_chain` follows; it also stops a cycle (task A awaits B awaits A)."""
 
-MAX_STACK_WALK = 1000
-"""Frames walked down one thread's stack looking for the loop it runs (a runaway recursion
-is deeper than any real server's stack, and the loop frame sits near the bottom anyway)."""
+MAX_STACK_WALK = loopstack.MAX_STACK_WALK
 
 _COPY_RETRIES = 1000
 """Attempts to copy a registry that another thread is mutating (asyncio.all_tasks uses 1000)."""
@@ -184,33 +186,11 @@ class _WeakSetRegistry:
         return {}  # BaseEventLoop._thread_id names them (see _loop_thread_id)
 
 
-_RUN_FOREVER_CODE: Any = getattr(
-    getattr(getattr(asyncio.base_events, "BaseEventLoop", None), "run_forever", None),
-    "__code__",
-    None,
-)
-"""`asyncio.BaseEventLoop.run_forever` (3.4+): every stdlib loop, whichever way it is run
-(`asyncio.run`, `run_until_complete`, `run_forever`), runs in this frame, with `self` the loop."""
+_RUN_FOREVER_CODE, _RUNNER_RUN_CODE = loopstack.loop_codes()
+"""`asyncio.BaseEventLoop.run_forever` and `asyncio.Runner.run`: what marks a loop's frame on a
+thread's stack (`holmespy.loopstack`, which start-up and the fork hook use without asyncio)."""
 
-_RUNNER_RUN_CODE: Any = getattr(
-    getattr(getattr(asyncio, "Runner", None), "run", None), "__code__", None
-)
-"""`asyncio.Runner.run` (3.11+), with `self._loop` its loop: how `asyncio.run()` and
-`uvloop.run()` run a loop whose `run_forever` is not Python code (uvloop's is Cython)."""
-
-
-def _loop_on_stack(frame: Any) -> Any:
-    """The loop that the thread whose innermost frame is `frame` runs, or None."""
-    depth = 0
-    while frame is not None and depth < MAX_STACK_WALK:
-        code = frame.f_code
-        if code is _RUN_FOREVER_CODE:
-            return frame.f_locals.get("self")
-        if code is _RUNNER_RUN_CODE:
-            return getattr(frame.f_locals.get("self"), "_loop", None)
-        frame = frame.f_back
-        depth += 1
-    return None
+_loop_on_stack = loopstack.loop_on_stack
 
 
 def _running_loops_on_stacks() -> list[tuple[int, Any]]:

@@ -41,7 +41,8 @@ not have, and the loop the forking thread was inside (multiprocessing's fork
 from a handler: the child runs its job there and never returns to the loop).
 Neither would ever answer a heartbeat, so each would read as a stall from the
 fork on. The first kind is told by its thread, the second is noted at the fork
-(`_note_inherited_loop`) and ignored until it stops.
+(`loopstack.note_inherited_loop`, registered at start-up, before this module
+is imported) and ignored until it stops.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ import asyncio
 import contextlib
 import contextvars
 import math
-import os
 import sys
 import threading
 import time
@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from holmespy import loops
+from holmespy import loops, loopstack
 from holmespy.stacktable import Stack, StackTable
 
 __all__ = [
@@ -228,7 +228,7 @@ class Watchdog:
         wall: Callable[[], float] = time.time,
         current_frames: FrameSource = sys._current_frames,
         is_idle: IdleTest = loops.waiting_for_events,
-        loop_on_stack: LoopOnStack = loops._loop_on_stack,
+        loop_on_stack: LoopOnStack = loopstack.loop_on_stack,
         check_every: float = CHECK_EVERY,
     ) -> None:
         self.threshold = threshold
@@ -262,7 +262,7 @@ class Watchdog:
             return 0
         new = 0
         frames: dict[int, types.FrameType] | None = None
-        inherited = _inherited_still_running()
+        inherited = loopstack.inherited_still_running()
         try:
             for info in self._running_loops():
                 if not info.running or id(info.loop) in inherited:
@@ -524,35 +524,6 @@ class Watchdog:
             "threshold_ms": round(self.threshold * 1000.0, 3),
             "check_ms": round(self.check_every * 1000.0, 3),
         }
-
-
-_inherited: dict[int, Callable[[], Any]] = {}
-"""In a forked child: the loop the forking thread was inside, by id, until it stops."""
-
-
-def _note_inherited_loop() -> None:
-    # Runs in every forked child, right after fork(): one walk of this thread's stack.
-    _inherited.clear()
-    try:
-        loop = loops._loop_on_stack(sys._getframe())
-        if loop is not None and _running(loop):
-            _inherited[id(loop)] = loops._weak(loop)
-    except Exception:  # never raise out of the host's fork()
-        _inherited.clear()
-
-
-def _inherited_still_running() -> dict[int, Callable[[], Any]]:
-    # Once it stops (the child's code returned into it and it ended), a loop run again
-    # is the child's own.
-    for key, ref in list(_inherited.items()):
-        loop = ref()
-        if loop is None or not _running(loop):
-            _inherited.pop(key, None)
-    return _inherited
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_note_inherited_loop)
 
 
 def _running(loop: Any) -> bool:
