@@ -62,6 +62,12 @@ threading.Thread(target=burn, name="parent-only-burner", daemon=True).start()
 parent_loop, _ = loop_in_thread("parent-loop")
 
 # The parent's recorder has seen its busy thread, its watchdog watches its loop.
+def made(stacks):
+    # The sampling thread makes the recorder and (asyncio being imported) the watchdog.
+    wait_for(lambda: stacks.recorder is not None and stacks.watchdog is not None, "parts made")
+    return stacks
+
+made(parent.stacks)
 wait_for(lambda: "parent-only-burner" in labels(parent.stacks.recorder)[1], "parent ring")
 wait_for(lambda: parent.stacks.watchdog.status()["loops"] == 1, "parent watchdog")
 parent_native = next(t.native_id for t in threading.enumerate() if t.name == "holmespy-recorder")
@@ -76,6 +82,7 @@ if pid == 0:
     child = holmespy.current()  # any call into holmespy starts the child's own watcher
     assert child is not None and child is not parent and child.pid == os.getpid()
     recorders = [t for t in threading.enumerate() if t.name == "holmespy-recorder"]
+    made(child.stacks)
     wait_for(lambda: (child.stacks.recorder.status()["ticks_held"] >= 3), "child ticks")
     ticks, seen = labels(child.stacks.recorder)
     dog = child.stacks.watchdog
@@ -136,6 +143,7 @@ watcher = holmespy.current()
 
 async def main():
     parked = await park_some(2)
+    wait_for(lambda: watcher.stacks.watchdog is not None, "parent watchdog made")
     wait_for(lambda: watcher.stacks.watchdog.discover() == 0
              and watcher.stacks.watchdog.status()["loops"] == 1, "parent watchdog")
     # multiprocessing's fork start method from a handler: the child runs its job
@@ -143,6 +151,7 @@ async def main():
     pid = os.fork()
     if pid == 0:
         child = holmespy.current()
+        wait_for(lambda: child.stacks.watchdog is not None, "child watchdog made")
         dog = child.stacks.watchdog
         inherited = dog.discover()
         # A loop the child starts itself, even on another thread, is watched.
@@ -171,3 +180,48 @@ def test_a_child_forked_inside_a_running_loop_does_not_watch_that_loop(
     run = run_program(FORKED_FROM_INSIDE_A_LOOP, HOLMES_INTERVAL="100ms")
     out = json.loads(run.proc.stdout.strip().splitlines()[-1])
     assert out == {"inherited": 0, "loops": 1}
+
+
+FORKED_FROM_INSIDE_A_LOOP_BEFORE_ANY_WATCHDOG = (
+    PREAMBLE
+    + """
+from holmespy import Rule
+
+holmespy.start()  # HOLMES_LOOP=off: the parent never makes a watchdog
+watcher = holmespy.current()
+
+async def main():
+    parked = await park_some(2)
+    before = watcher.stacks.watchdog is None
+    pid = os.fork()
+    if pid == 0:
+        child = holmespy.current()
+        child.reconfigure(loop=Rule(min=500, diff=100, abs=1000))  # the child turns it on
+        wait_for(lambda: child.stacks.watchdog is not None, "child watchdog made")
+        dog = child.stacks.watchdog
+        inherited = dog.discover()
+        child_loop, _ = loop_in_thread("child-loop")
+        dog.discover()
+        print(json.dumps({"parent_had_none": before, "inherited": inherited,
+                          "loops": dog.status()["loops"]}))
+        sys.stdout.flush()
+        os._exit(0)
+    _, code = await asyncio.to_thread(os.waitpid, pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0, code
+    for task in parked:
+        task.cancel()
+
+asyncio.run(main())
+holmespy.stop()
+"""
+)
+
+
+def test_the_loop_a_child_was_forked_inside_is_known_even_if_no_watchdog_existed_then(
+    run_program: RunProgram,
+) -> None:
+    # The watchdog is made lazily, so a fork can come before its module is imported: the
+    # fork hook that notes the loop is registered at start-up (holmespy.loopstack).
+    run = run_program(FORKED_FROM_INSIDE_A_LOOP_BEFORE_ANY_WATCHDOG, HOLMES_LOOP="off")
+    out = json.loads(run.proc.stdout.strip().splitlines()[-1])
+    assert out == {"parent_had_none": True, "inherited": 0, "loops": 1}

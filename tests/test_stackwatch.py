@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def test_settings_apply_live_and_turning_both_off_ends_the_thread(tmp_path: Path
 def test_an_error_in_a_tick_is_reported_and_the_thread_goes_on(tmp_path: Path) -> None:
     errors: list[str] = []
     stacks = StackWatch(config(tmp_path), on_error=lambda where, exc: errors.append(where))
+    stacks.prepare()  # what the sampling thread does first: make the recorder
     assert stacks.recorder is not None
 
     def broken(now: float, frames: object = None) -> None:
@@ -74,6 +76,7 @@ def test_an_error_in_a_tick_is_reported_and_the_thread_goes_on(tmp_path: Path) -
 
 def test_abandoning_after_fork_takes_no_lock_a_parent_thread_may_hold(tmp_path: Path) -> None:
     stacks = StackWatch(config(tmp_path), on_error=lambda where, exc: None)
+    stacks.prepare()
     watchdog, recorder = stacks.watchdog, stacks.recorder
     assert watchdog is not None
     assert recorder is not None
@@ -87,16 +90,58 @@ def test_abandoning_after_fork_takes_no_lock_a_parent_thread_may_hold(tmp_path: 
     assert stacks.watchdog is None
 
 
+def test_the_parts_are_made_by_the_sampling_thread_not_by_start(tmp_path: Path) -> None:
+    # start() runs on the host's thread, maybe in its start-up: it imports neither part
+    # (tests/test_startup.py checks the modules in a fresh interpreter).
+    stacks = StackWatch(config(tmp_path), on_error=lambda where, exc: None)
+    assert stacks.recorder is None
+    assert stacks.watchdog is None
+    assert stacks.status()["recorder"] == "starting"
+    stacks.start()
+    try:
+        wait_for(lambda: stacks.recorder is not None and stacks.recorder.ticks >= 1)
+        assert stacks.watchdog is not None  # asyncio is imported here: made on the same wake-up
+        made = stacks.recorder, stacks.watchdog
+        stacks.configure(config(tmp_path, recorder=5.0, loop=Rule(min=800, diff=100, abs=2000)))
+        assert (stacks.recorder, stacks.watchdog) == made  # new settings, same parts
+    finally:
+        stacks.stop()
+
+
+def test_a_part_that_cannot_be_made_is_reported_once_and_tried_again_on_new_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[str] = []
+    stacks = StackWatch(config(tmp_path), on_error=lambda where, exc: errors.append(where))
+    monkeypatch.setitem(sys.modules, "holmespy.recorder", None)  # its import raises
+    for _ in range(3):  # three wake-ups of the sampling thread
+        stacks.prepare()
+    assert errors == ["making the recorder"]
+    assert stacks.recorder is None
+    assert stacks.watchdog is not None  # the other part is not held back
+    assert stacks.status()["recorder"] == "failed (see status().last_error)"
+    monkeypatch.undo()
+    stacks.configure(config(tmp_path, recorder=5.0))
+    stacks.prepare()
+    assert stacks.recorder is not None
+    assert errors == ["making the recorder"]
+
+
 PREFORK_LOOP = """
 import asyncio, os, threading, time
 import holmespy
+
+def part(name, key):
+    # Until the sampling thread has made a part, status says why it is not there.
+    value = holmespy.status().stacks[name]
+    return value[key] if isinstance(value, dict) else 0
 
 holmespy.start()
 loop = asyncio.new_event_loop()
 threading.Thread(target=loop.run_forever, name="parent-loop", daemon=True).start()
 asyncio.run_coroutine_threadsafe(asyncio.sleep(3600), loop)
 deadline = time.monotonic() + 20
-while holmespy.status().stacks["loop_watchdog"]["loops"] < 1:
+while part("loop_watchdog", "loops") < 1:
     assert time.monotonic() < deadline, holmespy.status()
     time.sleep(0.05)
 
@@ -105,7 +150,7 @@ if pid == 0:
     status = holmespy.status()
     assert status.stacks["thread"] == "running", status
     deadline = time.monotonic() + 20
-    while holmespy.status().stacks["recorder"]["ticks_held"] < 5:
+    while part("recorder", "ticks_held") < 5:
         assert time.monotonic() < deadline, holmespy.status()
         time.sleep(0.05)
     print("child ok", flush=True)

@@ -53,11 +53,14 @@ def fresh(code: str, tmp_path: Path, **env: str) -> dict[str, object]:
 
 # What the standard library itself pulls in varies (3.13's inspect imports
 # typing): only what holmespy adds to the modules it cannot do without counts.
+# A heavy module counts with its submodules (`holmespy.loops`, not `holmespy.loopstack`).
 LOADED = """
 import sys
 import dataclasses, pathlib, queue, re, threading
 before = set(sys.modules)
-loaded = lambda: sorted(m for m in set(sys.modules) - before if m in HEAVY or m.startswith(HEAVY))
+packages = tuple(name + "." for name in HEAVY)
+is_heavy = lambda m: m in HEAVY or m.startswith(packages)
+loaded = lambda: sorted(m for m in set(sys.modules) - before if is_heavy(m))
 """
 
 
@@ -72,21 +75,72 @@ def test_importing_the_package_loads_nothing_else(tmp_path: Path) -> None:
 
 
 def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> None:
+    # The flight recorder and the loop rule are on by default: the sampling thread's
+    # first ticks count too.
     result = fresh(
         f"HEAVY = {HEAVY!r}" + LOADED + "import time, holmespy\n"
         "watcher = holmespy.start()\n"
+        "stacks = watcher.stacks\n"
+        "ticked = lambda: stacks.recorder is not None and stacks.recorder.ticks >= 2\n"
         "deadline = time.monotonic() + 30\n"
-        "while watcher.ticks < 1 and time.monotonic() < deadline:\n"
+        "while (watcher.ticks < 1 or not ticked()) and time.monotonic() < deadline:\n"
         "    time.sleep(0.01)\n"
         "heavy, sample = loaded(), watcher.last_sample\n"
+        "status = stacks.status()\n"
         "import json\n"
-        "print(json.dumps({'heavy': heavy, 'tasks': sample and sample.tasks}))",
+        "print(json.dumps({'heavy': heavy, 'tasks': sample and sample.tasks,\n"
+        "                  'loop': sample and sample.loop,\n"
+        "                  'ticks': status['recorder']['ticks_held'],\n"
+        "                  'watchdog': status['loop_watchdog']}))",
         tmp_path,
         # The first tick is at once, the next (and the dump folder's check, which
         # needs the bundle writer) an interval later: 5 s to look in between.
         HOLMES_INTERVAL="5s",
     )
-    assert result == {"heavy": [], "tasks": 0}  # no asyncio, so no task: counted as 0
+    # No asyncio, so no task (counted as 0), no loop (the loop rule reads nothing) and no
+    # watchdog yet; the recorder holds what it sampled.
+    assert result == {
+        "heavy": [],
+        "tasks": 0,
+        "loop": None,
+        "ticks": result["ticks"],
+        "watchdog": "waiting for asyncio",
+    }
+    assert isinstance(result["ticks"], int)
+    assert result["ticks"] >= 2
+
+
+def test_the_loop_watchdog_is_made_once_the_host_imports_asyncio(tmp_path: Path) -> None:
+    result = fresh(
+        "import json, sys, threading, time, holmespy\n"
+        "watcher = holmespy.start()\n"
+        "stacks = watcher.stacks\n"
+        "deadline = time.monotonic() + 30\n"
+        "ticked = lambda: stacks.recorder is not None and stacks.recorder.ticks >= 2\n"
+        "while not ticked() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "before = 'holmespy.watchdog' in sys.modules, stacks.watchdog is not None\n"
+        "import asyncio\n"
+        "loop = asyncio.new_event_loop()\n"
+        "threading.Thread(target=loop.run_forever, daemon=True).start()\n"
+        "never = asyncio.Event()  # held: a task nothing refers to is collected\n"
+        "asyncio.run_coroutine_threadsafe(never.wait(), loop)\n"
+        "watcher.reconfigure(interval=0.01)  # the watcher finds loops on its ticks\n"
+        "while (stacks.watchdog is None or stacks.watchdog.status()['loops'] < 1)"
+        " and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "while watcher.last_sample.loop is None and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "print(json.dumps({'before': before, 'loops': stacks.watchdog.status()['loops'],\n"
+        "                  'loop': watcher.last_sample.loop}))",
+        tmp_path,
+        # One interval in, holmespy's own dump folder check imports the bundle writer,
+        # which needs asyncio: an hour keeps this test's process free of it until then.
+        HOLMES_INTERVAL="1h",
+    )
+    # Looked for at every wake-up of the sampling thread: found, and the rule reads 0
+    # (the loop answers at once).
+    assert result == {"before": [False, False], "loops": 1, "loop": 0.0}
 
 
 def test_tasks_are_counted_once_the_host_imports_asyncio(tmp_path: Path) -> None:

@@ -202,18 +202,21 @@ def _start_lazy() -> None:
 def _load_for_children() -> None:
     """In the first fork: import what a child's watcher needs later (never raises).
 
-    `start()` leaves the capture lanes, the bundle writer, salvage and storage
-    unimported until they are needed. A forked worker that then drops to
-    another user may no longer be able to read the standard library: it
-    must inherit them. So a process that forks pays for them once, before
-    its first fork (a process that never forks, never). Called by the import
-    guard's fork hook, under the guard (see holmespy.lazyimport).
+    `start()` leaves the capture lanes, the bundle writer, salvage, storage,
+    the flight recorder and the loop watchdog unimported until they are
+    needed. A forked worker that then drops to another user may no longer be
+    able to read the standard library: it must inherit them. So a process
+    that forks pays for them once, before its first fork (a process that
+    never forks, never). Called by the import guard's fork hook, under the
+    guard (see holmespy.lazyimport).
     """
     try:
         import holmespy.bundle
-        import holmespy.capturer
+        import holmespy.capturer  # (it imports asyncio)
+        import holmespy.recorder
         import holmespy.salvage
-        import holmespy.storage.uploader  # noqa: F401
+        import holmespy.storage.uploader
+        import holmespy.watchdog  # noqa: F401  (made by the child's sampling thread)
     except Exception:
         log.exception("holmespy could not load its capture machinery before a fork")
 

@@ -11,6 +11,17 @@ The watcher thread drives the rest: `loop_stall_ms()` on each of its ticks
 (finding new loops and reading the rule's value), `recording()` when a rule
 fires. Nothing here raises into the host: an error is handed to `on_error`
 (the watcher's counter and rate-limited log).
+
+Neither part is made at `start()`, which must not import them (start-up
+loads only what a watcher tick needs: tests/test_startup.py). The sampling
+thread makes them itself (`prepare()`), each import `with importing:` (a
+fork waits for it: holmespy.lazyimport): the recorder at its first wake-up,
+right after start; the watchdog only once the host has imported asyncio (a
+process without it runs no loop), looked for at every wake-up (at least
+once a second). Until then the loop rule reads no value. Importing this
+module registers the fork hook that notes the loop a child was forked
+inside (`holmespy.loopstack`), which must be in place before any fork,
+watchdog or not.
 """
 
 from __future__ import annotations
@@ -22,11 +33,17 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
 
+from holmespy import loopstack  # noqa: F401  (its fork hook: see the docstring)
 from holmespy.config import Config
-from holmespy.recorder import Recorder, Recording
-from holmespy.watchdog import Watchdog
+from holmespy.lazyimport import importing
+
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from typing import Any
+
+    from holmespy.recorder import Recorder, Recording
+    from holmespy.watchdog import Watchdog
 
 __all__ = ["THREAD_NAME", "StackWatch"]
 
@@ -95,8 +112,16 @@ class StackWatch:
         self._started = False
         self._retired = False
         self._lock = threading.Lock()
+        self._recorder_wanted: tuple[float, float] | None = None
+        """(seconds, rate) of HOLMES_RECORDER and HOLMES_RECORDER_HZ, or None: off."""
+        self._loop_threshold: float | None = None
+        """The loop rule's min in seconds, or None: the rule is off."""
+        self._failed: set[str] = set()
+        """Parts whose making failed: not tried again until the next `configure()`."""
         self.recorder: Recorder | None = None
+        """The flight recorder, once the sampling thread has made it."""
         self.watchdog: Watchdog | None = None
+        """The loop watchdog, once the sampling thread has made it (after asyncio's import)."""
         self.discover_stride = 1
         self._discover_skip = 0
         self.configure(config)
@@ -111,35 +136,82 @@ class StackWatch:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
+    @property
+    def wanted(self) -> bool:
+        """Whether the recorder or the loop rule is on (the sampling thread has work)."""
+        return self._recorder_wanted is not None or self._loop_threshold is not None
+
     # -- lifecycle --
 
     def configure(self, config: Config) -> None:
-        """Apply HOLMES_RECORDER, HOLMES_RECORDER_HZ and HOLMES_LOOP (live, from any thread)."""
+        """Apply HOLMES_RECORDER, HOLMES_RECORDER_HZ and HOLMES_LOOP (live, from any thread).
+
+        A part already made takes the new settings at once; one not made yet
+        is made with them by the sampling thread (`prepare()`).
+        """
         with self._lock:
+            self._failed.clear()
             if config.recorder is None:
+                self._recorder_wanted = None
                 self.recorder = None  # what it held goes with it: nothing else shares it
-            elif self.recorder is None:
-                self.recorder = Recorder(config.recorder, config.recorder_hz)
             else:
-                self.recorder.resize(config.recorder, config.recorder_hz)
+                self._recorder_wanted = (config.recorder, config.recorder_hz)
+                if self.recorder is not None:
+                    self.recorder.resize(config.recorder, config.recorder_hz)
             if config.loop is None:
+                self._loop_threshold = None
                 if self.watchdog is not None:
                     self.watchdog.stop()
                 self.watchdog = None
             else:
-                threshold = config.loop.min / 1000.0
-                if self.watchdog is None:
-                    self.watchdog = Watchdog(threshold)
-                self.watchdog.threshold = threshold
-            wanted = self.recorder is not None or self.watchdog is not None
-            if self._started and wanted and (self._retired or not self.running):
+                self._loop_threshold = config.loop.min / 1000.0
+                if self.watchdog is not None:
+                    self.watchdog.threshold = self._loop_threshold
+            if self._started and self.wanted and (self._retired or not self.running):
                 self._spawn()
         self._wake.ring()
+
+    def prepare(self) -> None:
+        """Make the parts that are wanted and can be made now (the sampling thread calls it
+        at every wake-up; cheap once they are made). Never raises: see `on_error`."""
+        if self._recorder_wanted is not None and self.recorder is None:
+            self._make("recorder", self._make_recorder)
+        if (
+            self._loop_threshold is not None
+            and self.watchdog is None
+            and "asyncio" in sys.modules  # else no loop runs: nothing to watch
+        ):
+            self._make("watchdog", self._make_watchdog)
+
+    def _make(self, part: str, make: Callable[[], None]) -> None:
+        if part in self._failed or self._stopping:
+            return
+        try:
+            make()
+        except Exception as exc:
+            self._failed.add(part)  # an import that failed once fails again: say it once
+            self._on_error(f"making the {part}", exc)
+
+    def _make_recorder(self) -> None:
+        with importing:
+            from holmespy.recorder import Recorder
+        with self._lock:
+            wanted = self._recorder_wanted  # (changed, maybe, while we imported)
+            if wanted is not None and self.recorder is None:
+                self.recorder = Recorder(*wanted)
+
+    def _make_watchdog(self) -> None:
+        with importing:
+            from holmespy.watchdog import Watchdog
+        with self._lock:
+            threshold = self._loop_threshold
+            if threshold is not None and self.watchdog is None:
+                self.watchdog = Watchdog(threshold)
 
     def start(self) -> None:
         with self._lock:
             self._started = True
-            if (self.recorder is not None or self.watchdog is not None) and not self.running:
+            if self.wanted and not self.running:
                 self._spawn()
 
     def _spawn(self) -> None:
@@ -166,6 +238,7 @@ class StackWatch:
         watched (or they are copies the child may run). Nothing is released here: any lock
         of ours may have been held by a parent thread at the fork, and would never open."""
         self._stopping = True
+        self._recorder_wanted = self._loop_threshold = None
         self.recorder = None
         self.watchdog = None
 
@@ -174,8 +247,9 @@ class StackWatch:
     def _run(self) -> None:
         next_tick = self._clock()
         while not self._stopping:
-            if self.recorder is None and self.watchdog is None and self._retire():
+            if not self.wanted and self._retire():
                 return
+            self.prepare()
             now = self._clock()
             due = math.inf
             frames = None
@@ -207,7 +281,7 @@ class StackWatch:
     def _retire(self) -> bool:
         """Both parts were turned off: end the thread (configure() starts a new one)."""
         with self._lock:
-            if self.recorder is None and self.watchdog is None:
+            if not self.wanted:
                 self._retired = True
                 return True
         return False
@@ -251,15 +325,26 @@ class StackWatch:
     def status(self) -> dict[str, Any]:
         recorder, watchdog = self.recorder, self.watchdog
         return {
-            "recorder": recorder.status() if recorder is not None else "off",
+            "recorder": recorder.status() if recorder is not None else self._unmade("recorder"),
             "loop_watchdog": (
                 {**watchdog.status(), "discover_stride": self.discover_stride}
                 if watchdog is not None
-                else "off"
+                else self._unmade("watchdog")
             ),
             "thread": "running" if self.running else "stopped",
             "thread_cpu_pct": self._cpu_share(),
         }
+
+    def _unmade(self, part: str) -> str:
+        """Why a part is not there: off, failed, waiting for asyncio, or about to be made."""
+        wanted = self._recorder_wanted if part == "recorder" else self._loop_threshold
+        if wanted is None:
+            return "off"
+        if part in self._failed:
+            return "failed (see status().last_error)"
+        if part == "watchdog" and "asyncio" not in sys.modules:
+            return "waiting for asyncio"
+        return "starting"
 
     def _cpu_share(self) -> float | None:
         """The sampling thread's CPU time since it started, % of one core."""

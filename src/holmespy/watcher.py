@@ -25,7 +25,6 @@ from holmespy.registry import METRICS, RULES
 from holmespy.rules import Decision, Rule, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
 from holmespy.stackwatch import StackWatch
-from holmespy.watchdog import Watchdog
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from holmespy.capturer import Capturer
     from holmespy.config import RuleName
     from holmespy.storage.uploader import Uploader
+    from holmespy.watchdog import Watchdog
 
 # The capture lanes (with the profilers and the bundle writer), salvage and
 # storage are imported when first needed: the first event, one interval after
