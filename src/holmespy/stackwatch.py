@@ -197,7 +197,7 @@ class StackWatch:
             from holmespy.recorder import Recorder
         with self._lock:
             wanted = self._recorder_wanted  # (changed, maybe, while we imported)
-            if wanted is not None and self.recorder is None:
+            if wanted is not None and self.recorder is None and not self._stopping:
                 self.recorder = Recorder(*wanted)
 
     def _make_watchdog(self) -> None:
@@ -205,7 +205,7 @@ class StackWatch:
             from holmespy.watchdog import Watchdog
         with self._lock:
             threshold = self._loop_threshold
-            if threshold is not None and self.watchdog is None:
+            if threshold is not None and self.watchdog is None and not self._stopping:
                 self.watchdog = Watchdog(threshold)
 
     def start(self) -> None:
