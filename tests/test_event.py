@@ -49,10 +49,17 @@ def test_the_watchers_event_json_reads_back_whole_with_its_schema(tmp_path: Path
         mem=None,
         task=None,
         gcheap=None,
-        thread=QUICK,
+        thread=None,
     )
-    holmespy.start(config)
+    watcher = holmespy.start(config)
+    assert watcher is not None
+    # The flight recorder (on by default) is made by its thread: once it has ticked, every
+    # event has its recorder.pb.gz.
     deadline = time.monotonic() + 20
+    while watcher.stacks.recorder is None or watcher.stacks.recorder.ticks < 1:
+        assert time.monotonic() < deadline, "the recorder did not tick"
+        time.sleep(0.02)
+    holmespy.reconfigure(thread=QUICK)
     while not published(tmp_path):
         assert time.monotonic() < deadline, "no event was published"
         time.sleep(0.02)
@@ -68,7 +75,8 @@ def test_the_watchers_event_json_reads_back_whole_with_its_schema(tmp_path: Path
     assert event.history
     assert event.history[-1].value == event.value
     assert event.capture("threads") is not None
-    assert event.file_names == ["threads.json", "threads.txt"]
+    assert event.capture("recorder") is not None
+    assert event.file_names == ["recorder.pb.gz", "threads.json", "threads.txt"]
     assert event.to_json() == raw
 
 
