@@ -128,7 +128,10 @@ def one_stall(
     loop: Loop, blocker: Callable[[float], None], seconds: float, phase: float
 ) -> dict[str, Any]:
     watcher = holmespy.current()
-    dog = watcher.stacks.watchdog if watcher is not None else None
+    assert watcher is not None
+    stacks = watcher.stacks
+    wait_for(lambda: stacks.watchdog is not None)  # made by the sampling thread
+    dog = stacks.watchdog
     assert dog is not None
     # This loop watched (found on a watcher tick), and no stall going on.
     wait_for(lambda: any(w.loop() is loop.loop for w in list(dog._watched.values())))
