@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from holmespy import Config, Rule
+from holmespy.profilers import CaptureContext, capture_recorder
 from holmespy.stackwatch import StackWatch
 from holmespy.watcher import Watcher
 from tests.conftest import RunProgram
@@ -211,3 +212,15 @@ def test_stop_joins_the_sampling_thread(tmp_path: Path) -> None:
     assert not watcher.stacks.running
     assert watcher.stacks.recorder is not None
     assert watcher.stacks.recorder.status()["ticks_held"] == 0  # what it held is let go
+
+
+def test_an_event_before_the_recorder_is_made_says_why_it_has_no_recorder_file(
+    tmp_path: Path,
+) -> None:
+    on = CaptureContext(tmp_path, "thread", config(tmp_path), recording=None)
+    off = CaptureContext(tmp_path, "thread", config(tmp_path, recorder=None), recording=None)
+    assert capture_recorder(on) == {
+        "why": "the flight recorder was not made yet: the rule fired right after start"
+    }
+    assert capture_recorder(off) == {"off": "HOLMES_RECORDER=off"}
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,8 @@ class CaptureContext:
     cut: Cut = field(default_factory=Cut)
     """Set when the process starts to go: stop at once, return what was taken."""
     recording: Recording | None = None
-    """The flight recorder's ring as of the trigger (None: HOLMES_RECORDER=off)."""
+    """The flight recorder's ring as of the trigger (None: HOLMES_RECORDER=off, or an event
+    right after start, before the sampling thread made the recorder)."""
     watchdog: Watchdog | None = None
     """The loop watchdog, with the stalls it caught (None: HOLMES_LOOP=off)."""
     others_waiting: Callable[[], bool] = lambda: False
@@ -175,7 +176,10 @@ def capture_recorder(ctx: CaptureContext) -> dict[str, Any]:
 
     recording = ctx.recording
     if recording is None:
-        return {"off": "HOLMES_RECORDER=off"}
+        if ctx.config.recorder is None:
+            return {"off": "HOLMES_RECORDER=off"}
+        # Its thread makes it at its first wake-up, right after start() (holmespy.stackwatch).
+        return {"why": "the flight recorder was not made yet: the rule fired right after start"}
     ticks = recording.ticks()
     rate = recording.recorder.rate
     profile = recorder_profile(ticks, recording.trigger_wall, rate)
