@@ -14,7 +14,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import pytest
@@ -27,11 +27,46 @@ async def park() -> None:
     await asyncio.sleep(3600)
 
 
+HANG_GUARD = 60.0
+"""Seconds after which a blocked loop lets go by itself if a test failed to release it."""
+
+
 def block_with_sleep(release: threading.Event) -> None:
-    """Blocks its thread like a stray time.sleep(2) would, but can be released early."""
-    deadline = time.monotonic() + 2
+    """Blocks its thread like a stray time.sleep() would, until the test releases it.
+
+    It never lets go by itself while the test runs (however slow the machine),
+    so a probe made before the release always meets a blocked loop.
+    """
+    deadline = time.monotonic() + HANG_GUARD
     while not release.is_set() and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+class FakeTime:
+    """A clock that moves only when a probe's wait runs out, and the waits the probe asked for.
+
+    `wait` first lets each loop of `free` run everything scheduled on it so far
+    (so a loop that can answer has answered), then returns at once: True if the
+    probe's callback ran, else False after moving the clock by the whole wait,
+    as a real wait on a loop that does not answer would.
+    """
+
+    def __init__(self, free: Sequence[LoopThread] = ()) -> None:
+        self.now = 0.0
+        self.free = list(free)
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, answered: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        for lt in self.free:
+            lt.settle()
+        if answered.is_set():
+            return True
+        self.now += seconds
+        return False
 
 
 # -- which tasks and loops are found -------------------------------------------
@@ -401,40 +436,67 @@ def test_on_3_14_a_loop_that_never_ran_is_not_found_and_event_json_says_so() -> 
 
 
 def test_probe_returns_how_fast_a_free_loop_runs_a_callback() -> None:
+    fake = FakeTime()
+    busy = threading.Event()  # the loop finishes a callback of its own before it answers
+
+    def answer_after_a_quarter_second(answered: threading.Event, seconds: float) -> bool:
+        fake.waits.append(seconds)
+        fake.now += 0.25  # the loop's callback took a quarter of a second
+        busy.set()
+        return answered.wait(HANG_GUARD)  # the free loop answers, however slow the machine
+
     with LoopThread("loop-A") as a:
-        delay = loops.probe_loop(a.loop, timeout=1.0)
-    assert delay is not None
-    assert 0 <= delay < 0.5
+        a.loop.call_soon_threadsafe(busy.wait, HANG_GUARD)
+        delay = loops.probe_loop(
+            a.loop, timeout=1.0, clock=fake.clock, wait=answer_after_a_quarter_second
+        )
+    assert delay == 0.25
+    assert fake.waits == [1.0]
 
 
-def test_probe_gives_up_on_a_blocked_loop_after_the_timeout() -> None:
+def test_probe_of_a_blocked_loop_returns_none_on_the_real_clock() -> None:
     release = threading.Event()
     with LoopThread("loop-A") as a:
         try:
             a.loop.call_soon_threadsafe(block_with_sleep, release)
-            started = time.monotonic()
-            delay = loops.probe_loop(a.loop, timeout=0.2)
-            elapsed = time.monotonic() - started
+            delay = loops.probe_loop(a.loop, timeout=0.2)  # returning at all: it gave up
         finally:
             release.set()
     assert delay is None
-    assert 0.15 < elapsed < 0.6
+
+
+def test_probe_gives_up_on_a_blocked_loop_after_the_timeout() -> None:
+    release = threading.Event()
+    fake = FakeTime()
+    with LoopThread("loop-A") as a:
+        try:
+            a.loop.call_soon_threadsafe(block_with_sleep, release)
+            delay = loops.probe_loop(a.loop, timeout=0.2, clock=fake.clock, wait=fake.wait)
+        finally:
+            release.set()
+    assert delay is None
+    assert fake.waits == [0.2]  # one wait, of exactly the timeout: not less, not more
+    assert fake.now == 0.2
 
 
 def test_probing_many_blocked_loops_shares_one_deadline() -> None:
     release = threading.Event()
     with LoopThread("loop-A") as a, LoopThread("loop-B") as b, LoopThread("loop-C") as c:
+        fake = FakeTime(free=[c])
         try:
             for lt in (a, b):
                 lt.loop.call_soon_threadsafe(block_with_sleep, release)
-            started = time.monotonic()
-            delays = loops.probe_loops([a.loop, b.loop, c.loop], timeout=0.2)
-            elapsed = time.monotonic() - started
+            delays = loops.probe_loops(
+                [a.loop, b.loop, c.loop], timeout=0.2, clock=fake.clock, wait=fake.wait
+            )
         finally:
             release.set()
     assert delays[:2] == [None, None]
-    assert delays[2] is not None  # the free loop still answers
-    assert elapsed < 0.35  # not 2 x 0.2 s
+    assert delays[2] == 0.0  # the free loop still answers (before any time passed)
+    # The first blocked loop uses up the deadline; the second gets what is left
+    # of it (nothing), not a 0.2 s of its own: 0.2 s in all, not 2 x 0.2 s.
+    assert fake.waits == [0.2, 0.0, 0.0]
+    assert fake.now == 0.2
 
 
 def test_probing_a_closed_or_stopped_loop_returns_none_without_raising() -> None:
