@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -61,15 +63,25 @@ def run_program(tmp_path: Path) -> RunProgram:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("HOLMES_")}
         full_env = {**clean, "HOLMES_DUMP_PATH": str(dump_path), "PYTHONPATH": str(ROOT / "src")}
         full_env.update(env)
-        proc = subprocess.run(
+        with subprocess.Popen(
             [sys.executable, str(program)],
             env=full_env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             cwd=tmp_path,
-            check=False,
-        )
+            start_new_session=True,  # its own process group: see below
+        ) as child:
+            try:
+                out, err = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # The program and every process it forked (a hung prefork worker
+                # would otherwise outlive the test, and the whole session).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                out, err = child.communicate()
+                pytest.fail(f"program timed out after {timeout} s:\n{out}\n{err}")
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         assert proc.returncode == 0, f"program failed:\n{proc.stdout}\n{proc.stderr}"
         return Run(proc, dump_path)
 
