@@ -9,12 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from holmespy import Config
 
 pytest_plugins = ["tests.s3_server"]
 
@@ -157,3 +161,20 @@ def _pprof_number(text: str) -> float:
         if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
             return float(text[: -len(unit)]) * units[unit]
     return float(text)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll until `predicate` holds; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def rules_off_config(tmp_path: Path) -> Config:
+    """A watcher configuration with every rule off and hour-long ticks: events come only
+    from what a test submits itself."""
+    from holmespy import Config  # not at conftest's import: tests see holmespy's import untouched
+
+    off: dict[str, Any] = {"cpu": None, "mem": None, "thread": None, "task": None, "gcheap": None}
+    return Config(dump_path=tmp_path, service="unit", interval=3600, **off)
