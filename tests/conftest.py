@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from holmespy import Config
 
 pytest_plugins = ["tests.s3_server"]
 
@@ -61,15 +67,25 @@ def run_program(tmp_path: Path) -> RunProgram:
         clean = {k: v for k, v in os.environ.items() if not k.startswith("HOLMES_")}
         full_env = {**clean, "HOLMES_DUMP_PATH": str(dump_path), "PYTHONPATH": str(ROOT / "src")}
         full_env.update(env)
-        proc = subprocess.run(
+        with subprocess.Popen(
             [sys.executable, str(program)],
             env=full_env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             cwd=tmp_path,
-            check=False,
-        )
+            start_new_session=True,  # its own process group: see below
+        ) as child:
+            try:
+                out, err = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # The program and every process it forked (a hung prefork worker
+                # would otherwise outlive the test, and the whole session).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                out, err = child.communicate()
+                pytest.fail(f"program timed out after {timeout} s:\n{out}\n{err}")
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         assert proc.returncode == 0, f"program failed:\n{proc.stdout}\n{proc.stderr}"
         return Run(proc, dump_path)
 
@@ -145,3 +161,20 @@ def _pprof_number(text: str) -> float:
         if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
             return float(text[: -len(unit)]) * units[unit]
     return float(text)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll until `predicate` holds; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def rules_off_config(tmp_path: Path) -> Config:
+    """A watcher configuration with every rule off and hour-long ticks: events come only
+    from what a test submits itself."""
+    from holmespy import Config  # not at conftest's import: tests see holmespy's import untouched
+
+    off: dict[str, Any] = {"cpu": None, "mem": None, "thread": None, "task": None, "gcheap": None}
+    return Config(dump_path=tmp_path, service="unit", interval=3600, **off)

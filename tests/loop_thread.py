@@ -6,7 +6,8 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -73,6 +74,48 @@ class LoopThread:
             self.thread.join(timeout=5)
             if not self.thread.is_alive():
                 self.loop.close()
+
+
+HANG_GUARD = 60.0
+"""Seconds after which a blocked loop lets go by itself if a test failed to release it."""
+
+
+def block_with_sleep(release: threading.Event) -> None:
+    """Blocks its thread like a stray time.sleep() would, until the test releases it.
+
+    It never lets go by itself while the test runs (however slow the machine),
+    so a probe made before the release always meets a blocked loop.
+    """
+    deadline = time.monotonic() + HANG_GUARD
+    while not release.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class FakeTime:
+    """A clock that moves only when a probe's wait runs out, and the waits the probe asked for.
+
+    `wait` first lets each loop of `free` run everything scheduled on it so far
+    (so a loop that can answer has answered), then returns at once: True if the
+    probe's callback ran, else False after moving the clock by the whole wait,
+    as a real wait on a loop that does not answer would.
+    """
+
+    def __init__(self, free: Sequence[LoopThread] = ()) -> None:
+        self.now = 0.0
+        self.free = list(free)
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, answered: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        for lt in self.free:
+            lt.settle()
+        if answered.is_set():
+            return True
+        self.now += seconds
+        return False
 
 
 def line_of(fn: Callable[..., Any], text: str) -> int:

@@ -13,30 +13,18 @@ from __future__ import annotations
 import errno
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from holmespy import Config, capturer, profilers
+from holmespy import capturer, profilers
 from holmespy.capturer import EventJob
 from holmespy.watcher import Watcher
+from tests.conftest import rules_off_config, wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-def config(tmp_path: Path) -> Config:
-    off: dict[str, Any] = {"cpu": None, "mem": None, "thread": None, "task": None, "gcheap": None}
-    return Config(dump_path=tmp_path, service="unit", interval=3600, **off)
 
 
 def job(rule: str) -> EventJob:
@@ -74,7 +62,7 @@ def run_event(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule: str, plan: tuple[Any, ...]
 ) -> Watcher:
     monkeypatch.setitem(profilers.CAPTURES, rule, plan)
-    watcher = Watcher(config(tmp_path))
+    watcher = Watcher(rules_off_config(tmp_path))
     assert watcher.capturer.submit(job(rule))
     return watcher
 

@@ -5,29 +5,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from holmespy import Config, profilers
+from holmespy import profilers
 from holmespy.capturer import EventJob
 from holmespy.watcher import Watcher
+from tests.conftest import rules_off_config, wait_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-def config(tmp_path: Path) -> Config:
-    off: dict[str, Any] = {"cpu": None, "mem": None, "thread": None, "task": None, "gcheap": None}
-    return Config(dump_path=tmp_path, service="unit", interval=3600, **off)
 
 
 def job(rule: str, n: int) -> EventJob:
@@ -56,7 +44,7 @@ def test_a_thread_event_is_published_while_a_cpu_window_runs(
         return {"file": None}
 
     monkeypatch.setitem(profilers.CAPTURES, "cpu", (profilers.THREADS, ("cpu", long_window)))
-    watcher = Watcher(config(tmp_path))
+    watcher = Watcher(rules_off_config(tmp_path))
     try:
         assert watcher.capturer.submit(job("cpu", 1))
         window_open.wait(30)
@@ -86,7 +74,7 @@ def test_a_full_window_lane_keeps_the_instant_captures(
         return {}
 
     monkeypatch.setitem(profilers.CAPTURES, "cpu", (profilers.THREADS, ("cpu", long_window)))
-    watcher = Watcher(config(tmp_path))
+    watcher = Watcher(rules_off_config(tmp_path))
     try:
         # One window running, two queued: the fourth event finds the lane full.
         for n in range(1, 5):
@@ -121,7 +109,7 @@ def test_stop_cuts_a_running_window_and_skips_what_had_not_started(
         "gcheap",
         (profilers.THREADS, ("heap", window), ("heap-2", window)),
     )
-    watcher = Watcher(config(tmp_path))
+    watcher = Watcher(rules_off_config(tmp_path))
     assert watcher.capturer.submit(job("gcheap", 1))
     window_open.wait(30)
     watcher.stop(5)

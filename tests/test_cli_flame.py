@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from test_cli_support import clean_env, cli, cpu_profile, pprof, script
+from test_cli_support import chromium_dom, clean_env, cli, cpu_profile, pprof, script
 
 from holmespy.formats.collapsed import to_collapsed
 from holmespy.formats.pprof import read_pprof
-
-CHROMIUM = "/usr/bin/chromium"
 
 # Four seconds: render_report 2.5 s itself plus 0.5 s in escape; parse 1 s.
 STACKS = {
@@ -85,33 +82,9 @@ def width(frame: dict[str, str]) -> float:
 
 def render(page: Path, tmp_path: Path, fragment: str = "") -> Frames:
     """Open `page` in headless Chromium and parse the DOM its script built."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(
-            "chromium is not installed: apt-get install chromium (scripts/install-system-deps)"
-        )
-    proc = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--dump-dom",
-            page.as_uri() + fragment,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = chromium_dom(page.as_uri() + fragment, tmp_path / "chromium-profile")
     parser = Frames()
-    parser.feed(proc.stdout)
+    parser.feed(html)
     return parser
 
 

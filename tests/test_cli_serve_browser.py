@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from serve_support import fetch, running_serve
-from test_cli_support import clean_env, write_bundle
+from test_cli_support import chromium_dom, clean_env, write_bundle
 
 from holmespy.storage.s3 import S3Store
 from holmespy.storage.s3client import S3Location
@@ -31,38 +31,7 @@ from tests.conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.timeout(300)
 
-CHROMIUM = "/usr/bin/chromium"
 HOSTILE = "</script><script>document.title='pwned'</script>"
-
-
-def chromium_dom(url: str, profile: Path) -> str:
-    """The DOM of `url` after its scripts ran, as headless Chromium dumps it."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(
-            "chromium is not installed: apt-get install chromium (scripts/install-system-deps)"
-        )
-    proc = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 class Dom(HTMLParser):

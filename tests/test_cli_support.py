@@ -190,3 +190,36 @@ def read_json(text: str) -> Any:
 
 def gzipped(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium_dom(url: str, profile: Path) -> str:
+    """The DOM of `url` after its scripts ran, as headless Chromium dumps it."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            "chromium is not installed: apt-get install chromium (scripts/install-system-deps)"
+        )
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout

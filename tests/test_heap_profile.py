@@ -245,8 +245,8 @@ def test_the_window_ends_early_when_tracemalloc_holds_max_blocks() -> None:
             time.sleep(0.001)
     heap = window.capture
 
+    # Ended by the block cap, not by the window's own 5 s: the path, not a timing.
     assert heap.facts["window_end"] == "max_blocks"
-    assert heap.facts["window_elapsed_seconds"] < 5  # before the window's own end, however slow
     assert heap.facts["traced_blocks"] < 50_000
 
 

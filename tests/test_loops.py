@@ -11,7 +11,6 @@ import asyncio
 import gc
 import sys
 import threading
-import time
 import types
 import weakref
 from collections.abc import Generator
@@ -20,18 +19,20 @@ from typing import Any
 import pytest
 
 from holmespy import loops
-from tests.loop_thread import LoopThread, fetch, handler, line_of, wait_upstream
+from tests.loop_thread import (
+    HANG_GUARD,
+    FakeTime,
+    LoopThread,
+    block_with_sleep,
+    fetch,
+    handler,
+    line_of,
+    wait_upstream,
+)
 
 
 async def park() -> None:
     await asyncio.sleep(3600)
-
-
-def block_with_sleep(release: threading.Event) -> None:
-    """Blocks its thread like a stray time.sleep(2) would, but can be released early."""
-    deadline = time.monotonic() + 2
-    while not release.is_set() and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 # -- which tasks and loops are found -------------------------------------------
@@ -401,43 +402,76 @@ def test_on_3_14_a_loop_that_never_ran_is_not_found_and_event_json_says_so() -> 
 
 
 def test_probe_returns_how_fast_a_free_loop_runs_a_callback() -> None:
+    fake = FakeTime()
+    busy = threading.Event()  # the loop finishes a callback of its own before it answers
+
+    def answer_after_a_quarter_second(answered: threading.Event, seconds: float) -> bool:
+        fake.waits.append(seconds)
+        fake.now += 0.25  # the loop's callback took a quarter of a second
+        busy.set()
+        return answered.wait(HANG_GUARD)  # the free loop answers, however slow the machine
+
     with LoopThread("loop-A") as a:
-        delay = loops.probe_loop(a.loop, timeout=1.0)
-    assert delay is not None
-    assert 0 <= delay < 0.5
+        a.loop.call_soon_threadsafe(busy.wait, HANG_GUARD)
+        delay = loops.probe_loop(
+            a.loop, timeout=1.0, clock=fake.clock, wait=answer_after_a_quarter_second
+        )
+    assert delay == 0.25
+    assert fake.waits == [1.0]
 
 
-def test_probe_gives_up_on_a_blocked_loop_after_the_timeout() -> None:
+def test_probe_of_a_blocked_loop_returns_none_on_the_real_clock() -> None:
     release = threading.Event()
     with LoopThread("loop-A") as a:
         try:
             a.loop.call_soon_threadsafe(block_with_sleep, release)
-            started = time.monotonic()
-            delay = loops.probe_loop(a.loop, timeout=0.2)
-            elapsed = time.monotonic() - started
+            delay = loops.probe_loop(a.loop, timeout=0.2)  # returning at all: it gave up
         finally:
             release.set()
     assert delay is None
-    assert 0.15 < elapsed < 0.6
+
+
+def test_probe_gives_up_on_a_blocked_loop_after_the_timeout() -> None:
+    release = threading.Event()
+    fake = FakeTime()
+    with LoopThread("loop-A") as a:
+        try:
+            a.loop.call_soon_threadsafe(block_with_sleep, release)
+            delay = loops.probe_loop(a.loop, timeout=0.2, clock=fake.clock, wait=fake.wait)
+        finally:
+            release.set()
+    assert delay is None
+    assert fake.waits == [0.2]  # one wait, of exactly the timeout: not less, not more
+    assert fake.now == 0.2
 
 
 def test_probing_many_blocked_loops_shares_one_deadline() -> None:
     release = threading.Event()
     with LoopThread("loop-A") as a, LoopThread("loop-B") as b, LoopThread("loop-C") as c:
+        fake = FakeTime(free=[c])
         try:
             for lt in (a, b):
                 lt.loop.call_soon_threadsafe(block_with_sleep, release)
-            started = time.monotonic()
-            delays = loops.probe_loops([a.loop, b.loop, c.loop], timeout=0.2)
-            elapsed = time.monotonic() - started
+            delays = loops.probe_loops(
+                [a.loop, b.loop, c.loop], timeout=0.2, clock=fake.clock, wait=fake.wait
+            )
         finally:
             release.set()
     assert delays[:2] == [None, None]
-    assert delays[2] is not None  # the free loop still answers
-    assert elapsed < 0.35  # not 2 x 0.2 s
+    assert delays[2] == 0.0  # the free loop still answers (before any time passed)
+    # The first blocked loop uses up the deadline; the second gets what is left
+    # of it (nothing), not a 0.2 s of its own: 0.2 s in all, not 2 x 0.2 s.
+    assert fake.waits == [0.2, 0.0, 0.0]
+    assert fake.now == 0.2
 
 
 def test_a_loop_still_blocked_since_an_earlier_probe_is_not_sent_or_waited_for_again() -> None:
+    waits: list[float] = []
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        waits.append(seconds)
+        return event.wait(seconds)
+
     release = threading.Event()
     with LoopThread("loop-A") as a:
         try:
@@ -445,14 +479,13 @@ def test_a_loop_still_blocked_since_an_earlier_probe_is_not_sent_or_waited_for_a
             assert loops.probe_loop(a.loop, timeout=0.1) is None
             first = loops.unanswered_since(a.loop)
             assert first is not None
-            started = time.monotonic()
-            again = loops.probe_loop(a.loop, timeout=5.0)
-            elapsed = time.monotonic() - started
+            waits.clear()
+            again = loops.probe_loop(a.loop, timeout=5.0, wait=wait)
             assert loops.unanswered_since(a.loop) == first  # no second probe was sent
         finally:
             release.set()
         assert again is None
-        assert elapsed < 2.5  # known to be blocked: not the 5 s timeout
+        assert waits == []  # known to be blocked: not waited for at all, let alone 5 s
         a.settle()  # free again: it has run the first probe's callback
         assert loops.unanswered_since(a.loop) is None
         assert loops.probe_loop(a.loop, timeout=5.0) is not None

@@ -20,7 +20,6 @@ import re
 import shutil
 import stat
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,10 +241,10 @@ def test_the_layout_is_what_pprof_consumers_expect() -> None:
     assert table[top[14]] == b"cpu"
 
 
-def test_encoding_100k_samples_is_fast() -> None:
+def test_100k_samples_over_shared_stacks_round_trip() -> None:
     # 1,000 distinct stacks of 5-29 frames drawn from 300 functions, shared as
-    # the sampler shares them. Measured ~0.2 s; the bound only catches a
-    # regression by an order of magnitude on a busy machine.
+    # the sampler shares them. How long this takes is a benchmark's business
+    # (python -m benchmarks.pprof_encode), not a test's.
     pool = [
         Frame(f"app.mod{i % 37}.func_{i}", f"/srv/app/mod{i % 37}.py", i, i) for i in range(300)
     ]
@@ -253,11 +252,11 @@ def test_encoding_100k_samples_is_fast() -> None:
     p = Profile((ValueType("samples", "count"), ValueType("cpu", "nanoseconds")))
     for i in range(100_000):
         p.add(stacks[(i * 7919) % 1000], (1, 10_000_000), thread=f"worker-{i % 8}")
-    start = time.perf_counter()
-    data = encode(p)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"encoding took {elapsed:.2f}s"
-    assert len(decode(data).samples) == 100_000
+    decoded = decode(encode(p))
+    assert len(decoded.samples) == 100_000
+    assert [(s.stack, s.values, s.labels) for s in decoded.samples] == [
+        (s.stack, s.values, s.labels) for s in p.samples
+    ]
 
 
 # --------------------------------------------------------------------------- foreign profiles

@@ -46,16 +46,27 @@ class FlakyStore(LocalStore):
         self.failures = failures or []
         self.puts: list[str] = []
         self.gate: threading.Event | None = None
+        self.at_gate = threading.Event()
+        """Set once a put waits for the gate: the upload is stuck inside put_file."""
 
     def put_file(
         self, key: str, path: Path, metadata: Mapping[str, str] | None = None, *, timeout: float = 0
     ) -> ObjectInfo:
         if self.gate is not None:
-            self.gate.wait(10)
+            self.at_gate.set()
+            self.gate.wait(HANG_GUARD)
         if self.failures:
             raise self.failures.pop(0)
         self.puts.append(key)
         return super().put_file(key, path, metadata, timeout=timeout)
+
+
+HANG_GUARD = 60.0
+"""Seconds after which something a test holds lets go by itself (if the test failed to)."""
+
+AN_HOUR = 3600.0
+"""A flush timeout that no test run reaches: a flush that returns False before it
+gave up for another reason than its timeout (the hang guard below ends a run long before)."""
 
 
 class FakeClock:
@@ -227,6 +238,7 @@ def test_a_bundle_is_shipped_whole_with_event_json_last(
     assert (status["uploaded"], status["pending"], status["last_error"]) == (1, 0, None)
 
 
+@pytest.mark.timeout(120)  # a hang guard, not a measure
 def test_notify_returns_at_once_while_an_upload_is_stuck(
     tmp_path: Path, uploaders: list[Uploader]
 ) -> None:
@@ -236,16 +248,17 @@ def test_notify_returns_at_once_while_an_upload_is_stuck(
     uploaders.append(uploader)
     first = publish_bundle(tmp_path / "dumps", SERVICE, {"threads.txt": b"1"})
     uploader.notify(first)
-    time.sleep(0.2)  # the uploader is now inside put_file
-    slowest = 0.0
-    for _ in range(20):
-        started = time.perf_counter()
-        uploader.notify(first)
-        slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 0.01
-    assert not uploader.flush(0.2)
-    store.gate.set()
-    assert uploader.flush(10)
+    assert store.at_gate.wait(HANG_GUARD)  # the uploader is now stuck inside put_file
+    notifier = threading.Thread(target=lambda: [uploader.notify(first) for _ in range(20)])
+    notifier.start()
+    notifier.join(HANG_GUARD)  # a hang guard: notify must not wait for the stuck upload
+    try:
+        assert not notifier.is_alive()
+        assert store.puts == []  # the upload is still stuck at the gate
+        assert not uploader.flush(0.2)
+    finally:
+        store.gate.set()
+    assert uploader.flush(HANG_GUARD)
 
 
 def test_transient_failures_back_off_with_full_jitter_then_deliver(
@@ -307,6 +320,7 @@ def test_a_permanent_error_is_logged_once_per_period_and_retried_slowly(
     assert uploader.status()["permanent_errors"] == 7
 
 
+@pytest.mark.timeout(120)  # a hang guard, not a measure
 def test_flush_gives_up_at_once_when_a_setting_is_wrong(
     tmp_path: Path, uploaders: list[Uploader]
 ) -> None:
@@ -316,9 +330,13 @@ def test_flush_gives_up_at_once_when_a_setting_is_wrong(
         config(tmp_path / "dumps"), store=FlakyStore(tmp_path / "bucket", list(denied))
     ).start()
     uploaders.append(uploader)
-    started = time.monotonic()
-    assert not uploader.flush(30)
-    assert time.monotonic() - started < 5
+    # An hour is never reached (the hang guard ends the test first): False can
+    # only mean that flush gave up because the attempt failed for good.
+    assert not uploader.flush(AN_HOUR)
+    status = uploader.status()
+    assert status["permanent_errors"] >= 1
+    assert "no such bucket" in str(status["last_error"])
+    assert uploader.ident in {t.ident for t in threading.enumerate()}  # not ended by a dead thread
     assert len(spooled(tmp_path / "dumps")) == 1
 
 
@@ -378,6 +396,7 @@ def test_a_broken_event_is_set_aside_and_the_others_ship(
     assert uploader.status()["quarantined"] == 1
 
 
+@pytest.mark.timeout(120)  # a hang guard, not a measure
 def test_a_raising_or_hanging_callback_is_counted_and_never_felt(
     tmp_path: Path, uploaders: list[Uploader], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -388,20 +407,32 @@ def test_a_raising_or_hanging_callback_is_counted_and_never_felt(
     def raises(stored: StoredEvent) -> None:
         raise RuntimeError("bug in the user's callback")
 
-    def hangs(stored: StoredEvent) -> None:
-        release.wait(30)
+    hung: list[threading.Thread] = []
 
-    reporter = Reporter(timeout=0.3)
+    def hangs(stored: StoredEvent) -> None:
+        hung.append(threading.current_thread())
+        release.wait(HANG_GUARD)
+
+    def join_until_done_or_hung(thread: threading.Thread, timeout: float) -> None:
+        """Waits as long as the callback runs, but not for one known to hang (the
+        reporter's timeout is then what ends the wait): no race with a slow machine."""
+        deadline = time.monotonic() + HANG_GUARD
+        while thread.is_alive() and thread not in hung and time.monotonic() < deadline:
+            thread.join(0.01)
+
+    reporter = Reporter(timeout=0.3, join=join_until_done_or_hung)
     for callback in (raises, hangs, told.append):
         reporter.subscribe(callback)
     uploader = Uploader(config(dumps), store=FlakyStore(tmp_path / "bucket"), reporter=reporter)
     uploaders.append(uploader.start())
-    for n in range(2):
-        uploader.notify(publish_bundle(dumps, SERVICE, {"threads.txt": bytes([n])}))
-        started = time.monotonic()
-        assert uploader.flush(10)
-        assert time.monotonic() - started < 3
-    release.set()
+    try:
+        for n in range(2):
+            uploader.notify(publish_bundle(dumps, SERVICE, {"threads.txt": bytes([n])}))
+            # The hung callback holds its report until released, after this loop:
+            # flush returning True at all means it did not wait for that callback.
+            assert uploader.flush(AN_HOUR)
+    finally:
+        release.set()
     assert [t.event["rule"] for t in told] == ["thread", "thread"]
     assert told[0].files[0].key.endswith("/threads.txt")
     status = uploader.status()

@@ -570,7 +570,13 @@ _unanswered: weakref.WeakKeyDictionary[Any, tuple[float, threading.Event]] = (
 """Loops that have not yet run a probe callback we sent: (time.monotonic() sent, answered)."""
 
 
-def probe_loops(loops: Sequence[asyncio.AbstractEventLoop], timeout: float) -> list[float | None]:
+def probe_loops(
+    loops: Sequence[asyncio.AbstractEventLoop],
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
+) -> list[float | None]:
     """Ask every loop at once to run a no-op; the delay of each, or None if it did not answer.
 
     All callbacks are scheduled first and then awaited against one shared
@@ -581,6 +587,11 @@ def probe_loops(loops: Sequence[asyncio.AbstractEventLoop], timeout: float) -> l
     loop that is not running (a callback would only run when it restarts), a
     loop run by the calling thread (it cannot answer while we wait), or a
     closed loop. Never raises.
+
+    `clock` (read by this thread and by the loops' threads) times both the
+    delays and the deadline, and `wait(event, seconds)` is how this thread
+    waits for an answer: tests pass fakes of both to see the waits asked for
+    without depending on how fast the machine is.
     """
     results: list[float | None] = [None] * len(loops)
     waiting: list[tuple[int, float, threading.Event, list[float]]] = []
@@ -595,24 +606,24 @@ def probe_loops(loops: Sequence[asyncio.AbstractEventLoop], timeout: float) -> l
             box: list[float] = []
 
             def answer(box: list[float] = box, answered: threading.Event = answered) -> None:
-                box.append(time.perf_counter())
+                box.append(clock())
                 answered.set()
 
-            sent = time.perf_counter()
+            sent = clock()
             loop.call_soon_threadsafe(answer)
             waiting.append((i, sent, answered, box))
         except Exception:  # closed between the check and the call, or a foreign loop
             continue
-    deadline = time.monotonic() + max(0.0, timeout)
+    deadline = clock() + max(0.0, timeout)
     for i, sent, answered, box in waiting:
-        answered.wait(max(0.0, deadline - time.monotonic()))
+        wait(answered, max(0.0, deadline - clock()))
         if box:
             results[i] = max(0.0, box[0] - sent)
             continue
         # Its callback stays queued: the loop runs it when it is free again. A loop
         # class that cannot be weakly referenced (TypeError) is simply not remembered.
         with contextlib.suppress(TypeError):
-            _unanswered[loops[i]] = (time.monotonic() - (time.perf_counter() - sent), answered)
+            _unanswered[loops[i]] = (time.monotonic() - (clock() - sent), answered)
     return results
 
 
@@ -630,14 +641,21 @@ def unanswered_since(loop: asyncio.AbstractEventLoop) -> float | None:
     return earlier[0]
 
 
-def probe_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> float | None:
+def probe_loop(
+    loop: asyncio.AbstractEventLoop,
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
+) -> float | None:
     """Seconds `loop` took to run a no-op scheduled from this thread; None if not within `timeout`.
 
     None means blocked (or not running, closed, or run by the calling thread;
-    see `probe_loops`). Never raises and never waits longer than `timeout`.
+    see `probe_loops`, also for `clock` and `wait`). Never raises and never
+    waits longer than `timeout`.
     """
     try:
-        return probe_loops([loop], timeout)[0]
+        return probe_loops([loop], timeout, clock=clock, wait=wait)[0]
     except Exception:
         return None
 

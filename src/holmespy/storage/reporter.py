@@ -87,11 +87,15 @@ class Reporter:
         presign: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         queue_size: int = QUEUE_SIZE,
+        join: Callable[[threading.Thread, float], object] = threading.Thread.join,
     ) -> None:
         self.webhook_url = webhook_url
         self.presign = presign
         """Seconds the presigned links last; None: no presigned links."""
         self.timeout = timeout
+        self._join = join
+        """How the reporter's thread waits for a callback's thread, up to its timeout
+        (tests pass one that knows when a callback hangs, instead of timing it)."""
         self.errors = 0
         """Reports that failed, hung, were skipped or dropped."""
         self.dropped = 0
@@ -224,7 +228,7 @@ class Reporter:
 
         thread = threading.Thread(target=run, name="holmespy-report-call", daemon=True)
         thread.start()
-        thread.join(wait)
+        self._join(thread, wait)
         if thread.is_alive():
             self._stuck[name] = thread
             self._fail(name, f"did not return within {self.timeout:g}s")
