@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from holmespy import loopstack
+from holmespy import loopstack, runqueue
 from holmespy.loops import LoopInfo, waiting_for_events
 from holmespy.stacktable import StackTable
 from holmespy.watchdog import (
@@ -90,7 +90,13 @@ class Rig:
             current_frames=lambda: {parked.ident: parked.frame()},
             is_idle=lambda frame: self.idle and frame is not None,
             loop_on_stack=lambda frame: self.loop if frame is not None else None,
+            cpu_wait=self.cpu_wait,
         )
+        self.waited_for_cpu = 0.0
+        """What the kernel says the loop's thread has waited for a CPU so far (moved by tests)."""
+
+    def cpu_wait(self, ident: int) -> float | None:
+        return self.waited_for_cpu if ident == self.parked.ident else None
 
     def loops(self) -> list[LoopInfo]:
         if not self.listed:
@@ -232,6 +238,71 @@ def test_a_heartbeat_a_little_late_is_not_a_stall(rig: Rig) -> None:
     rig.clock.now += CHECK_EVERY
     rig.check()
     assert rig.dog.take() == 0.0
+
+
+def _overloaded(rig: Rig, seconds: float, *, waiting: Callable[[float], bool]) -> None:
+    """Run the watchdog for `seconds` of a silent loop; `waiting(t)` says whether, `t` s in,
+    the loop's thread is ready to run but waits for a CPU (the kernel's run-queue wait)."""
+    began = rig.clock.now
+    rig.idle = False
+    due = rig.check()
+    while rig.clock.now < began + seconds - 1e-9:
+        step = min(due, rig.clock.now + CHECK_EVERY, began + seconds) - rig.clock.now
+        if waiting(rig.clock.now - began):
+            rig.waited_for_cpu += step
+        rig.clock.now += step
+        due = rig.check()
+
+
+def test_a_loop_an_overloaded_machine_keeps_off_the_cpu_is_not_stalled(rig: Rig) -> None:
+    # The loop's thread is runnable the whole time but gets no CPU: the machine's fault.
+    _overloaded(rig, 2.0, waiting=lambda t: True)
+    assert rig.dog.stalls_seen == 0
+    # The wait is counted from the first look that found the heartbeat late, one look after
+    # it was asked for: only that first look's worth of silence is left.
+    assert rig.dog.take() == pytest.approx(CHECK_EVERY * 1000)
+
+
+def test_a_blocking_call_on_an_overloaded_machine_counts_all_but_its_wait_for_a_cpu(
+    rig: Rig,
+) -> None:
+    # time.sleep(1.0) in a handler; when it returns, the thread waits 0.3 s for a CPU.
+    _overloaded(rig, 1.3, waiting=lambda t: t >= 1.0)
+    rig.loop.run_ready()
+    rig.idle = True
+    rig.clock.now += CHECK_EVERY / 2
+    rig.check()
+    (view,) = rig.dog.stalls()
+    assert view.ended
+    assert view.seconds == pytest.approx(1.3)
+    # As read at the last look, up to one sampling period before the loop ran again.
+    assert 0.3 - 1.0 / STALL_HZ - 1e-9 <= view.starved <= 0.3
+    assert view.detected_after == pytest.approx(0.5)  # the sleep has no CPU wait to take off
+    assert rig.dog.take() == pytest.approx(1000.0, abs=1000.0 / STALL_HZ)
+
+
+def test_without_the_kernels_cpu_wait_the_whole_silence_counts(rig: Rig) -> None:
+    rig.dog._cpu_wait = lambda ident: None
+    _overloaded(rig, 1.0, waiting=lambda t: True)
+    assert rig.dog.stalls_seen == 1
+    assert rig.dog.take() == pytest.approx(1000.0)
+
+
+def test_a_cpu_wait_reader_that_raises_is_not_raised_into_the_watchdog(rig: Rig) -> None:
+    def broken(ident: int) -> float | None:
+        raise PermissionError("/proc is not ours")
+
+    rig.dog._cpu_wait = broken
+    _overloaded(rig, 1.0, waiting=lambda t: True)
+    assert rig.dog.take() == pytest.approx(1000.0)
+
+
+def test_the_cpu_wait_of_a_real_thread_is_read_from_the_kernel() -> None:
+    waited = runqueue.waited(threading.get_ident())
+    if waited is None:
+        pytest.skip("this kernel keeps no schedstat")
+    assert waited >= 0.0
+    assert runqueue.waited(-1) is None  # no such thread
 
 
 def test_a_stall_during_holmespys_own_heap_capture_is_kept_but_not_counted(rig: Rig) -> None:

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from holmespy import loops, loopstack
+from holmespy import loops, loopstack, runqueue
 from holmespy.stacktable import Stack, StackTable
 
 __all__ = [
@@ -103,6 +103,7 @@ LoopLister = Callable[[], list[loops.LoopInfo]]
 FrameSource = Callable[[], dict[int, types.FrameType]]
 IdleTest = Callable[[types.FrameType | None], bool]
 LoopOnStack = Callable[[types.FrameType | None], Any]
+CpuWait = Callable[[int], float | None]
 
 
 class Heartbeat:
@@ -156,6 +157,7 @@ class _Stall:
     last_sample: float = 0.0
     capped: bool = False
     no_frames: int = 0
+    starved: float = 0.0
     samples: dict[Stack, list[int]] | None = None
     """Stack -> [samples, wall ns]."""
 
@@ -182,17 +184,22 @@ class StallView:
     """It overlapped a holmespy capture that pauses the process: not counted by the rule."""
     no_frames: int = 0
     """Samples that found no Python frame on the loop's thread."""
+    starved: float = 0.0
+    """Seconds of it the loop's thread was ready to run but waited for a CPU (the machine's
+    fault, not the loop's): not counted by the rule."""
 
 
 class _Watched:
     __slots__ = (
         "alive",
         "alive_at_post",
+        "cpu_wait_base",
         "heartbeat",
         "label",
         "loop",
         "running_since",
         "stall",
+        "starved",
         "thread",
         "thread_id",
     )
@@ -208,6 +215,20 @@ class _Watched:
         """The last time the loop was known alive: seen idle, or running a heartbeat."""
         self.alive_at_post = 0.0
         self.stall: _Stall | None = None
+        self.cpu_wait_base: float | None = None
+        """The thread's CPU wait when its heartbeat was first seen late in this silence."""
+        self.starved = 0.0
+        """Seconds of this silence the thread waited for a CPU, since `cpu_wait_base`."""
+
+    def silence(self, now: float) -> float:
+        """Seconds the loop ran nothing of its own accord: silent, less its wait for a CPU."""
+        return max(0.0, now - self.alive - self.starved)
+
+    def revived(self, at: float) -> None:
+        """The loop was seen alive at `at`: a new silence starts, with no CPU wait yet."""
+        self.alive = max(self.alive, at)
+        self.cpu_wait_base = None
+        self.starved = 0.0
 
 
 class Watchdog:
@@ -229,6 +250,7 @@ class Watchdog:
         current_frames: FrameSource = sys._current_frames,
         is_idle: IdleTest = loops.waiting_for_events,
         loop_on_stack: LoopOnStack = loopstack.loop_on_stack,
+        cpu_wait: CpuWait = runqueue.waited,
         check_every: float = CHECK_EVERY,
     ) -> None:
         self.threshold = threshold
@@ -241,6 +263,7 @@ class Watchdog:
         self._current_frames = current_frames
         self._is_idle = is_idle
         self._loop_on_stack = loop_on_stack
+        self._cpu_wait = cpu_wait
         self._lock = threading.Lock()
         self._calm = threading.Condition(self._lock)
         """Notified whenever a stall ends."""
@@ -303,7 +326,7 @@ class Watchdog:
                 if watched.running_since is None or pending is None or now - pending <= LATE:
                     continue
                 if not self._excused(watched.alive, now):
-                    longest = max(longest, now - watched.alive)
+                    longest = max(longest, watched.silence(now))
         return round(longest * 1000.0, 3)
 
     @contextlib.contextmanager
@@ -359,21 +382,23 @@ class Watchdog:
                 self._finish(watched, now)
             return math.inf
         if watched.running_since is None:
-            watched.running_since = watched.alive = now
+            watched.running_since = now
+            watched.revived(now)
         beat = watched.heartbeat
         asked, ran = beat.pending, beat.answered()
         if asked is not None and ran is not None:
             beat.pending = None
             if ran - asked > LATE and not self._excused(watched.alive_at_post, ran):
-                self._late.append(ran - watched.alive_at_post)
-            watched.alive = max(watched.alive, ran)
-        if watched.stall is not None and watched.alive > watched.stall.start:
-            self._finish(watched, watched.alive)  # it ran what it was asked: the stall ended
+                self._late.append(max(0.0, ran - watched.alive_at_post - watched.starved))
+            if ran > watched.alive:
+                if watched.stall is not None:
+                    self._finish(watched, ran)  # it ran what it was asked: the stall ended
+                watched.revived(ran)
         frame = frames.get(watched.thread_id) if watched.thread_id is not None else None
         if self._is_idle(frame):
-            watched.alive = now
             if watched.stall is not None:
                 self._finish(watched, now)
+            watched.revived(now)
             return math.inf  # nothing to ask it, nothing to sample
         if beat.pending is None:
             try:
@@ -383,16 +408,48 @@ class Watchdog:
                 return math.inf
             self.heartbeats += 1
             watched.alive_at_post = watched.alive
+        elif now - beat.pending > LATE:
+            self._note_cpu_wait(watched)
         if watched.stall is not None:
+            watched.stall.starved = watched.starved
             return None
-        if now - watched.alive >= self.threshold:
+        silence = watched.silence(now)
+        if silence >= self.threshold:
             # The first sample stands for one sampling period, like every later one.
             watched.stall = _Stall(
-                start=watched.alive, detected=now, last_sample=now - 1 / STALL_HZ
+                start=watched.alive,
+                detected=now,
+                last_sample=now - 1 / STALL_HZ,
+                starved=watched.starved,
             )
             self.stalls_seen += 1
             return None
-        return watched.alive + self.threshold
+        deadline = watched.alive + watched.starved + self.threshold
+        if watched.starved > 0.0:
+            # A CPU wait that grows between looks pushes the deadline on by as much: look
+            # again no sooner than a sampling period, not at ever closer wake-ups.
+            deadline = max(deadline, now + 1.0 / STALL_HZ)
+        return deadline
+
+    def _note_cpu_wait(self, watched: _Watched) -> None:
+        """A heartbeat is late: how much of the silence the thread spent waiting for a CPU.
+
+        Counted from the first late look, so up to one look of an overloaded machine's wait
+        still reads as silence; a thread that sleeps (a blocking call) does not wait for a
+        CPU, so a real stall loses nothing.
+        """
+        if watched.thread_id is None:
+            return
+        try:
+            waited = self._cpu_wait(watched.thread_id)
+        except Exception:  # a reading is a bonus: without it the silence counts whole
+            return
+        if waited is None:
+            return
+        if watched.cpu_wait_base is None:
+            watched.cpu_wait_base = waited
+        else:
+            watched.starved = max(watched.starved, waited - watched.cpu_wait_base)
 
     def _sample(
         self, stalled: list[_Watched], now: float, frames: dict[int, types.FrameType]
@@ -434,7 +491,7 @@ class Watchdog:
             return
         watched.stall = None
         stall.end = max(end, stall.start)
-        self.longest = max(self.longest, stall.end - stall.start)
+        self.longest = max(self.longest, stall.end - stall.start - stall.starved)
         self._stalls.append((watched, stall))
         self._calm.notify_all()
         while len(self._stalls) > KEPT_STALLS:
@@ -506,6 +563,7 @@ class Watchdog:
                         capped=stall.capped,
                         excused=self._excused(stall.start, end),
                         no_frames=stall.no_frames,
+                        starved=stall.starved,
                     )
                 )
         views.sort(key=lambda v: -v.start_wall)

@@ -330,6 +330,9 @@ def loop_part(path: Path, top: int, max_size: int, stalls: object) -> list[str]:
         if stall.get("ended") is False:
             length_text += " (still stalled)"
         own = "  holmespy's own (heap capture): not counted" if stall.get("excused") else ""
+        waited = stall.get("cpu_wait")
+        if isinstance(waited, int | float) and not isinstance(waited, bool) and waited >= 0.001:
+            own += f"  {waited:.2f} s waiting for a CPU: not counted"
         share = stall.get("top_share")
         seen = f", {share:.0%} in this stack" if isinstance(share, int | float) else ""
         out.append(

@@ -90,6 +90,11 @@ def _stall(number: int, total: int, view: StallView) -> list[str]:
         f"  start     {_when(view.start_wall)} (when the loop was last known alive)",
         f"  seen      {view.detected_after:.3f} s after the start",
     ]
+    if view.starved >= 0.001:
+        lines.append(
+            f"  waited    {view.starved:.3f} s of it for a CPU (the machine was overloaded; the"
+            " rule does not count that wait)"
+        )
     sampled = sum(n for _, n, _ in view.samples)
     capped = f", then no more (at most {view.sample_count})" if view.capped else ""
     lines.append(f"  samples   {view.sample_count} at {STALL_HZ:g} Hz while stalled{capped}")
@@ -166,6 +171,7 @@ def stall_facts(stalls: Sequence[StallView]) -> list[dict[str, Any]]:
                 ),
                 "stack": [_frame_text(f) for f in top],
                 "excused": view.excused,
+                "cpu_wait": round(view.starved, 3),
             }
         )
     return facts
