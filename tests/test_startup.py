@@ -110,6 +110,32 @@ def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> Non
     assert result["ticks"] >= 2
 
 
+def test_a_host_without_asyncio_never_has_it_imported_by_holmespy(tmp_path: Path) -> None:
+    # One interval in, the watcher checks the dump folder with the bundle writer; that
+    # must not pull in asyncio (through the "what this Python lacks" facts of an event),
+    # or every sync server would get a loop watchdog and asyncio's import for nothing.
+    result = fresh(
+        "import sys, time, holmespy\n"
+        "watcher = holmespy.start()\n"
+        "deadline = time.monotonic() + 30\n"
+        "while watcher.ticks < 3 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "import json\n"
+        "print(json.dumps({'ticks': watcher.ticks >= 3,\n"
+        "                  'bundle': 'holmespy.bundle' in sys.modules,\n"
+        "                  'asyncio': 'asyncio' in sys.modules,\n"
+        "                  'watchdog': watcher.stacks.status()['loop_watchdog']}))",
+        tmp_path,
+        HOLMES_INTERVAL="1s",
+    )
+    assert result == {
+        "ticks": True,
+        "bundle": True,
+        "asyncio": False,
+        "watchdog": "waiting for asyncio",
+    }
+
+
 def test_the_loop_watchdog_is_made_once_the_host_imports_asyncio(tmp_path: Path) -> None:
     result = fresh(
         "import json, sys, threading, time, holmespy\n"

@@ -29,7 +29,6 @@ from typing import Any
 
 from holmespy import safefs
 from holmespy.manifest import EVENT_FILE as EVENT_FILE
-from holmespy.support import lacks
 
 PARTIAL_FILE = "event.partial.json"
 """The event as known so far, kept in the temp folder while the captures run."""
@@ -258,6 +257,7 @@ def describe_os_error(exc: OSError, where: Path) -> str:
 
 def host_facts() -> dict[str, Any]:
     from holmespy import __version__
+    from holmespy.support import lacks  # imports asyncio: only once an event is written
 
     return {
         "host": socket.gethostname(),
