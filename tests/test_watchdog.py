@@ -263,6 +263,30 @@ def test_a_loop_an_overloaded_machine_keeps_off_the_cpu_is_not_stalled(rig: Rig)
     assert rig.dog.take() == pytest.approx(CHECK_EVERY * 1000)
 
 
+def test_while_the_machine_stays_overloaded_each_silence_loses_all_its_wait(rig: Rig) -> None:
+    _overloaded(rig, 1.0, waiting=lambda t: True)
+    rig.loop.run_ready()  # it got a CPU at last and ran the heartbeat
+    rig.check()  # which the next look sees
+    assert rig.dog.take() == pytest.approx(CHECK_EVERY * 1000)  # as in the test above
+    # The next heartbeats note the CPU wait as they are asked for, not a look later.
+    _overloaded(rig, 2.0, waiting=lambda t: True)
+    assert rig.dog.take() == pytest.approx(0.0, abs=1e-6)
+    assert rig.dog.stalls_seen == 0
+
+
+def test_a_look_that_comes_late_does_not_blame_the_loop_for_the_gap(rig: Rig) -> None:
+    # The watchdog's own thread was kept from running for 0.6 s (an overloaded machine);
+    # the loop had answered its heartbeat at once, so nothing says it was ever silent.
+    rig.idle = False
+    rig.check()
+    rig.clock.now += 0.001
+    rig.loop.run_ready()
+    rig.clock.now += 0.6
+    rig.check()
+    assert rig.dog.stalls_seen == 0
+    assert rig.dog.take() == 0.0
+
+
 def test_a_blocking_call_on_an_overloaded_machine_counts_all_but_its_wait_for_a_cpu(
     rig: Rig,
 ) -> None:

@@ -97,6 +97,10 @@ CALM_POLL = 0.1
 """How often a capture waiting for a stall to end asks whether it should stop waiting."""
 
 KEPT_PAUSES = 8
+
+WATCH_CPU_WAIT_FOR = 10.0
+"""Seconds after a late heartbeat during which each heartbeat notes the loop thread's CPU
+wait when it is asked for, not one look later (a machine that was overloaded still is)."""
 """holmespy's own process-pausing captures remembered, to excuse the stalls they cause."""
 
 LoopLister = Callable[[], list[loops.LoopInfo]]
@@ -197,6 +201,7 @@ class _Watched:
         "heartbeat",
         "label",
         "loop",
+        "overloaded_until",
         "running_since",
         "stall",
         "starved",
@@ -219,6 +224,8 @@ class _Watched:
         """The thread's CPU wait when its heartbeat was first seen late in this silence."""
         self.starved = 0.0
         """Seconds of this silence the thread waited for a CPU, since `cpu_wait_base`."""
+        self.overloaded_until = -math.inf
+        """Until then, each heartbeat notes the CPU wait when it is asked for."""
 
     def silence(self, now: float) -> float:
         """Seconds the loop ran nothing of its own accord: silent, less its wait for a CPU."""
@@ -407,9 +414,16 @@ class Watchdog:
                 self._forget(key, watched, now)
                 return math.inf
             self.heartbeats += 1
+            # A look that came late (this thread was itself kept from running, on an
+            # overloaded machine) knows nothing of the loop since the last one: at most
+            # one look's worth of that gap may be silence, the rest is not the loop's.
+            watched.alive = max(watched.alive, now - self.check_every)
             watched.alive_at_post = watched.alive
+            if now < watched.overloaded_until:
+                self._note_cpu_wait(watched, now)
         elif now - beat.pending > LATE:
-            self._note_cpu_wait(watched)
+            self._note_cpu_wait(watched, now)
+            watched.overloaded_until = now + WATCH_CPU_WAIT_FOR
         if watched.stall is not None:
             watched.stall.starved = watched.starved
             return None
@@ -431,12 +445,14 @@ class Watchdog:
             deadline = max(deadline, now + 1.0 / STALL_HZ)
         return deadline
 
-    def _note_cpu_wait(self, watched: _Watched) -> None:
-        """A heartbeat is late: how much of the silence the thread spent waiting for a CPU.
+    def _note_cpu_wait(self, watched: _Watched, now: float) -> None:
+        """How much of the silence the thread spent waiting for a CPU.
 
-        Counted from the first late look, so up to one look of an overloaded machine's wait
-        still reads as silence; a thread that sleeps (a blocking call) does not wait for a
-        CPU, so a real stall loses nothing.
+        Read once a heartbeat is late, so a healthy machine pays nothing: the first
+        late heartbeat counts from its first late look (up to one look of an overloaded
+        machine's wait still reads as silence), later ones, for `WATCH_CPU_WAIT_FOR`,
+        from when they were asked for. A thread that sleeps (a blocking call) does not
+        wait for a CPU, so a real stall loses nothing.
         """
         if watched.thread_id is None:
             return
