@@ -257,7 +257,10 @@ def describe_os_error(exc: OSError, where: Path) -> str:
 
 def host_facts() -> dict[str, Any]:
     from holmespy import __version__
-    from holmespy.support import lacks  # imports asyncio: only once an event is written
+    from holmespy.lazyimport import importing
+
+    with importing:  # asyncio, on a holmespy thread: only once an event is written
+        from holmespy.support import lacks
 
     return {
         "host": socket.gethostname(),
