@@ -29,7 +29,26 @@ HEAVY = (
     "tempfile",
     "json",
     "http.client",
-    "urllib.request",
+    "urllib",
+    # What `start()` used to pay for (benchmarks/startup.py): dataclasses (with
+    # inspect, ast, dis, tokenize, copy), pathlib (with fnmatch, urllib.parse,
+    # ipaddress), re, enum, signal's enums, contextlib.
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",
+    "copy",
+    "pathlib",
+    "fnmatch",
+    "ipaddress",
+    "re",
+    "enum",
+    "signal",
+    "contextlib",
+    "warnings",
+    "fractions",
+    "difflib",
     "holmespy.loops",
     "holmespy.bundle",
     "holmespy.capturer",
@@ -51,13 +70,15 @@ def fresh(code: str, tmp_path: Path, **env: str) -> dict[str, object]:
     return result
 
 
-# What the standard library itself pulls in varies (3.13's inspect imports
-# typing): only what holmespy adds to the modules it cannot do without counts.
+# Only what holmespy adds counts: `threading`, which a watcher thread cannot do
+# without, is loaded first (what it pulls in varies with the version).
 LOADED = """
 import sys
-import dataclasses, pathlib, queue, re, threading
+import threading
 before = set(sys.modules)
-loaded = lambda: sorted(m for m in set(sys.modules) - before if m in HEAVY or m.startswith(HEAVY))
+loaded = lambda: sorted(
+    m for m in set(sys.modules) - before if m in HEAVY or m.startswith(tuple(h + "." for h in HEAVY))
+)
 """
 
 
@@ -71,7 +92,8 @@ def test_importing_the_package_loads_nothing_else(tmp_path: Path) -> None:
     assert result == {"ours": ["holmespy"]}
 
 
-def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> None:
+def test_a_started_watcher_ticks_and_stops_without_any_heavy_module(tmp_path: Path) -> None:
+    # HOLMES_DUMP_PATH is set (by `fresh`): its Path waits for its first use too.
     result = fresh(
         f"HEAVY = {HEAVY!r}" + LOADED + "import time, holmespy\n"
         "watcher = holmespy.start()\n"
@@ -79,14 +101,32 @@ def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> Non
         "while watcher.ticks < 1 and time.monotonic() < deadline:\n"
         "    time.sleep(0.01)\n"
         "heavy, sample = loaded(), watcher.last_sample\n"
+        "holmespy.stop()  # what the exit does too (atexit)\n"
+        "at_stop = loaded()\n"
         "import json\n"
-        "print(json.dumps({'heavy': heavy, 'tasks': sample and sample.tasks}))",
+        "print(json.dumps({'heavy': heavy, 'at_stop': at_stop, 'tasks': sample and sample.tasks}))",
         tmp_path,
         # The first tick is at once, the next (and the dump folder's check, which
         # needs the bundle writer) an interval later: 5 s to look in between.
         HOLMES_INTERVAL="5s",
     )
-    assert result == {"heavy": [], "tasks": 0}  # no asyncio, so no task: counted as 0
+    # No asyncio, so no task: counted as 0.
+    assert result == {"heavy": [], "at_stop": [], "tasks": 0}
+
+
+def test_a_status_still_answers_as_a_dataclass(tmp_path: Path) -> None:
+    # The Status dataclass is loaded when a status is first asked for, not at start.
+    result = fresh(
+        "import dataclasses, json, holmespy\n"
+        "holmespy.start()\n"
+        "status = dataclasses.asdict(holmespy.status())\n"
+        "print(json.dumps({'running': status['running'], 'limits': sorted(status['limits'])}))",
+        tmp_path,
+    )
+    assert result == {
+        "running": True,
+        "limits": ["cpu_cores", "cpu_source", "mem_bytes", "mem_source"],
+    }
 
 
 def test_tasks_are_counted_once_the_host_imports_asyncio(tmp_path: Path) -> None:

@@ -10,9 +10,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from holmespy._log import DEBUG, INFO, log
 from holmespy.config import RULE_NAMES, Config
@@ -27,10 +24,13 @@ from holmespy.sampling import Sample, Sampler
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Iterable
+    from pathlib import Path
     from typing import Any
 
     from holmespy.capturer import Capturer
     from holmespy.config import RuleName
+    from holmespy.statusview import Status
     from holmespy.storage.uploader import Uploader
 
 # The capture lanes (with the profilers and the bundle writer), salvage and
@@ -43,38 +43,6 @@ SALVAGE_RETRY = 2.0
 """Seconds before a leftover whose py-spy is still writing is looked at again."""
 ERROR_LOG_EVERY = 60.0
 """Seconds between two log lines about the same recurring internal error."""
-
-
-@dataclass(frozen=True)
-class Status:
-    """A snapshot of what the watcher has done; every failure it absorbed is counted here."""
-
-    enabled: bool
-    running: bool
-    pid: int
-    ticks: int = 0
-    events: int = 0
-    last_event: str | None = None
-    dropped: int = 0
-    """Events dropped, or captured without their CPU/heap window, because a lane was full."""
-    partial: int = 0
-    """Events published with captures cut short or not taken (the process was going)."""
-    salvaged: int = 0
-    """Events published at start from temp folders that dead processes left in the dump folder."""
-    stale_removed: int = 0
-    """Temp folders of dead processes removed at start with nothing worth publishing."""
-    capture_failures: int = 0
-    errors: int = 0
-    """Internal errors absorbed on holmespy's threads (sampling, rules, captures)."""
-    last_error: str | None = None
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per rule, fires suppressed by cooldown, limit or the CPU-max guard."""
-    last_sample: dict[str, object] | None = None
-    limits: dict[str, object] = field(default_factory=dict)
-    task_stride: int = 1
-    """Task counting runs every `task_stride` ticks (more than 1 when counting is costly)."""
-    storage: dict[str, int | str | None] = field(default_factory=dict)
-    """The uploader's counters: uploaded, failed attempts, dropped by the spool cap, pending…"""
 
 
 class Watcher:
@@ -121,7 +89,7 @@ class Watcher:
         self._thread.start()
         announce(
             f"holmespy watching pid {self.pid} as service {self.config.service!r} every"
-            f" {self.config.interval:g}s; dumps in {self.dump_path()}",
+            f" {self.config.interval:g}s; dumps in {self.config.dump_folder()}",
             self.config.log_level,
         )
         return self
@@ -217,6 +185,8 @@ class Watcher:
         return new
 
     def status(self) -> Status:
+        from holmespy.statusview import Status  # a dataclass: imported when asked for, not at start
+
         skipped = {
             name: {verdict.value: count for verdict, count in state.skipped.items()}
             for name, state in self.states.items()
@@ -239,7 +209,7 @@ class Watcher:
             last_error=(capturer.last_error if capturer else None) or self.last_error,
             skipped=skipped,
             last_sample=self.last_sample.as_dict() if self.last_sample else None,
-            limits=self.limits.__dict__.copy(),
+            limits=self.limits.as_dict(),
             task_stride=self.sampler.task_stride,
             storage=self._storage_status(),
         )
@@ -535,3 +505,12 @@ def _iso(epoch: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+def __getattr__(name: str) -> object:
+    # `holmespy.watcher.Status`, where it lived before it got its own module.
+    if name == "Status":
+        from holmespy.statusview import Status
+
+        return Status
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
