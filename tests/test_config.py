@@ -212,7 +212,7 @@ def test_config_is_immutable_and_compares_by_value() -> None:
 
 def test_a_dump_path_given_as_text_is_refused() -> None:
     # HOLMES_DUMP_PATH's text becomes a Path; a program must give a Path itself.
-    with pytest.raises(ConfigError, match="a pathlib.Path to a folder"):
+    with pytest.raises(ConfigError, match=r"a pathlib\.Path to a folder"):
         Config(dump_path="/var/tmp/dumps")  # type: ignore[arg-type]
 
 

@@ -76,9 +76,8 @@ LOADED = """
 import sys
 import threading
 before = set(sys.modules)
-loaded = lambda: sorted(
-    m for m in set(sys.modules) - before if m in HEAVY or m.startswith(tuple(h + "." for h in HEAVY))
-)
+within = tuple(h + "." for h in HEAVY)
+loaded = lambda: sorted(m for m in set(sys.modules) - before if m in HEAVY or m.startswith(within))
 """
 
 
