@@ -252,6 +252,19 @@ def evaluate(
     """
     if cur < rule.min:  # the common case, first: no average is needed to say no
         return Decision(BELOW_MIN, cur, None, rule)
+    return _evaluate(previous, cur, rule, now, fired_at, cpu, cpu_max)
+
+
+def _evaluate(
+    previous: Sequence[float],
+    cur: float,
+    rule: Rule,
+    now: float,
+    fired_at: Sequence[float],
+    cpu: float | None,
+    cpu_max: float | None,
+) -> Decision:
+    """`evaluate` for a `cur` at or above `min`."""
     n = len(previous)
     # `abs` and `max` need no history: a fresh worker that starts broken is
     # reported at once. Only the `diff` comparison waits for a full ring,
@@ -315,21 +328,23 @@ class RuleState:
         self, value: float, now: float, wall: float, cpu: float | None, cpu_max: float | None
     ) -> Decision:
         """`observe`, with positional arguments: the watcher's per-tick call."""
+        rule = self.rule
         fired_at = self.fired_at
         if fired_at:
-            window = max(self.rule.limit.window, 0.0)
+            window = max(rule.limit.window, 0.0)
             while fired_at and now - fired_at[0] >= window:
                 fired_at.popleft()
-        decision = evaluate(
-            self.ring, value, self.rule, now=now, fired_at=fired_at, cpu=cpu, cpu_max=cpu_max
-        )
+        if value < rule.min:  # nearly every sample of a healthy process
+            decision = Decision(BELOW_MIN, value, None, rule)
+        else:
+            decision = _evaluate(self.ring, value, rule, now, fired_at, cpu, cpu_max)
+            verdict = decision.verdict
+            if verdict is FIRE:
+                fired_at.append(now)
+            elif verdict in SKIPS:
+                self.skipped[verdict] = self.skipped.get(verdict, 0) + 1
         self.ring.append(value)
         self.history.append((wall, value))
-        verdict = decision.verdict
-        if verdict is FIRE:
-            fired_at.append(now)
-        elif verdict in SKIPS:
-            self.skipped[verdict] = self.skipped.get(verdict, 0) + 1
         return decision
 
 

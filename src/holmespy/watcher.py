@@ -18,18 +18,16 @@ from holmespy.lazyimport import importing
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
 from holmespy.registry import METRICS, RULES
-from holmespy.rules import Decision, Rule, RuleState, Verdict
+from holmespy.rules import BELOW_MIN, Decision, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Iterable
     from pathlib import Path
     from typing import Any
 
     from holmespy.capturer import Capturer
-    from holmespy.config import RuleName
     from holmespy.statusview import Status
     from holmespy.storage.uploader import Uploader
 
@@ -60,6 +58,8 @@ class Watcher:
         stat = ProcStatReader(f"{proc_root}/{self.pid}/stat")
         self.sampler = Sampler(self.limits, stat=stat, gc_watch=self.gc_watch)
         self.states: dict[str, RuleState] = {}
+        self._active: tuple[tuple[RuleState, str], ...] = ()  # (state, Sample field), by `_bind`
+        self._bound: Config | None = None
         self._capturer: Capturer | None = None
         self._uploader: Uploader | None = None  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
         self._uploader_config = config
@@ -273,28 +273,45 @@ class Watcher:
         self.last_sample = sample
         self.ticks += 1
         config = self.config
-        mono = time.monotonic()
+        if config is not self._bound:
+            self._bind(config)
+        mono, wall, cpu, cpu_max = time.monotonic(), sample.time, sample.cpu, config.cpu_max
         decisions: list[tuple[str, Decision]] = []
+        # What a tick costs is mostly this loop (benchmarks/tick_cost.py): a
+        # decision is acted on only when it fires, is limited, or debug logs it.
+        debug = log.isEnabledFor(DEBUG)
+        for state, field in self._active:
+            value = getattr(sample, field)
+            if value is None:  # tasks not counted this tick
+                continue
+            if field == "gcheap":  # one value per full GC since the previous tick
+                for each in value:
+                    decision = state.step(each, mono, wall, cpu, cpu_max)
+                    decisions.append((state.name, decision))
+                    if decision.verdict is not BELOW_MIN or debug:
+                        self._act(state.name, state, decision, sample)
+                continue
+            decision = state.step(float(value), mono, wall, cpu, cpu_max)
+            decisions.append((state.name, decision))
+            if decision.verdict is not BELOW_MIN or debug:
+                self._act(state.name, state, decision, sample)
+        return decisions
+
+    def _bind(self, config: Config) -> None:
+        """The enabled rules' states, in order, for `config` (done again when it changes)."""
+        active: list[tuple[RuleState, str]] = []
         for name in RULE_NAMES:
             rule = config.rule(name)
             if rule is None:
                 self.states.pop(name, None)
                 continue
-            state = self._state(name, rule)
-            for value in _values(name, sample):
-                decision = state.observe(
-                    value, now=mono, wall=sample.time, cpu=sample.cpu, cpu_max=config.cpu_max
-                )
-                decisions.append((name, decision))
-                self._act(name, state, decision, sample)
-        return decisions
-
-    def _state(self, name: str, rule: Rule) -> RuleState:
-        state = self.states.get(name)
-        if state is None:
-            state = self.states[name] = RuleState(name, rule)
-        state.rule = rule
-        return state
+            state = self.states.get(name)
+            if state is None:
+                state = self.states[name] = RuleState(name, rule)
+            state.rule = rule  # its ring and cooldowns carry over
+            active.append((state, RULES[name].sample_field))
+        self._active = tuple(active)
+        self._bound = config
 
     def _act(self, name: str, state: RuleState, decision: Decision, sample: Sample) -> None:
         if decision.verdict is Verdict.LIMITED and name not in self._limit_logged:
@@ -487,13 +504,6 @@ def _host_configured_logging(start: logging.Logger) -> bool:
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
-
-
-def _values(name: RuleName, sample: Sample) -> Iterable[float]:
-    value = getattr(sample, RULES[name].sample_field)
-    if isinstance(value, list | tuple):  # several values in one tick (one per full GC)
-        return value
-    return () if value is None else (float(value),)
 
 
 def _iso(epoch: float) -> str:
