@@ -211,3 +211,33 @@ def test_log_records_name_the_caller_not_the_wrapper(caplog: pytest.LogCaptureFi
     assert record.getMessage() == "tick took 3 ms"
     assert record.funcName == "test_log_records_name_the_caller_not_the_wrapper"
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("holmespy").handlers)
+
+
+def test_a_first_status_waits_for_an_import_on_a_holmespy_thread(tmp_path: Path) -> None:
+    # `@dataclass` reads sys.modules["typing"]: made while a capture lane was
+    # importing typing, the Status class met a half-made module ("partially
+    # initialized module 'typing' has no attribute 'ClassVar'"). So a status
+    # imports its class under the import guard the lanes import under: here
+    # a lane holds it (as mid-import), and the status waits for it.
+    result = fresh(
+        "import json, sys, threading, holmespy\n"
+        "from holmespy.lazyimport import importing\n"
+        "holmespy.start()\n"
+        "inside, release = threading.Event(), threading.Event()\n"
+        "def lane():\n"
+        "    with importing:\n"
+        "        inside.set()\n"
+        "        release.wait()\n"
+        "threading.Thread(target=lane, daemon=True).start()\n"
+        "inside.wait()\n"
+        "got = []\n"
+        "asker = threading.Thread(target=lambda: got.append(holmespy.status()), daemon=True)\n"
+        "asker.start()\n"
+        "asker.join(0.5)  # (a status that did not wait would be back by now, or later)\n"
+        "during = {'answered': bool(got), 'loaded': 'holmespy.statusview' in sys.modules}\n"
+        "release.set()\n"
+        "asker.join(30)\n"
+        "print(json.dumps({'during': during, 'after': got[0].running}))",
+        tmp_path,
+    )
+    assert result == {"during": {"answered": False, "loaded": False}, "after": True}

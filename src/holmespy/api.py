@@ -115,7 +115,8 @@ def status() -> Status:
     _start_lazy_child()
     instance = _instance
     if instance is None or instance.pid != os.getpid():
-        from holmespy.statusview import Status
+        with importing:  # see Watcher.status
+            from holmespy.statusview import Status
 
         return Status(
             enabled=_disabled is None and (instance is not None or _pending is not None),

@@ -382,9 +382,17 @@ def default_dump_path() -> Path:
     own user's folder. Why this place, and how it is kept private:
     docs/security.md.
     """
-    from pathlib import Path
+    return _path(default_dump_folder())
 
-    return Path(default_dump_folder())
+
+def _path(text: str) -> Path:
+    """`Path(text)`, importing pathlib on first use, on any thread (holmespy.lazyimport)."""
+    from holmespy.lazyimport import importing
+
+    with importing:
+        from pathlib import Path
+
+    return Path(text)
 
 
 def default_dump_folder() -> str:
@@ -510,9 +518,7 @@ class Config:
         value = self._dump_path
         if not isinstance(value, _PathText):
             return value
-        from pathlib import Path
-
-        path = Path(value)
+        path = _path(value)
         object.__setattr__(self, "_dump_path", path)  # the same path, now a Path
         return path
 

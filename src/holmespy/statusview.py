@@ -1,7 +1,11 @@
 """`holmespy.status()`'s answer: a dataclass, so `dataclasses.asdict()` works on it.
 
 A module of its own, imported when a status is first asked for:
-`dataclasses` would cost `start()` ~15 ms (`benchmarks/startup.py`).
+`dataclasses` would cost `start()` ~15 ms (`benchmarks/startup.py`). It is
+imported `with importing:` (holmespy.lazyimport), even from a host thread:
+`@dataclass` reads `sys.modules["typing"]`, which a capture lane importing
+typing at that moment leaves half made ("partially initialized module
+'typing' has no attribute 'ClassVar'").
 """
 
 from __future__ import annotations

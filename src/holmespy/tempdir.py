@@ -25,7 +25,10 @@ _FOLDERS = ("/tmp", "/var/tmp", "/usr/tmp")
 
 def temp_root() -> Path:
     """`temp_folder()` as a `Path`."""
-    from pathlib import Path  # (not at start(): see temp_folder)
+    from holmespy.lazyimport import importing
+
+    with importing:  # (pathlib not at start(): see temp_folder; on any thread: lazyimport)
+        from pathlib import Path
 
     return Path(temp_folder())
 

@@ -185,7 +185,8 @@ class Watcher:
         return new
 
     def status(self) -> Status:
-        from holmespy.statusview import Status  # a dataclass: imported when asked for, not at start
+        with importing:  # a dataclass, made while no thread of ours imports `typing`
+            from holmespy.statusview import Status
 
         skipped = {
             name: {verdict.value: count for verdict, count in state.skipped.items()}
@@ -520,7 +521,8 @@ def _iso(epoch: float) -> str:
 def __getattr__(name: str) -> object:
     # `holmespy.watcher.Status`, where it lived before it got its own module.
     if name == "Status":
-        from holmespy.statusview import Status
+        with importing:
+            from holmespy.statusview import Status
 
         return Status
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
