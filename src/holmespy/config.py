@@ -778,8 +778,8 @@ def _check_path(name: str, value: Any) -> None:
         return  # the per-user default
     # A Path, unless pathlib was never imported (then it cannot be one), or the
     # text HOLMES_DUMP_PATH gave.
-    pathlib = sys.modules.get("pathlib")
-    path = isinstance(value, _PathText) or (pathlib is not None and isinstance(value, pathlib.Path))
+    path_type = getattr(sys.modules.get("pathlib"), "Path", None)  # (None while half made)
+    path = isinstance(value, _PathText) or (path_type is not None and isinstance(value, path_type))
     if not path or str(value).strip() == "":
         raise ConfigError(name, value, "a pathlib.Path to a folder, or None (the default)")
 
