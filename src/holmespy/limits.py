@@ -182,9 +182,17 @@ def _mem_total(meminfo: str) -> int | None:
 
 
 def _read(path: str) -> str | None:
+    # os.open and os.read rather than open(): no buffered text object to build
+    # for each of the seven small files `start()` reads here.
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8")
     except (OSError, ValueError):  # ValueError: undecodable bytes or NUL in a garbled path
         return None
 
@@ -203,6 +211,8 @@ def _cgroup_paths(proc: str) -> dict[str, str]:
 def _cgroup_mounts(proc: str, root: str) -> list[_Mount]:
     mounts = []
     for line in (_read(proc + "/self/mountinfo") or "").splitlines():
+        if " - cgroup" not in line:  # most mounts: the file system type follows " - "
+            continue
         before, sep, after = line.partition(" - ")
         fields, tail = before.split(), after.split()
         if sep and len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
