@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
+import pickle
 import re
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ from holmespy.config import (
     parse_duration,
     parse_size,
 )
+from holmespy.rules import Verdict
 
 GOOD: list[tuple[str, str, str, object]] = [
     ("HOLMES_ENABLE", "0", "enable", False),
@@ -394,3 +397,16 @@ def test_start_is_a_no_op_under_the_kill_switch_whatever_else_is_set(
     with pytest.warns(ConfigWarning):
         assert holmespy.start() is None
     assert holmespy.status().running is False
+
+
+def test_settings_copy_and_pickle_as_values() -> None:
+    # Immutable plain classes refuse attribute assignment, which copy and pickle
+    # use by default: each rebuilds itself from its values instead.
+    config = Config.from_env({"HOLMES_DUMP_PATH": "/var/tmp/dumps", "HOLMES_TASK": "limit=2/1h"})
+    for clone in (copy.copy(config), copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert clone == config
+        assert clone.dump_path == Path("/var/tmp/dumps")
+    rule = Rule(1, 2, 3, 4, 5, Limit(6, 7))
+    assert pickle.loads(pickle.dumps(rule)) == copy.deepcopy(rule) == rule
+    for verdict in (Verdict.FIRE, Verdict.CPU_MAX):  # the same object again, as an enum's
+        assert pickle.loads(pickle.dumps(verdict)) is copy.deepcopy(verdict) is verdict

@@ -565,6 +565,16 @@ class Config:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: a Config is immutable")
 
+    def __reduce__(self) -> tuple[Callable[..., Config], tuple[dict[str, Any]]]:
+        # copy and pickle: built again (and validated) from its settings.
+        return (_config_from, (self._raw_fields(),))
+
+    def _raw_fields(self) -> dict[str, Any]:
+        # As given: a HOLMES_DUMP_PATH not made a Path yet stays text.
+        return {
+            name: getattr(self, "_dump_path" if name == "dump_path" else name) for name in FIELDS
+        }
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Read every `HOLMES_*` variable; raise `ConfigError` on the first bad one.
@@ -624,6 +634,10 @@ class Config:
         """Each variable with its effective value, in the variable's own syntax
         (the webhook URL without the parts that may be secret)."""
         return {option.env: option.show(getattr(self, option.field)) for option in OPTIONS}
+
+
+def _config_from(values: dict[str, Any]) -> Config:
+    return Config(**values)
 
 
 def _killed(env: Mapping[str, str]) -> bool:

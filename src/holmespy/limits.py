@@ -58,6 +58,10 @@ class Limits:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: Limits are immutable")
 
+    def __reduce__(self) -> tuple[type[Limits], tuple[object, ...]]:
+        # (copy and pickle would otherwise set each slot, which an immutable refuses)
+        return (Limits, tuple(self.as_dict().values()))
+
 
 class _Mount:
     __slots__ = ("fstype", "options", "point", "root")

@@ -54,6 +54,10 @@ class Limit:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: a Limit is immutable")
 
+    def __reduce__(self) -> tuple[type[Limit], tuple[int, float]]:
+        # (copy and pickle would otherwise set each slot, which an immutable refuses)
+        return (Limit, (self.count, self.window))
+
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: a Limit is immutable")
 
@@ -121,6 +125,9 @@ class Rule:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: a Rule is immutable")
+
+    def __reduce__(self) -> tuple[type[Rule], tuple[Any, ...]]:
+        return (Rule, self._key())
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: a Rule is immutable")
