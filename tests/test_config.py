@@ -410,3 +410,13 @@ def test_settings_copy_and_pickle_as_values() -> None:
     assert pickle.loads(pickle.dumps(rule)) == copy.deepcopy(rule) == rule
     for verdict in (Verdict.FIRE, Verdict.CPU_MAX):  # the same object again, as an enum's
         assert pickle.loads(pickle.dumps(verdict)) is copy.deepcopy(verdict) is verdict
+
+
+@pytest.mark.parametrize(
+    "text", ["/var/tmp/dumps/", "dumps//today", "./a/./b/", "//srv/x", "///srv", ".", "a/..//b"]
+)
+def test_the_dump_folder_is_said_as_its_path_would_say_it(text: str) -> None:
+    # The start-up line names the folder without importing pathlib.
+    config = Config.from_env({"HOLMES_DUMP_PATH": text})
+    assert config.dump_folder() == str(Path(text))
+    assert config.dump_root() == Path(text)

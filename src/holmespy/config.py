@@ -385,6 +385,16 @@ def default_dump_path() -> Path:
     return _path(default_dump_folder())
 
 
+def _as_path_text(text: str) -> str:
+    """`str(Path(text))` without pathlib: no empty or '.' part, no trailing '/'."""
+    root = ""
+    if text.startswith("/"):
+        # POSIX keeps exactly two leading slashes (pathlib does too); more are one.
+        root = "//" if text.startswith("//") and not text.startswith("///") else "/"
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    return root + "/".join(parts) or "."
+
+
 def _path(text: str) -> Path:
     """`Path(text)`, importing pathlib on first use, on any thread (holmespy.lazyimport)."""
     from holmespy.lazyimport import importing
@@ -530,7 +540,9 @@ class Config:
     def dump_folder(self) -> str:
         """`dump_root()` as a string, without importing pathlib (the start-up line says it)."""
         value = self._dump_path
-        return os.fspath(value) if value is not None else default_dump_folder()
+        if value is None:
+            return default_dump_folder()
+        return _as_path_text(value) if isinstance(value, _PathText) else os.fspath(value)
 
     def rule(self, name: RuleName) -> Rule | None:
         rule: Rule | None = getattr(self, name)
