@@ -18,7 +18,7 @@ from holmespy.lazyimport import importing
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
 from holmespy.registry import METRICS, RULES
-from holmespy.rules import BELOW_MIN, Decision, RuleState, Verdict
+from holmespy.rules import FIRE, LIMITED, Decision, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
 
 TYPE_CHECKING = False  # typing's, without importing typing
@@ -41,6 +41,8 @@ SALVAGE_RETRY = 2.0
 """Seconds before a leftover whose py-spy is still writing is looked at again."""
 ERROR_LOG_EVERY = 60.0
 """Seconds between two log lines about the same recurring internal error."""
+_ACTED_ON = frozenset({FIRE, LIMITED})
+"""Verdicts the watcher does something about (an event, a log line) besides a debug line."""
 
 
 class Watcher:
@@ -289,12 +291,12 @@ class Watcher:
                 for each in value:
                     decision = state.step(each, mono, wall, cpu, cpu_max)
                     decisions.append((state.name, decision))
-                    if decision.verdict is not BELOW_MIN or debug:
+                    if decision.verdict in _ACTED_ON or debug:
                         self._act(state.name, state, decision, sample)
                 continue
             decision = state.step(float(value), mono, wall, cpu, cpu_max)
             decisions.append((state.name, decision))
-            if decision.verdict is not BELOW_MIN or debug:
+            if decision.verdict in _ACTED_ON or debug:
                 self._act(state.name, state, decision, sample)
         return decisions
 
