@@ -49,6 +49,7 @@ HEAVY = (
     "warnings",
     "fractions",
     "difflib",
+    "math",
     "holmespy.loops",
     "holmespy.bundle",
     "holmespy.capturer",

@@ -9,7 +9,6 @@ tick's average cost bounded.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -142,7 +141,8 @@ class Sampler:
         count = count_tasks()
         self.task_seconds = self._perf_counter() - start
         # Spread an expensive count over several ticks rather than let it dominate each one.
-        stride = math.ceil(self.task_seconds / TASK_BUDGET_SECONDS)
+        ticks = self.task_seconds / TASK_BUDGET_SECONDS
+        stride = int(ticks) + (ticks > int(ticks))  # math.ceil, without math at start()
         self.task_stride = min(MAX_TASK_STRIDE, max(1, stride))
         self._skip = self.task_stride - 1
         return count
