@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 import os
+import pickle
+import re
 import warnings
 from pathlib import Path
 
 import pytest
 
 from holmespy import Config, ConfigError, ConfigWarning, Limit, Rule
-from holmespy.config import DEFAULT_RULES, OPTIONS, help_table, parse_duration, parse_size
+from holmespy.config import (
+    DEFAULT_RULES,
+    OPTIONS,
+    _duration_parts,
+    _is_number,
+    help_table,
+    parse_duration,
+    parse_size,
+)
+from holmespy.rules import Verdict
 
 GOOD: list[tuple[str, str, str, object]] = [
     ("HOLMES_ENABLE", "0", "enable", False),
@@ -208,6 +221,32 @@ def test_programmatic_config_gets_the_same_checks() -> None:
             Config(cpu_profile_rate=rate)  # type: ignore[arg-type]
 
 
+def test_every_default_passes_the_check_a_given_value_gets() -> None:
+    # Config() checks only the values it is given (its defaults are not checked
+    # at each start()): so each default must be one the check would take.
+    config = Config()
+    for option in OPTIONS:
+        option.check(getattr(config, option.field))
+
+
+def test_config_is_immutable_and_compares_by_value() -> None:
+    config = Config.from_env({"HOLMES_DUMP_PATH": "/var/tmp/dumps", "HOLMES_INTERVAL": "1s"})
+    with pytest.raises(AttributeError):
+        config.interval = 2.0  # type: ignore[misc]
+    same = Config(dump_path=Path("/var/tmp/dumps"), interval=1.0, service=config.service)
+    assert config == same
+    assert hash(config) == hash(same)
+    assert config != same.replace(interval=2.0)
+    with pytest.raises(TypeError, match="no setting 'intervall'"):
+        config.replace(intervall=2.0)
+
+
+def test_a_dump_path_given_as_text_is_refused() -> None:
+    # HOLMES_DUMP_PATH's text becomes a Path; a program must give a Path itself.
+    with pytest.raises(ConfigError, match=r"a pathlib\.Path to a folder"):
+        Config(dump_path="/var/tmp/dumps")  # type: ignore[arg-type]
+
+
 def test_replace_makes_a_validated_copy() -> None:
     config = Config(interval=1.0)
     assert config.replace(interval=2.0).interval == 2.0
@@ -249,6 +288,18 @@ def test_durations(text: str, seconds: float) -> None:
 )
 def test_sizes(text: str, size: int) -> None:
     assert parse_size("X", text) == size
+
+
+def test_durations_are_read_as_their_pattern_says() -> None:
+    # parse_duration reads by hand what this pattern says (no `re` at start()):
+    # both must agree on every string built from the pieces a duration is made of.
+    number = r"[0-9]+(?:\.[0-9]+)?"
+    pattern = re.compile(rf"(?:({number})h)?(?:({number})m(?!s))?(?:({number})s)?(?:({number})ms)?")
+    pieces = ["1", "0", "5", ".", "h", "m", "s", "ms", " ", "x", "\u0661"]
+    for text in map("".join, itertools.product(pieces, repeat=4)):
+        match = pattern.fullmatch(text)
+        assert _duration_parts(text) == (list(match.groups()) if match else None), text
+        assert _is_number(text) == bool(re.fullmatch(number, text)), text
 
 
 def test_the_configuration_docs_list_every_variable() -> None:
@@ -374,3 +425,26 @@ def test_start_is_a_no_op_under_the_kill_switch_whatever_else_is_set(
     with pytest.warns(ConfigWarning):
         assert holmespy.start() is None
     assert holmespy.status().running is False
+
+
+def test_settings_copy_and_pickle_as_values() -> None:
+    # Immutable plain classes refuse attribute assignment, which copy and pickle
+    # use by default: each rebuilds itself from its values instead.
+    config = Config.from_env({"HOLMES_DUMP_PATH": "/var/tmp/dumps", "HOLMES_TASK": "limit=2/1h"})
+    for clone in (copy.copy(config), copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert clone == config
+        assert clone.dump_path == Path("/var/tmp/dumps")
+    rule = Rule(1, 2, 3, 4, 5, Limit(6, 7))
+    assert pickle.loads(pickle.dumps(rule)) == copy.deepcopy(rule) == rule
+    for verdict in (Verdict.FIRE, Verdict.CPU_MAX):  # the same object again, as an enum's
+        assert pickle.loads(pickle.dumps(verdict)) is copy.deepcopy(verdict) is verdict
+
+
+@pytest.mark.parametrize(
+    "text", ["/var/tmp/dumps/", "dumps//today", "./a/./b/", "//srv/x", "///srv", ".", "a/..//b"]
+)
+def test_the_dump_folder_is_said_as_its_path_would_say_it(text: str) -> None:
+    # The start-up line names the folder without importing pathlib.
+    config = Config.from_env({"HOLMES_DUMP_PATH": text})
+    assert config.dump_folder() == str(Path(text))
+    assert config.dump_root() == Path(text)

@@ -181,3 +181,27 @@ class TestRuleState:
         assert state.observe(1.0, now=50, wall=50).verdict is Verdict.LIMITED
         assert state.observe(1.0, now=110, wall=110).fire
         assert list(state.fired_at) == [110]
+
+
+def test_a_rule_state_decides_every_sample_as_evaluate_does() -> None:
+    # RuleState takes a shortcut for samples below `min` (nearly every sample of a
+    # healthy process): over a long run of rises, spikes, cooldowns and limits its
+    # decisions are still exactly the formula's, sample by sample.
+    rule = Rule(min=10, diff=25, abs=70, cooldown=5, limit=Limit(3, 40))
+    state = RuleState("cpu", rule)
+    values = [float((t * 37) % 101) for t in range(400)]
+    for t, value in enumerate(values):
+        previous = values[max(0, t - RING_SIZE) : t]
+        expected = evaluate(previous, value, rule, now=float(t), fired_at=list(state.fired_at))
+        decision = state.observe(value, now=float(t), wall=float(t))
+        assert (decision.verdict, decision.reason) == (expected.verdict, expected.reason), t
+        assert decision.average == expected.average, t
+    assert state.skipped[Verdict.COOLDOWN] > 0
+    assert state.skipped[Verdict.LIMITED] > 0
+
+
+def test_below_min_is_decided_without_an_average() -> None:
+    decision = evaluate(STEADY_40, 5.0, CPU, now=0.0)
+    assert decision.verdict is Verdict.BELOW_MIN
+    assert decision.average is None  # never compared against: not computed
+    assert decision.reason == "5 < min 10"

@@ -29,7 +29,27 @@ HEAVY = (
     "tempfile",
     "json",
     "http.client",
-    "urllib.request",
+    "urllib",
+    # What `start()` used to pay for (benchmarks/startup.py): dataclasses (with
+    # inspect, ast, dis, tokenize, copy), pathlib (with fnmatch, urllib.parse,
+    # ipaddress), re, enum, signal's enums, contextlib.
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",
+    "copy",
+    "pathlib",
+    "fnmatch",
+    "ipaddress",
+    "re",
+    "enum",
+    "signal",
+    "contextlib",
+    "warnings",
+    "fractions",
+    "difflib",
+    "math",
     "holmespy.loops",
     "holmespy.bundle",
     "holmespy.capturer",
@@ -51,16 +71,14 @@ def fresh(code: str, tmp_path: Path, **env: str) -> dict[str, object]:
     return result
 
 
-# What the standard library itself pulls in varies (3.13's inspect imports
-# typing): only what holmespy adds to the modules it cannot do without counts.
-# A heavy module counts with its submodules (`holmespy.loops`, not `holmespy.loopstack`).
+# Only what holmespy adds counts: `threading`, which a watcher thread cannot do
+# without, is loaded first (what it pulls in varies with the version).
 LOADED = """
 import sys
-import dataclasses, pathlib, queue, re, threading
+import threading
 before = set(sys.modules)
-packages = tuple(name + "." for name in HEAVY)
-is_heavy = lambda m: m in HEAVY or m.startswith(packages)
-loaded = lambda: sorted(m for m in set(sys.modules) - before if is_heavy(m))
+within = tuple(h + "." for h in HEAVY)
+loaded = lambda: sorted(m for m in set(sys.modules) - before if m in HEAVY or m.startswith(within))
 """
 
 
@@ -74,9 +92,10 @@ def test_importing_the_package_loads_nothing_else(tmp_path: Path) -> None:
     assert result == {"ours": ["holmespy"]}
 
 
-def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> None:
-    # The flight recorder and the loop rule are on by default: the sampling thread's
-    # first ticks count too.
+def test_a_started_watcher_ticks_and_stops_without_any_heavy_module(tmp_path: Path) -> None:
+    # HOLMES_DUMP_PATH is set (by `fresh`): its Path waits for its first use too. The
+    # flight recorder and the loop rule are on by default: the sampling thread's first
+    # ticks count too.
     result = fresh(
         f"HEAVY = {HEAVY!r}" + LOADED + "import time, holmespy\n"
         "watcher = holmespy.start()\n"
@@ -87,8 +106,10 @@ def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> Non
         "    time.sleep(0.01)\n"
         "heavy, sample = loaded(), watcher.last_sample\n"
         "status = stacks.status()\n"
+        "holmespy.stop()  # what the exit does too (atexit)\n"
+        "at_stop = loaded()\n"
         "import json\n"
-        "print(json.dumps({'heavy': heavy, 'tasks': sample and sample.tasks,\n"
+        "print(json.dumps({'heavy': heavy, 'at_stop': at_stop, 'tasks': sample and sample.tasks,\n"
         "                  'loop': sample and sample.loop,\n"
         "                  'ticks': status['recorder']['ticks_held'],\n"
         "                  'watchdog': status['loop_watchdog']}))",
@@ -101,6 +122,7 @@ def test_a_started_watcher_ticks_without_any_heavy_module(tmp_path: Path) -> Non
     # watchdog yet; the recorder holds what it sampled.
     assert result == {
         "heavy": [],
+        "at_stop": [],
         "tasks": 0,
         "loop": None,
         "ticks": result["ticks"],
@@ -167,6 +189,21 @@ def test_the_loop_watchdog_is_made_once_the_host_imports_asyncio(tmp_path: Path)
     # Looked for at every wake-up of the sampling thread: found, and the rule reads 0
     # (the loop answers at once).
     assert result == {"before": [False, False], "loops": 1, "loop": 0.0}
+
+
+def test_a_status_still_answers_as_a_dataclass(tmp_path: Path) -> None:
+    # The Status dataclass is loaded when a status is first asked for, not at start.
+    result = fresh(
+        "import dataclasses, json, holmespy\n"
+        "holmespy.start()\n"
+        "status = dataclasses.asdict(holmespy.status())\n"
+        "print(json.dumps({'running': status['running'], 'limits': sorted(status['limits'])}))",
+        tmp_path,
+    )
+    assert result == {
+        "running": True,
+        "limits": ["cpu_cores", "cpu_source", "mem_bytes", "mem_source"],
+    }
 
 
 def test_tasks_are_counted_once_the_host_imports_asyncio(tmp_path: Path) -> None:
@@ -252,3 +289,33 @@ def test_log_records_name_the_caller_not_the_wrapper(caplog: pytest.LogCaptureFi
     assert record.getMessage() == "tick took 3 ms"
     assert record.funcName == "test_log_records_name_the_caller_not_the_wrapper"
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("holmespy").handlers)
+
+
+def test_a_first_status_waits_for_an_import_on_a_holmespy_thread(tmp_path: Path) -> None:
+    # `@dataclass` reads sys.modules["typing"]: made while a capture lane was
+    # importing typing, the Status class met a half-made module ("partially
+    # initialized module 'typing' has no attribute 'ClassVar'"). So a status
+    # imports its class under the import guard the lanes import under: here
+    # a lane holds it (as mid-import), and the status waits for it.
+    result = fresh(
+        "import json, sys, threading, holmespy\n"
+        "from holmespy.lazyimport import importing\n"
+        "holmespy.start()\n"
+        "inside, release = threading.Event(), threading.Event()\n"
+        "def lane():\n"
+        "    with importing:\n"
+        "        inside.set()\n"
+        "        release.wait()\n"
+        "threading.Thread(target=lane, daemon=True).start()\n"
+        "inside.wait()\n"
+        "got = []\n"
+        "asker = threading.Thread(target=lambda: got.append(holmespy.status()), daemon=True)\n"
+        "asker.start()\n"
+        "asker.join(0.5)  # (a status that did not wait would be back by now, or later)\n"
+        "during = {'answered': bool(got), 'loaded': 'holmespy.statusview' in sys.modules}\n"
+        "release.set()\n"
+        "asker.join(30)\n"
+        "print(json.dumps({'during': during, 'after': got[0].running}))",
+        tmp_path,
+    )
+    assert result == {"during": {"answered": False, "loaded": False}, "after": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -206,6 +207,25 @@ def test_tick_reports_every_rule_decision(tmp_path: Path) -> None:
     assert [d.verdict.value for _, d in decisions[0]] == ["warmup"]
     assert decisions[-1][0][0] == "thread"
     assert decisions[-1][0][1].verdict.value == "no-spike"
+
+
+def test_debug_logging_gives_every_decision_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A healthy sample is decided without a word at INFO; at DEBUG its reason
+    # is built and logged, below min as much as any other.
+    watcher = Watcher(quiet_config(tmp_path, thread=Rule(min=10_000, diff=25, abs=20_000)))
+    try:
+        with caplog.at_level(logging.INFO, logger="holmespy"):
+            watcher.tick()
+        assert caplog.messages == []
+        with caplog.at_level(logging.DEBUG, logger="holmespy"):
+            ((name, decision),) = watcher.tick()
+    finally:
+        watcher.stop()
+    assert (name, decision.verdict.value) == ("thread", "below-min")
+    assert caplog.messages == [f"holmespy thread rule: {decision.reason}"]
+    assert decision.reason.endswith("< min 10000")
 
 
 def test_a_process_that_starts_over_abs_fires_on_its_first_tick(tmp_path: Path) -> None:

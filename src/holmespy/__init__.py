@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from holmespy.config import Config
     from holmespy.errors import ConfigError, ConfigWarning, HolmesError
     from holmespy.rules import Limit, Rule
+    from holmespy.statusview import Status
     from holmespy.storage.reporter import StoredEvent, StoredFile
-    from holmespy.watcher import Status, Watcher
+    from holmespy.watcher import Watcher
 
 _WHERE = {
     "Config": "holmespy.config",
@@ -33,7 +34,7 @@ _WHERE = {
     "HolmesError": "holmespy.errors",
     "Limit": "holmespy.rules",
     "Rule": "holmespy.rules",
-    "Status": "holmespy.watcher",
+    "Status": "holmespy.statusview",
     "StoredEvent": "holmespy.storage.reporter",
     "StoredFile": "holmespy.storage.reporter",
     "Watcher": "holmespy.watcher",

@@ -12,13 +12,12 @@ import atexit
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
 
 from holmespy import fork, signals
 from holmespy._log import log
 from holmespy.config import Config, default_service
 from holmespy.lazyimport import importing
-from holmespy.watcher import Status, Watcher
+from holmespy.watcher import Watcher
 
 TYPE_CHECKING = False  # typing's, without importing typing (nor storage, for a type)
 if TYPE_CHECKING:
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
+    from holmespy.statusview import Status
     from holmespy.storage.reporter import StoredEvent
 
     Callback = Callable[[StoredEvent], object]
@@ -37,17 +37,25 @@ _pending: _Pending | None = None
 _fork_hook_registered = False
 
 
-@dataclass
 class _Pending:
     """A watcher this process starts later: after `prepare()`, or lazily in a forked child."""
 
-    config: Config
-    callbacks: tuple[Callback, ...] = ()
-    rename: bool = False
-    """The service was the default name: take it again from the argv `prepare()` restores."""
-    lazy: fork.LazyStart | None = None
-    """Set in a forked child whose watcher waits for a sign that the child lives on."""
-    pid: int = field(default_factory=os.getpid)
+    __slots__ = ("callbacks", "config", "lazy", "pid", "rename")
+
+    def __init__(
+        self,
+        config: Config,
+        callbacks: tuple[Callback, ...] = (),
+        rename: bool = False,
+        lazy: fork.LazyStart | None = None,
+    ) -> None:
+        self.config = config
+        self.callbacks = callbacks
+        self.rename = rename
+        """The service was the default name: take it again from the argv `prepare()` restores."""
+        self.lazy = lazy
+        """Set in a forked child whose watcher waits for a sign that the child lives on."""
+        self.pid = os.getpid()
 
 
 def start(config: Config | None = None) -> Watcher | None:
@@ -107,6 +115,9 @@ def status() -> Status:
     _start_lazy_child()
     instance = _instance
     if instance is None or instance.pid != os.getpid():
+        with importing:  # see Watcher.status
+            from holmespy.statusview import Status
+
         return Status(
             enabled=_disabled is None and (instance is not None or _pending is not None),
             running=False,

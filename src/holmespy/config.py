@@ -9,31 +9,30 @@ accepted form.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
-import re
 import sys
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from holmespy._log import log
 from holmespy.errors import ConfigError, ConfigWarning
 from holmespy.fork import interpreter_target
-from holmespy.redact import public_url
 from holmespy.registry import RULE_NAMES as RULE_NAMES  # the one list: holmespy.registry
 from holmespy.rules import Limit, Rule
-from holmespy.tempdir import temp_root
+from holmespy.tempdir import temp_folder
 
 TYPE_CHECKING = False  # typing's, without importing typing (~9 ms) at start()
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
     from typing import Any, Literal, TypeAlias
 
     from holmespy.registry import RuleName as RuleName
 
     CpuEngine: TypeAlias = Literal["auto", "pyspy", "sampler", "yappi"]
+
+# `start()` reads the configuration, so this module imports neither `re` nor
+# `pathlib` nor `dataclasses` (~25 ms together, benchmarks/startup.py): the
+# patterns are matched only when a variable is set, and a `Config` is a
+# plain class.
 
 CPU_ENGINES: tuple[CpuEngine, ...] = ("auto", "pyspy", "sampler", "yappi")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -76,16 +75,16 @@ MIN_LIMIT_WINDOW = 1.0
 # ASCII digits only: Python's \d and float() also take Arabic-Indic or fullwidth digits,
 # and float() "1_0".
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-_SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# Each unit at most once, largest first: "1m30s", never "1m1m" or "30s1m".
-_DURATION_RE = re.compile(
-    rf"(?:({_NUMBER})h)?(?:({_NUMBER})m(?!s))?(?:({_NUMBER})s)?(?:({_NUMBER})ms)?"
-)
+_DIGITS = frozenset("0123456789")
+_DURATION_NAMES = ("h", "m", "s", "ms")
 _DURATION_UNITS = (3600.0, 60.0, 1.0, 0.001)
-_SIZE_RE = re.compile(rf"({_NUMBER})\s*(?:([KMGT])(I?B)?|B)?", re.IGNORECASE | re.ASCII)
+_SIZE = rf"({_NUMBER})\s*(?:([KMGT])(I?B)?|B)?"
 _SIZE_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_PREFIX_PART_RE = re.compile(r"[A-Za-z0-9!_.*'()-]+")
+_BUCKET = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+_PREFIX_PART = r"[A-Za-z0-9!_.*'()-]+"
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_SAFE = _ALNUM | frozenset("._-")
+"""The characters of a service name: it becomes part of paths and object keys."""
 
 
 # -- parsers: each takes the variable name (for the error) and the raw text --
@@ -98,17 +97,52 @@ def parse_duration(name: str, text: str, *, bare_seconds: bool = False) -> float
     duration's range check then refuses.
     """
     s = text.strip().lower()
-    if bare_seconds and re.fullmatch(_NUMBER, s):
+    if bare_seconds and _is_number(s):
         return float(s)
-    m = _DURATION_RE.fullmatch(s)
-    if not s or m is None:
+    parts = _duration_parts(s)
+    if not s or parts is None:
         form = DURATION_FORM + (" (or a number of seconds)" if bare_seconds else "")
         raise ConfigError(name, text, form)
     return sum(
-        float(n) * unit
-        for n, unit in zip(m.groups(), _DURATION_UNITS, strict=True)
-        if n is not None
+        float(n) * unit for n, unit in zip(parts, _DURATION_UNITS, strict=True) if n is not None
     )
+
+
+def _duration_parts(s: str) -> list[str | None] | None:
+    """The numbers of `s` read as `[N h][N m][N s][N ms]` (N as `_NUMBER`), else None.
+
+    Each unit at most once, largest first: "1m30s", never "1m1m" or "30s1m".
+    By hand rather than a pattern: `re` would cost `start()` ~6 ms, and
+    HOLMES_INTERVAL is often set.
+    """
+    found: list[str | None] = []
+    at = 0
+    for unit in _DURATION_NAMES:
+        end = _number_end(s, at)
+        # "m" only where it is not the start of "ms".
+        if end > at and s.startswith(unit, end) and not (unit == "m" and s.startswith("ms", end)):
+            found.append(s[at:end])
+            at = end + len(unit)
+        else:
+            found.append(None)
+    return found if at == len(s) else None
+
+
+def _number_end(s: str, at: int) -> int:
+    """Where the `_NUMBER` that starts at `at` ends (`at` itself: none starts there)."""
+    end = at
+    while end < len(s) and s[end] in _DIGITS:
+        end += 1
+    if end > at and s.startswith(".", end) and end + 1 < len(s) and s[end + 1] in _DIGITS:
+        end += 1
+        while end < len(s) and s[end] in _DIGITS:
+            end += 1
+    return end
+
+
+def _is_number(s: str) -> bool:
+    """`s` is a `_NUMBER`: ASCII digits, maybe a '.' and more digits."""
+    return s != "" and _number_end(s, 0) == len(s)
 
 
 def parse_size(name: str, text: str) -> int:
@@ -117,7 +151,9 @@ def parse_size(name: str, text: str) -> int:
     Computed exactly (a Fraction, not a float), so 400 nines are a size too
     large, not an OverflowError.
     """
-    m = _SIZE_RE.fullmatch(text.strip())
+    import re
+
+    m = re.fullmatch(_SIZE, text.strip(), re.IGNORECASE | re.ASCII)
     if not m:
         raise ConfigError(name, text, SIZE_FORM)
     prefix, suffix = (m.group(2) or "").upper(), (m.group(3) or "").lower()
@@ -144,7 +180,7 @@ def parse_bool(name: str, text: str) -> bool:
 
 def parse_number(name: str, text: str, *, low: float, high: float, what: str) -> float:
     s = text.strip()
-    value = float(s) if re.fullmatch(_NUMBER, s) else float("nan")
+    value = float(s) if _is_number(s) else float("nan")
     if not low <= value <= high:  # also rejects nan and inf
         raise ConfigError(name, text, what)
     return value
@@ -185,6 +221,8 @@ def parse_rule(name: str, text: str, *, rule: RuleName) -> Rule | None:
 
 
 def _parse_rule_items(name: str, s: str, base: Rule, form: str, rule: RuleName) -> Rule:
+    import re
+
     changes: dict[str, Any] = {}
     for item in s.split(","):
         key, eq, value = (part.strip() for part in item.partition("="))
@@ -202,12 +240,14 @@ def _parse_rule_items(name: str, s: str, base: Rule, form: str, rule: RuleName) 
             changes[key] = Limit(int(count), parse_duration(name, window))
         else:
             raise ConfigError(name, s, form + f" (unknown key {key!r})")
-    return dataclasses.replace(base, **changes)
+    return base.replace(**changes)
 
 
 def parse_storage(name: str, text: str) -> str | None:
     """`s3://bucket/prefix`, read character by character: `urlsplit` would quietly drop
     a newline or a tab, and a prefix becomes part of every object key and log line."""
+    import re
+
     s = text.strip()
     if not s:
         return None
@@ -218,9 +258,9 @@ def parse_storage(name: str, text: str) -> str | None:
     if (
         scheme != "s3"
         or not sep
-        or not _BUCKET_RE.fullmatch(bucket)
+        or not re.fullmatch(_BUCKET, bucket)
         or len(prefix) > 512
-        or any(p in (".", "..") or not _PREFIX_PART_RE.fullmatch(p) for p in parts)
+        or any(p in (".", "..") or not re.fullmatch(_PREFIX_PART, p) for p in parts)
     ):
         raise ConfigError(name, text, STORAGE_FORM)
     return f"s3://{bucket}/{prefix}".rstrip("/")
@@ -229,6 +269,7 @@ def parse_storage(name: str, text: str) -> str | None:
 def parse_url(name: str, text: str) -> str | None:
     """An http(s) URL the webhook can be POSTed to: a host, a valid port, nothing
     invisible. User info (`https://user:password@host/`) becomes HTTP Basic auth."""
+    import re
     from urllib.parse import urlsplit
 
     s = text.strip()
@@ -249,6 +290,8 @@ def parse_url(name: str, text: str) -> str | None:
 def hide_url_path(text: str) -> str:
     """A URL, even a malformed one, cut after its host (`https://host/…`): a webhook's
     path may be its token. `ConfigError` hides the user info and query on its own."""
+    import re
+
     m = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)(.*)", text, re.DOTALL)
     if m is None:
         return text
@@ -266,6 +309,8 @@ def parse_sse(name: str, text: str) -> str | None:
 
 
 def parse_kms_key_id(name: str, text: str) -> str | None:
+    import re
+
     s = text.strip()
     if not s:
         return None
@@ -282,7 +327,8 @@ def parse_presign(name: str, text: str) -> float | None:
 
 def parse_service(name: str, text: str) -> str:
     s = text.strip()
-    if not _SERVICE_RE.fullmatch(s):
+    # By hand, not a pattern: the default service is checked at every start().
+    if not (0 < len(s) <= 128 and s[0] in _ALNUM and all(c in _SAFE for c in s)):
         raise ConfigError(name, text, "1-128 characters of letters, digits, '.', '_' or '-'")
     return s
 
@@ -310,11 +356,30 @@ def default_service() -> str:
     elif argv0 in ("", "-c"):
         stem = ""
     else:
-        stem = Path(argv0).stem
+        # `pathlib.Path(argv0)`'s parts (no empty or '.' part), without pathlib.
+        parts = [part for part in argv0.split("/") if part not in ("", ".")]
+        stem = _stem(parts[-1] if parts else "")
         if stem == "__main__":
-            stem = Path(argv0).parent.name
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:128]
+            stem = parts[-2] if len(parts) > 1 else ""
+    safe = _safe_name(stem).strip("-._")[:128]
     return safe or "python"
+
+
+def _stem(name: str) -> str:
+    """`PurePath(name).stem` of a single name: without its last suffix."""
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
+
+
+def _safe_name(text: str) -> str:
+    """Each run of characters other than letters, digits, '.', '_' and '-' made one '-'."""
+    out: list[str] = []
+    for char in text:
+        if char in _SAFE:
+            out.append(char)
+        elif not out or out[-1] != "\0":
+            out.append("\0")
+    return "".join(out).replace("\0", "-")
 
 
 def default_dump_path() -> Path:
@@ -326,61 +391,219 @@ def default_dump_path() -> Path:
     own user's folder. Why this place, and how it is kept private:
     docs/security.md.
     """
-    return temp_root() / f"holmespy-{os.geteuid()}"
+    return _path(default_dump_folder())
+
+
+def _as_path_text(text: str) -> str:
+    """`str(Path(text))` without pathlib: no empty or '.' part, no trailing '/'."""
+    root = ""
+    if text.startswith("/"):
+        # POSIX keeps exactly two leading slashes (pathlib does too); more are one.
+        root = "//" if text.startswith("//") and not text.startswith("///") else "/"
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    return root + "/".join(parts) or "."
+
+
+def _path(text: str) -> Path:
+    """`Path(text)`, importing pathlib on first use, on any thread (holmespy.lazyimport)."""
+    from holmespy.lazyimport import importing
+
+    with importing:
+        from pathlib import Path
+
+    return Path(text)
+
+
+def default_dump_folder() -> str:
+    """`default_dump_path()` as a string, without importing pathlib."""
+    return os.path.join(temp_folder(), f"holmespy-{os.geteuid()}")
 
 
 # -- the typed configuration --
 
 
-@dataclass(frozen=True)
+class _PathText(str):
+    """A `HOLMES_DUMP_PATH` as read: made a `Path` when first asked for (pathlib costs ~9 ms)."""
+
+    __slots__ = ()
+
+
+_DEFAULT_SERVICE = "".join(["<the program's", " name>"])
+"""`Config(service=...)` left out: `default_service()` (a private object, compared by `is`)."""
+
+
 class Config:
-    """Every holmespy setting, typed; `Config.from_env()` reads them from `HOLMES_*`."""
+    """Every holmespy setting, typed and immutable; `Config.from_env()` reads them from `HOLMES_*`.
 
-    enable: bool = True
-    service: str = field(default_factory=default_service)
-    interval: float = 5.0
-    dump_path: Path | None = None
-    """None: `default_dump_path()`, resolved at each use (see `dump_root`)."""
-    cpu: Rule | None = DEFAULT_RULES["cpu"]
-    mem: Rule | None = DEFAULT_RULES["mem"]
-    thread: Rule | None = DEFAULT_RULES["thread"]
-    task: Rule | None = DEFAULT_RULES["task"]
-    gcheap: Rule | None = DEFAULT_RULES["gcheap"]
-    loop: Rule | None = DEFAULT_RULES["loop"]
-    recorder: float | None = DEFAULT_RECORDER_SECONDS
-    recorder_hz: float = 10.0
-    cpu_max: float | None = None
-    cpu_profile_seconds: float = 5.0
-    cpu_profile_rate: int = 50
-    cpu_engine: CpuEngine = "auto"
-    heap_seconds: float = 3.0
-    exit_seconds: float = 0.5
-    cpu_cores: float | None = None
-    mem_limit: int | None = None
-    storage: str | None = None
-    spool_max: int = 1 << 30
-    webhook_url: str | None = None
-    s3_sse: str | None = None
-    s3_kms_key_id: str | None = None
-    presign: float | None = None
-    log_level: str = "INFO"
+    A plain class rather than a dataclass (`import dataclasses` alone would
+    add ~15 ms to `start()`); `replace()` makes a changed, validated copy.
+    """
 
-    def __post_init__(self) -> None:
-        # Programmatic configs get the same checks as the environment.
+    __slots__ = (
+        "_dump_path",
+        "cpu",
+        "cpu_cores",
+        "cpu_engine",
+        "cpu_max",
+        "cpu_profile_rate",
+        "cpu_profile_seconds",
+        "enable",
+        "exit_seconds",
+        "gcheap",
+        "heap_seconds",
+        "interval",
+        "log_level",
+        "loop",
+        "mem",
+        "mem_limit",
+        "presign",
+        "recorder",
+        "recorder_hz",
+        "s3_kms_key_id",
+        "s3_sse",
+        "service",
+        "spool_max",
+        "storage",
+        "task",
+        "thread",
+        "webhook_url",
+    )
+    enable: bool
+    service: str
+    interval: float
+    _dump_path: Path | _PathText | None
+    cpu: Rule | None
+    mem: Rule | None
+    thread: Rule | None
+    task: Rule | None
+    gcheap: Rule | None
+    loop: Rule | None
+    recorder: float | None
+    recorder_hz: float
+    cpu_max: float | None
+    cpu_profile_seconds: float
+    cpu_profile_rate: int
+    cpu_engine: CpuEngine
+    heap_seconds: float
+    exit_seconds: float
+    cpu_cores: float | None
+    mem_limit: int | None
+    storage: str | None
+    spool_max: int
+    webhook_url: str | None
+    s3_sse: str | None
+    s3_kms_key_id: str | None
+    presign: float | None
+    log_level: str
+
+    def __init__(
+        self,
+        enable: bool = True,
+        service: str = _DEFAULT_SERVICE,
+        interval: float = 5.0,
+        dump_path: Path | None = None,
+        cpu: Rule | None = DEFAULT_RULES["cpu"],
+        mem: Rule | None = DEFAULT_RULES["mem"],
+        thread: Rule | None = DEFAULT_RULES["thread"],
+        task: Rule | None = DEFAULT_RULES["task"],
+        gcheap: Rule | None = DEFAULT_RULES["gcheap"],
+        loop: Rule | None = DEFAULT_RULES["loop"],
+        recorder: float | None = DEFAULT_RECORDER_SECONDS,
+        recorder_hz: float = 10.0,
+        cpu_max: float | None = None,
+        cpu_profile_seconds: float = 5.0,
+        cpu_profile_rate: int = 50,
+        cpu_engine: CpuEngine = "auto",
+        heap_seconds: float = 3.0,
+        exit_seconds: float = 0.5,
+        cpu_cores: float | None = None,
+        mem_limit: int | None = None,
+        storage: str | None = None,
+        spool_max: int = 1 << 30,
+        webhook_url: str | None = None,
+        s3_sse: str | None = None,
+        s3_kms_key_id: str | None = None,
+        presign: float | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        if service is _DEFAULT_SERVICE:
+            service = default_service()
+        given = dict(locals())
+        del given["self"]
+        # Programmatic configs get the same checks as the environment; a value
+        # left at its default is valid by construction (test_config checks them all).
+        defaults = _INIT_DEFAULTS
         for option in OPTIONS:
-            option.check(getattr(self, option.field))
+            value = given[option.field]
+            if value is not defaults.get(option.field, _DEFAULT_SERVICE):
+                option.check(value)
+        for name, value in given.items():
+            object.__setattr__(self, "_dump_path" if name == "dump_path" else name, value)
+
+    @property
+    def dump_path(self) -> Path | None:
+        """The dumps' folder; None: `default_dump_path()`, resolved at each use (`dump_root`)."""
+        value = self._dump_path
+        if not isinstance(value, _PathText):
+            return value
+        path = _path(value)
+        object.__setattr__(self, "_dump_path", path)  # the same path, now a Path
+        return path
 
     def dump_root(self) -> Path:
         """The folder dumps go to now: `dump_path`, else the effective user's default."""
-        return self.dump_path if self.dump_path is not None else default_dump_path()
+        path = self.dump_path
+        return path if path is not None else default_dump_path()
+
+    def dump_folder(self) -> str:
+        """`dump_root()` as a string, without importing pathlib (the start-up line says it)."""
+        value = self._dump_path
+        if value is None:
+            return default_dump_folder()
+        return _as_path_text(value) if isinstance(value, _PathText) else os.fspath(value)
 
     def rule(self, name: RuleName) -> Rule | None:
         rule: Rule | None = getattr(self, name)
         return rule
 
+    def fields(self) -> dict[str, Any]:
+        """Every setting by its field name, in the order of the `HOLMES_*` table."""
+        return {name: getattr(self, name) for name in FIELDS}
+
     def replace(self, **changes: Any) -> Config:
         """A copy with `changes` applied and validated."""
-        return dataclasses.replace(self, **changes)
+        values = {
+            name: getattr(self, "_dump_path" if name == "dump_path" else name) for name in FIELDS
+        }
+        for name in changes:
+            if name not in values:
+                raise TypeError(f"Config has no setting {name!r}")
+        values.update(changes)
+        return Config(**values)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Config:
+            return NotImplemented
+        return self is other or self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.fields().values()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: use Config.replace()")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Config is immutable")
+
+    def __reduce__(self) -> tuple[Callable[..., Config], tuple[dict[str, Any]]]:
+        # copy and pickle: built again (and validated) from its settings.
+        return (_config_from, (self._raw_fields(),))
+
+    def _raw_fields(self) -> dict[str, Any]:
+        # As given: a HOLMES_DUMP_PATH not made a Path yet stays text.
+        return {
+            name: getattr(self, "_dump_path" if name == "dump_path" else name) for name in FIELDS
+        }
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -418,8 +641,10 @@ class Config:
                 values[option.field] = _read(option, raw)
             except ConfigError as exc:
                 _warn(f"HOLMES_ENABLE=0, so this is ignored: {exc}", quiet=True)
-        with contextlib.suppress(ConfigWarning):  # `python -W error`: not a failure here
+        try:  # noqa: SIM105 (contextlib.suppress: contextlib costs start() ~0.7 ms)
             _warn_unknown(env)
+        except ConfigWarning:  # `python -W error`: not a failure here
+            pass
         try:
             return cls(enable=False, **values)
         except ConfigError as exc:  # settings valid alone but not together
@@ -427,9 +652,11 @@ class Config:
             return cls(enable=False)
 
     def __repr__(self) -> str:
-        # Not the dataclass's: the webhook URL may hold a password or a token.
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # Not every value as it is: the webhook URL may hold a password or a token.
+        shown = self.fields()
         if self.webhook_url is not None:
+            from holmespy.redact import public_url
+
             shown["webhook_url"] = public_url(self.webhook_url, path=False)
         return f"Config({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -437,6 +664,10 @@ class Config:
         """Each variable with its effective value, in the variable's own syntax
         (the webhook URL without the parts that may be secret)."""
         return {option.env: option.show(getattr(self, option.field)) for option in OPTIONS}
+
+
+def _config_from(values: dict[str, Any]) -> Config:
+    return Config(**values)
 
 
 def _killed(env: Mapping[str, str]) -> bool:
@@ -456,6 +687,8 @@ def _read(option: Option, raw: str) -> Any:
 
 def _warn(message: str, *, quiet: bool = False) -> None:
     """Log `message` and warn with it; `quiet`: never raise, even under `-W error`."""
+    import warnings  # (only for a setting that is wrong)
+
     log.warning(message)
     try:
         warnings.warn(message, ConfigWarning, stacklevel=4)
@@ -476,19 +709,33 @@ def _warn_unknown(env: Mapping[str, str]) -> None:
         _warn(f"unknown setting {key} is ignored{tip}")
 
 
-@dataclass(frozen=True)
 class Option:
     """One row of the table: a `HOLMES_*` variable and the `Config` field it fills."""
 
-    env: str
-    field: str
-    parse: Callable[[str, str], Any]
-    help: str
-    show: Callable[[Any], str] = str
-    # Checks a programmatic value; by default: it must print and re-parse to itself.
-    validate: Callable[[str, Any], None] | None = None
-    # How a value the user wrote may appear in an error (the webhook's path may be a token).
-    display: Callable[[str], str] = str
+    __slots__ = ("display", "env", "field", "help", "parse", "show", "validate")
+
+    def __init__(
+        self,
+        env: str,
+        field: str,
+        parse: Callable[[str, str], Any],
+        help: str,
+        show: Callable[[Any], str] = str,
+        validate: Callable[[str, Any], None] | None = None,
+        display: Callable[[str], str] = str,
+    ) -> None:
+        self.env = env
+        self.field = field
+        self.parse = parse
+        self.help = help
+        self.show = show
+        # Checks a programmatic value; by default: it must print and re-parse to itself.
+        self.validate = validate
+        # How a value the user wrote may appear in an error (the webhook's path may be a token).
+        self.display = display
+
+    def __repr__(self) -> str:
+        return f"Option({self.env!r}, {self.field!r})"
 
     def check(self, value: Any) -> None:
         if self.validate is not None:
@@ -559,6 +806,8 @@ def _check_number(
 
 def _check_url(name: str, value: Any) -> None:
     if value is not None and (not isinstance(value, str) or parse_url(name, value) != value):
+        from holmespy.redact import public_url
+
         raise ConfigError(name, public_url(str(value), path=False), URL_FORM)
 
 
@@ -571,12 +820,22 @@ def _check_rate(name: str, value: Any) -> None:
 def _check_path(name: str, value: Any) -> None:
     if value is None:
         return  # the per-user default
-    if not isinstance(value, Path) or str(value).strip() == "":
+    # A Path, unless pathlib was never imported (then it cannot be one), or the
+    # text HOLMES_DUMP_PATH gave.
+    path_type = getattr(sys.modules.get("pathlib"), "Path", None)  # (None while half made)
+    path = isinstance(value, _PathText) or (path_type is not None and isinstance(value, path_type))
+    if not path or str(value).strip() == "":
         raise ConfigError(name, value, "a pathlib.Path to a folder, or None (the default)")
 
 
 def _show_dump_path(value: Path | None) -> str:
-    return str(default_dump_path() if value is None else value)
+    return default_dump_folder() if value is None else str(value)
+
+
+def _show_webhook(value: str | None) -> str:
+    from holmespy.redact import public_url
+
+    return "" if value is None else public_url(value, path=False)
 
 
 def _check_loop_rule(name: str, value: Any) -> None:
@@ -632,7 +891,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "HOLMES_DUMP_PATH",
         "dump_path",
-        lambda name, text: Path(text) if text.strip() else _raise(name, text, "a folder path"),
+        lambda name, text: _PathText(text) if text.strip() else _raise(name, text, "a folder path"),
         "local folder for dumps and the upload spool, owned by the user and closed to others"
         " (default: $TMPDIR/holmespy-<euid>)",
         show=_show_dump_path,
@@ -758,7 +1017,7 @@ OPTIONS: tuple[Option, ...] = (
         parse_url,
         "URL POSTed the event.json of each stored event (user:password@ sends Basic auth)",
         # Shown without user info, query or path: webhook tokens hide in all three.
-        show=lambda value: "" if value is None else public_url(value, path=False),
+        show=_show_webhook,
         validate=_check_url,
         display=hide_url_path,
     ),
@@ -796,6 +1055,18 @@ OPTIONS: tuple[Option, ...] = (
         "level of the 'holmespy' logger",
     ),
 )
+
+
+FIELDS: tuple[str, ...] = tuple(option.field for option in OPTIONS)
+"""`Config`'s settings, in the table's order."""
+_INIT_DEFAULTS: dict[str, object] = {
+    name: value
+    for name, value in zip(
+        Config.__init__.__code__.co_varnames[1 : 1 + len(FIELDS)],
+        Config.__init__.__defaults__ or (),
+        strict=True,
+    )
+}
 
 
 def _raise(name: str, text: str, expected: str) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from holmespy.redact import redact
-
 
 class HolmesError(Exception):
     """Base class of every error holmespy raises on purpose."""
@@ -13,6 +11,9 @@ class ConfigError(HolmesError, ValueError):
     """A setting is malformed: the message names the variable, the value and the accepted form."""
 
     def __init__(self, name: str, value: object, expected: str) -> None:
+        # (redact imports re and urllib.parse: only once a setting is wrong, not at start())
+        from holmespy.redact import redact
+
         self.name = name
         # A malformed URL may still carry a password or a token: the message never does.
         self.value = redact(value) if isinstance(value, str) else value

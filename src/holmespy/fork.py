@@ -23,18 +23,18 @@ imported on the start path of an ordinary program.
 from __future__ import annotations
 
 import _thread
-import contextlib
-import enum
 import gc
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from types import FrameType
+
+from holmespy.constant import Constant
 
 TYPE_CHECKING = False  # typing's, without importing typing at start()
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import FrameType
     from typing import Any
 
 SPAWN_MAIN = "from multiprocessing.spawn import spawn_main"
@@ -74,17 +74,24 @@ LAZY_GRACE = 1.0
 """Seconds a child of an unknown fork must live before a garbage collection starts its watcher."""
 
 
-class Role(enum.Enum):
-    """What this interpreter is, as far as holmespy's start is concerned."""
+class Role(Constant):
+    """What this interpreter is, as far as holmespy's start is concerned (no `enum` at start)."""
 
-    PROGRAM = "program"
+    __slots__ = ()
+    PROGRAM: Role
     """An ordinary program, or a worker whose argv is already its server's: watch now."""
-    SPAWN_BOOTSTRAP = "spawn-bootstrap"
+    SPAWN_BOOTSTRAP: Role
     """A multiprocessing child before `prepare()`: watch right after it."""
-    FORKSERVER = "forkserver"
+    FORKSERVER: Role
     """multiprocessing's fork server: unwatched; the children it forks are, after `prepare()`."""
-    HELPER = "helper"
+    HELPER: Role
     """A multiprocessing helper such as the resource tracker: never watched."""
+
+
+Role.PROGRAM = Role("program")
+Role.SPAWN_BOOTSTRAP = Role("spawn-bootstrap")
+Role.FORKSERVER = Role("forkserver")
+Role.HELPER = Role("helper")
 
 
 def process_role(
@@ -191,13 +198,19 @@ def call_after_prepare(callback: Callable[[], None]) -> None:
     spawn.prepare = prepare
 
 
-class ForkKind(enum.Enum):
-    WORKER = "worker"
+class ForkKind(Constant):
+    __slots__ = ()
+    WORKER: ForkKind
     """Forked by a known worker maker: watch at once."""
-    EXEC = "exec"
+    EXEC: ForkKind
     """The child will `exec` right away: never watch."""
-    UNKNOWN = "unknown"
+    UNKNOWN: ForkKind
     """Anything else: watch once the child shows it lives on (`LazyStart`)."""
+
+
+ForkKind.WORKER = ForkKind("worker")
+ForkKind.EXEC = ForkKind("exec")
+ForkKind.UNKNOWN = ForkKind("unknown")
 
 
 def fork_kind(caller: FrameType | None) -> ForkKind:
@@ -292,6 +305,8 @@ def _launch(lazy: LazyStart) -> None:
     # logging from the start never registers a dummy thread in `threading`.
     # The start logs its own failures; a thread that cannot start leaves the
     # child unwatched, silently, as it would be without holmespy.
-    with contextlib.suppress(Exception):
+    try:
         lazy.disarm()
         threading.Thread(target=lazy._start, name="holmespy-start", daemon=True).start()
+    except Exception:
+        pass

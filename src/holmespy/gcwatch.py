@@ -40,11 +40,12 @@ class GCWatch:
     def drain(self) -> list[tuple[float, int]]:
         """(epoch time, RSS bytes) of each full GC since the last drain, oldest first."""
         out: list[tuple[float, int]] = []
-        while True:
+        while self.samples:  # (a GC on another thread may append meanwhile: then next tick)
             try:
                 out.append(self.samples.popleft())
             except IndexError:
-                return out
+                break
+        return out
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the host's allocation path: never raise, never block.

@@ -12,41 +12,46 @@ holmespy by a host that closes every descriptor it does not know. A kept
 from __future__ import annotations
 
 import os
-from collections import namedtuple
-
-TYPE_CHECKING = False  # typing's, without importing typing at start()
-if TYPE_CHECKING:
-    from typing import NamedTuple
 
 _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-if TYPE_CHECKING:
+class ProcSample:
+    """CPU time, threads and RSS of a process (a plain class: no namedtuple to build at start)."""
 
-    class ProcSample(NamedTuple):  # a tuple: built every tick, so cheap to make
-        cpu_seconds: float
+    __slots__ = ("cpu_seconds", "rss_bytes", "threads")
+
+    def __init__(self, cpu_seconds: float, threads: int, rss_bytes: int) -> None:
+        self.cpu_seconds = cpu_seconds
         """user + system CPU time of the whole process (all threads)."""
-        threads: int
-        rss_bytes: int
+        self.threads = threads
+        self.rss_bytes = rss_bytes
 
-else:  # the same tuple, without importing typing (~9 ms) at start()
-    ProcSample = namedtuple("ProcSample", ["cpu_seconds", "threads", "rss_bytes"])
+    def __repr__(self) -> str:
+        return (
+            f"ProcSample(cpu_seconds={self.cpu_seconds!r}, threads={self.threads!r},"
+            f" rss_bytes={self.rss_bytes!r})"
+        )
 
 
 def parse_stat(text: bytes) -> ProcSample:
-    """Parse a `/proc/<pid>/stat` line (see proc(5)).
+    """Parse a `/proc/<pid>/stat` line (see proc(5))."""
+    return ProcSample(*parse_stat_fields(text))
+
+
+def parse_stat_fields(text: bytes) -> tuple[float, int, int]:
+    """(CPU seconds, threads, RSS bytes) of a `/proc/<pid>/stat` line: the tick's parse.
 
     The command name (field 2) is in parentheses and may itself hold spaces
     and parentheses, so the numeric fields are counted after the *last* ')'.
     """
     rest = text[text.rindex(b")") + 2 :].split(maxsplit=22)
     # rest[0] is field 3 (state): field N is rest[N - 3].
-    utime, stime = int(rest[11]), int(rest[12])
-    return ProcSample(
-        cpu_seconds=(utime + stime) / _CLK_TCK,
-        threads=int(rest[17]),
-        rss_bytes=int(rest[21]) * _PAGE_SIZE,
+    return (
+        (int(rest[11]) + int(rest[12])) / _CLK_TCK,
+        int(rest[17]),
+        int(rest[21]) * _PAGE_SIZE,
     )
 
 
@@ -57,7 +62,11 @@ class ProcStatReader:
         self.path = os.fspath(path) if path is not None else f"/proc/{os.getpid()}/stat"
 
     def read(self) -> ProcSample:
-        return parse_stat(read_proc_file(self.path, 4096))
+        return ProcSample(*self.read_fields())
+
+    def read_fields(self) -> tuple[float, int, int]:
+        """(CPU seconds, threads, RSS bytes), without building a `ProcSample`."""
+        return parse_stat_fields(read_proc_file(self.path, 4096))
 
     def close(self) -> None:
         """Nothing to release: kept for callers that close what they open."""

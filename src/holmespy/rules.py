@@ -9,30 +9,63 @@ carries a reason string a person can read in `event.json` or the log.
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+
+from holmespy.constant import Constant
+
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
 
 RING_SIZE = 10
 """Samples kept per rule; also the warm-up of the `diff` comparison, which needs a full ring."""
 
+# Rule and Limit are plain classes, not dataclasses: `import dataclasses`
+# (with inspect, re, enum) and building the classes would cost `start()` ~16 ms.
 
-@dataclass(frozen=True)
+
 class Limit:
-    """At most `count` dumps per sliding `window` seconds."""
+    """At most `count` dumps per sliding `window` seconds (immutable)."""
 
-    count: int = 5
-    window: float = 3600.0
+    __slots__ = ("count", "window")
+    count: int
+    window: float
+
+    def __init__(self, count: int = 5, window: float = 3600.0) -> None:
+        object.__setattr__(self, "count", count)
+        object.__setattr__(self, "window", window)
 
     def __str__(self) -> str:
         return f"{self.count}/{_fmt_seconds(self.window)}"
 
+    def __repr__(self) -> str:
+        return f"Limit(count={self.count!r}, window={self.window!r})"
 
-@dataclass(frozen=True)
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Limit:
+            return NotImplemented
+        return (self.count, self.window) == (other.count, other.window)
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.window))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Limit is immutable")
+
+    def __reduce__(self) -> tuple[type[Limit], tuple[int, float]]:
+        # (copy and pickle would otherwise set each slot, which an immutable refuses)
+        return (Limit, (self.count, self.window))
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Limit is immutable")
+
+
+_DEFAULT_LIMIT = Limit()
+
+
 class Rule:
-    """Thresholds of one rule, in the unit of its metric (percent or a count).
+    """Thresholds of one rule, in the unit of its metric (percent or a count); immutable.
 
     A sample `cur` fires when `cur >= min` and (`cur > abs` or
     `cur >= avg(previous) * (100 + diff) / 100`) and, if `max` is set, `cur < max`.
@@ -40,12 +73,63 @@ class Rule:
     waits until `RING_SIZE` samples came before `cur`.
     """
 
+    FIELDS = ("min", "diff", "abs", "cooldown", "max", "limit")
+    __slots__ = FIELDS
     min: float
     diff: float
     abs: float
-    cooldown: float = 60.0
-    max: float | None = None
-    limit: Limit = field(default_factory=Limit)
+    cooldown: float
+    max: float | None
+    limit: Limit
+
+    def __init__(
+        self,
+        min: float,
+        diff: float,
+        abs: float,
+        cooldown: float = 60.0,
+        max: float | None = None,
+        limit: Limit = _DEFAULT_LIMIT,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "min", min)
+        setattr_(self, "diff", diff)
+        setattr_(self, "abs", abs)
+        setattr_(self, "cooldown", cooldown)
+        setattr_(self, "max", max)
+        setattr_(self, "limit", limit)
+
+    def replace(self, **changes: Any) -> Rule:
+        """A copy with `changes` applied (as `dataclasses.replace` would)."""
+        values = {name: getattr(self, name) for name in Rule.FIELDS}
+        for name in changes:
+            if name not in values:
+                raise TypeError(f"Rule has no field {name!r}")
+        values.update(changes)
+        return Rule(**values)
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.min, self.diff, self.abs, self.cooldown, self.max, self.limit)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Rule:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Rule(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in Rule.FIELDS) + ")"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Rule is immutable")
+
+    def __reduce__(self) -> tuple[type[Rule], tuple[Any, ...]]:
+        return (Rule, self._key())
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Rule is immutable")
 
     def spec(self) -> str:
         """The rule in the `HOLMES_*` GODEBUG-style syntax it was (or could be) written in."""
@@ -58,35 +142,102 @@ class Rule:
         return ",".join(parts)
 
 
-class Verdict(StrEnum):
+class Verdict(Constant):
     """Why a sample did or did not fire; `FIRE` is the only one that dumps."""
 
-    FIRE = "fire"
-    WARMUP = "warmup"
-    BELOW_MIN = "below-min"
-    AT_MAX = "at-max"
-    NO_SPIKE = "no-spike"
-    COOLDOWN = "cooldown"
-    LIMITED = "limited"
-    CPU_MAX = "cpu-max"
+    __slots__ = ()
+    FIRE: Verdict
+    WARMUP: Verdict
+    BELOW_MIN: Verdict
+    AT_MAX: Verdict
+    NO_SPIKE: Verdict
+    COOLDOWN: Verdict
+    LIMITED: Verdict
+    CPU_MAX: Verdict
 
 
-@dataclass(slots=True)  # not frozen: a frozen init costs twice as much, and 5 are built per tick
+FIRE = Verdict.FIRE = Verdict("fire")
+WARMUP = Verdict.WARMUP = Verdict("warmup")
+BELOW_MIN = Verdict.BELOW_MIN = Verdict("below-min")
+AT_MAX = Verdict.AT_MAX = Verdict("at-max")
+NO_SPIKE = Verdict.NO_SPIKE = Verdict("no-spike")
+COOLDOWN = Verdict.COOLDOWN = Verdict("cooldown")
+LIMITED = Verdict.LIMITED = Verdict("limited")
+CPU_MAX = Verdict.CPU_MAX = Verdict("cpu-max")
+SKIPS = (COOLDOWN, LIMITED, CPU_MAX)
+"""Verdicts of a sample that would have fired: counted in `status().skipped`."""
+
+
 class Decision:
-    verdict: Verdict
-    value: float
-    average: float | None
-    explain: Callable[[], str] = field(repr=False, compare=False)
-    """Builds the reason on demand: most decisions are never read, and formatting
-    numbers into text is most of what evaluating a rule would otherwise cost."""
+    """What one sample decided, and why (the reason is built only when read)."""
+
+    __slots__ = ("average", "cpu", "cpu_max", "detail", "rule", "value", "verdict")
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        value: float,
+        average: float | None,
+        rule: Rule,
+        detail: float = 0.0,
+        cpu: float | None = None,
+        cpu_max: float | None = None,
+    ) -> None:
+        self.verdict = verdict
+        self.value = value
+        self.average = average
+        """Of the samples before `value`, once the ring is full; None below min (never compared)."""
+        self.rule = rule
+        # What the reason needs besides: samples seen (warm-up), the spike
+        # threshold (no spike, fire) or the cooldown left (cooldown).
+        self.detail = detail
+        self.cpu = cpu
+        self.cpu_max = cpu_max
+
+    def __repr__(self) -> str:
+        return f"Decision({self.verdict.value}, {self.value!r}, average={self.average!r})"
 
     @property
     def fire(self) -> bool:
-        return self.verdict is Verdict.FIRE
+        return self.verdict is FIRE
 
     @property
     def reason(self) -> str:
-        return self.explain()
+        """The decision in words, for `event.json` and the log."""
+        # Formatting numbers into text is most of what evaluating a rule would
+        # otherwise cost, and most decisions are never read: built here, on demand.
+        verdict, rule, v = self.verdict, self.rule, _fmt_num(self.value)
+        if verdict is BELOW_MIN:
+            return f"{v} < min {_fmt_num(rule.min)}"
+        if verdict is AT_MAX:
+            return f"{v} >= max {_fmt_num(rule.max or 0)}: too large to dump safely"
+        if verdict is WARMUP:
+            return (
+                f"{v} <= abs {_fmt_num(rule.abs)}; the diff comparison is warming up: "
+                f"{int(self.detail)}/{RING_SIZE} samples"
+            )
+        if verdict is NO_SPIKE:
+            return (
+                f"{v} <= abs {_fmt_num(rule.abs)} and < {_fmt_num(self.detail)} "
+                f"(average {_fmt_num(self.average or 0.0)} + diff {_fmt_num(rule.diff)}%)"
+            )
+        if self.value > rule.abs:
+            why = f"{v} > abs {_fmt_num(rule.abs)}"
+        else:
+            average = self.average if self.average is not None else 0.0
+            spike_at = average * (100.0 + rule.diff) / 100.0
+            why = (
+                f"{v} >= {_fmt_num(spike_at)} = average {_fmt_num(self.average or 0.0)} of the"
+                f" last {RING_SIZE} samples + diff {_fmt_num(rule.diff)}%"
+            )
+        if verdict is COOLDOWN:
+            return f"{why}, but cooling down for {_fmt_seconds(self.detail)} more"
+        if verdict is LIMITED:
+            return f"{why}, but limit {rule.limit} reached"
+        if verdict is CPU_MAX:
+            cpu, cpu_max = _fmt_num(self.cpu or 0.0), _fmt_num(self.cpu_max or 0.0)
+            return f"{why}, but CPU {cpu}% > HOLMES_CPU_MAX {cpu_max}%"
+        return why
 
 
 def evaluate(
@@ -105,73 +256,65 @@ def evaluate(
     limit); `cpu`/`cpu_max` apply the global guard: no dump of any kind while
     the process burns more CPU than `cpu_max`.
     """
+    if cur < rule.min:  # the common case, first: no average is needed to say no
+        return Decision(BELOW_MIN, cur, None, rule)
+    return _evaluate(previous, cur, rule, now, fired_at, cpu, cpu_max)
+
+
+def _evaluate(
+    previous: Sequence[float],
+    cur: float,
+    rule: Rule,
+    now: float,
+    fired_at: Sequence[float],
+    cpu: float | None,
+    cpu_max: float | None,
+) -> Decision:
+    """`evaluate` for a `cur` at or above `min`."""
     n = len(previous)
     # `abs` and `max` need no history: a fresh worker that starts broken is
     # reported at once. Only the `diff` comparison waits for a full ring,
     # which once warm holds exactly RING_SIZE samples: sum it without a copy.
     avg: float | None = None
     if n >= RING_SIZE:
-        avg = math.fsum(previous if n == RING_SIZE else list(previous)[-RING_SIZE:]) / RING_SIZE
-    v: Callable[[], str] = lambda: _fmt_num(cur)  # noqa: E731
-
-    if cur < rule.min:
-        return Decision(Verdict.BELOW_MIN, cur, avg, lambda: f"{v()} < min {_fmt_num(rule.min)}")
+        avg = _fsum(previous if n == RING_SIZE else list(previous)[-RING_SIZE:]) / RING_SIZE
     if rule.max is not None and cur >= rule.max:
-        return Decision(
-            Verdict.AT_MAX,
-            cur,
-            avg,
-            lambda: f"{v()} >= max {_fmt_num(rule.max or 0)}: too large to dump safely",
-        )
-    why: Callable[[], str]
-    if cur > rule.abs:
-        why = lambda: f"{v()} > abs {_fmt_num(rule.abs)}"  # noqa: E731
-    elif avg is None:
-        return Decision(
-            Verdict.WARMUP,
-            cur,
-            None,
-            lambda: (
-                f"{v()} <= abs {_fmt_num(rule.abs)}; the diff comparison is warming up: "
-                f"{n}/{RING_SIZE} samples"
-            ),
-        )
-    elif cur >= (spike_at := avg * (100.0 + rule.diff) / 100.0):
-        why = lambda: (  # noqa: E731
-            f"{v()} >= {_fmt_num(spike_at)} = average {_fmt_num(avg)} of the last "
-            f"{RING_SIZE} samples + diff {_fmt_num(rule.diff)}%"
-        )
-    else:
-        return Decision(
-            Verdict.NO_SPIKE,
-            cur,
-            avg,
-            lambda: (
-                f"{v()} <= abs {_fmt_num(rule.abs)} and < {_fmt_num(spike_at)} "
-                f"(average {_fmt_num(avg)} + diff {_fmt_num(rule.diff)}%)"
-            ),
-        )
+        return Decision(AT_MAX, cur, avg, rule)
+    spike_at = 0.0
+    if cur <= rule.abs:
+        if avg is None:
+            return Decision(WARMUP, cur, None, rule, n)
+        spike_at = avg * (100.0 + rule.diff) / 100.0
+        if cur < spike_at:
+            return Decision(NO_SPIKE, cur, avg, rule, spike_at)
     if fired_at and now - fired_at[-1] < rule.cooldown:
-        left = rule.cooldown - (now - fired_at[-1])
-        return Decision(
-            Verdict.COOLDOWN,
-            cur,
-            avg,
-            lambda: f"{why()}, but cooling down for {_fmt_seconds(left)} more",
-        )
+        return Decision(COOLDOWN, cur, avg, rule, rule.cooldown - (now - fired_at[-1]))
     recent = sum(1 for t in fired_at if now - t < rule.limit.window)
     if recent >= rule.limit.count:
-        return Decision(
-            Verdict.LIMITED, cur, avg, lambda: f"{why()}, but limit {rule.limit} reached"
-        )
+        return Decision(LIMITED, cur, avg, rule)
     if cpu_max is not None and cpu is not None and cpu > cpu_max:
-        return Decision(
-            Verdict.CPU_MAX,
-            cur,
-            avg,
-            lambda: f"{why()}, but CPU {_fmt_num(cpu)}% > HOLMES_CPU_MAX {_fmt_num(cpu_max)}%",
-        )
-    return Decision(Verdict.FIRE, cur, avg, why)
+        return Decision(CPU_MAX, cur, avg, rule, 0.0, cpu, cpu_max)
+    return Decision(FIRE, cur, avg, rule)
+
+
+_math_fsum: Callable[[Iterable[float]], float] | None = None
+
+
+def _fsum(values: Iterable[float]) -> float:
+    """`math.fsum`: the average stays exact whatever the order of the samples."""
+    global _math_fsum
+    fsum = _math_fsum
+    if fsum is None:
+        # `math` is a shared library to load (~0.3 ms of `start()`): only once a
+        # sample reaches the diff comparison. Under the import guard: this runs
+        # on the watcher's thread (holmespy.lazyimport).
+        from holmespy.lazyimport import importing
+
+        with importing:
+            import math
+
+        fsum = _math_fsum = math.fsum
+    return fsum(values)
 
 
 class RuleState:
@@ -179,6 +322,8 @@ class RuleState:
 
     Used by the watcher thread only, so it needs no lock.
     """
+
+    __slots__ = ("fired_at", "history", "name", "ring", "rule", "skipped")
 
     def __init__(self, name: str, rule: Rule) -> None:
         self.name = name
@@ -203,17 +348,29 @@ class RuleState:
         `now` is a monotonic clock for cooldowns, `wall` the epoch time kept
         in the history that goes into `event.json`.
         """
-        while self.fired_at and now - self.fired_at[0] >= max(self.rule.limit.window, 0.0):
-            self.fired_at.popleft()
-        decision = evaluate(
-            self.ring, value, self.rule, now=now, fired_at=self.fired_at, cpu=cpu, cpu_max=cpu_max
-        )
+        return self.step(value, now, wall, cpu, cpu_max)
+
+    def step(
+        self, value: float, now: float, wall: float, cpu: float | None, cpu_max: float | None
+    ) -> Decision:
+        """`observe`, with positional arguments: the watcher's per-tick call."""
+        rule = self.rule
+        fired_at = self.fired_at
+        if fired_at:
+            window = max(rule.limit.window, 0.0)
+            while fired_at and now - fired_at[0] >= window:
+                fired_at.popleft()
+        if value < rule.min:  # nearly every sample of a healthy process
+            decision = Decision(BELOW_MIN, value, None, rule)
+        else:
+            decision = _evaluate(self.ring, value, rule, now, fired_at, cpu, cpu_max)
+            verdict = decision.verdict
+            if verdict is FIRE:
+                fired_at.append(now)
+            elif verdict in SKIPS:
+                self.skipped[verdict] = self.skipped.get(verdict, 0) + 1
         self.ring.append(value)
         self.history.append((wall, value))
-        if decision.fire:
-            self.fired_at.append(now)
-        elif decision.verdict in (Verdict.COOLDOWN, Verdict.LIMITED, Verdict.CPU_MAX):
-            self.skipped[decision.verdict] = self.skipped.get(decision.verdict, 0) + 1
         return decision
 
 

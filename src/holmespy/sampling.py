@@ -10,26 +10,28 @@ tick's average cost bounded.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from holmespy.gcwatch import GCWatch
 from holmespy.lazyimport import importing
-from holmespy.limits import Limits
 from holmespy.procstat import ProcStatReader
+
+TYPE_CHECKING = False  # typing's, without importing typing at start()
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from holmespy.gcwatch import GCWatch
+    from holmespy.limits import Limits
 
 TASK_BUDGET_SECONDS = 0.001
 """Average time per tick that task counting may take before it is done less often."""
 MAX_TASK_STRIDE = 10
 
 
-@dataclass(
-    slots=True
-)  # not frozen: frozen dataclasses are slow to build, and one is built per tick
 class Sample:
+    """One tick's measurements (a plain slotted class: one is built per tick)."""
+
+    __slots__ = ("cpu", "gcheap", "loop", "mem", "rss_bytes", "tasks", "threads", "time")
     time: float
     """Epoch seconds."""
     cpu: float | None
@@ -42,8 +44,31 @@ class Sample:
     """Tasks over all running loops, or None on ticks that skip counting."""
     gcheap: tuple[float, ...]
     """RSS % after each full GC since the previous tick."""
-    loop: float | None = None
+    loop: float | None
     """Longest event-loop stall since the previous tick, ms (None: no loop watched)."""
+
+    def __init__(
+        self,
+        time: float,
+        cpu: float | None,
+        mem: float,
+        rss_bytes: int,
+        threads: int,
+        tasks: int | None,
+        gcheap: tuple[float, ...] = (),
+        loop: float | None = None,
+    ) -> None:
+        self.time = time
+        self.cpu = cpu
+        self.mem = mem
+        self.rss_bytes = rss_bytes
+        self.threads = threads
+        self.tasks = tasks
+        self.gcheap = gcheap
+        self.loop = loop
+
+    def __repr__(self) -> str:
+        return f"Sample({self.as_dict()!r}, gcheap={self.gcheap!r})"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -83,27 +108,29 @@ class Sampler:
 
     def sample(self) -> Sample:
         now, wall = self._monotonic(), time.time()
-        proc = self.stat.read()
+        cpu_seconds, threads, rss_bytes = self.stat.read_fields()
         cpu: float | None = None
-        if self._last is not None:
-            elapsed = now - self._last[0]
+        last = self._last
+        if last is not None:
+            elapsed = now - last[0]
             if elapsed > 0:
-                used = proc.cpu_seconds - self._last[1]
+                used = cpu_seconds - last[1]
                 cpu = max(0.0, 100.0 * used / (elapsed * self.limits.cpu_cores))
-        self._last = (now, proc.cpu_seconds)
+        self._last = (now, cpu_seconds)
         mem_limit = self.limits.mem_bytes
+        gc_watch = self.gc_watch
         gcheap: tuple[float, ...] = ()
-        if self.gc_watch is not None:
-            gcheap = tuple(100.0 * rss / mem_limit for _, rss in self.gc_watch.drain())
+        if gc_watch is not None and gc_watch.samples:
+            gcheap = tuple(100.0 * rss / mem_limit for _, rss in gc_watch.drain())
         return Sample(
-            time=wall,
-            cpu=cpu,
-            mem=100.0 * proc.rss_bytes / mem_limit,
-            rss_bytes=proc.rss_bytes,
-            threads=proc.threads,
-            tasks=self._tasks(),
-            gcheap=gcheap,
-            loop=self.loop_stall() if self.loop_stall is not None else None,
+            wall,
+            cpu,
+            100.0 * rss_bytes / mem_limit,
+            rss_bytes,
+            threads,
+            self._tasks(),
+            gcheap,
+            self.loop_stall() if self.loop_stall is not None else None,
         )
 
     def _tasks(self) -> int | None:
@@ -129,7 +156,8 @@ class Sampler:
         count = count_tasks()
         self.task_seconds = self._perf_counter() - start
         # Spread an expensive count over several ticks rather than let it dominate each one.
-        stride = math.ceil(self.task_seconds / TASK_BUDGET_SECONDS)
+        ticks = self.task_seconds / TASK_BUDGET_SECONDS
+        stride = int(ticks) + (ticks > int(ticks))  # math.ceil, without math at start()
         self.task_stride = min(MAX_TASK_STRIDE, max(1, stride))
         self._skip = self.task_stride - 1
         return count

@@ -23,11 +23,13 @@ once). `HOLMES_EXIT_SECONDS=0` installs nothing.
 
 from __future__ import annotations
 
-import contextlib
-import signal
+import _signal  # type: ignore[import-not-found]  # not `signal`: its enums cost ~4 ms
 import threading
-from collections.abc import Callable
-from types import FrameType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
 
 _on_term: Callable[[str], None] | None = None
 
@@ -39,12 +41,12 @@ def install(on_term: Callable[[str], None]) -> str:
     if threading.current_thread() is not threading.main_thread():
         return "not installed: start() ran outside the main thread"
     try:
-        current = signal.getsignal(signal.SIGTERM)
+        current = _signal.getsignal(_signal.SIGTERM)
         if current is _handle:
             return "installed"
-        if current is not signal.SIG_DFL:
+        if not _is_default(current):
             return "not installed: the host handles SIGTERM itself"
-        signal.signal(signal.SIGTERM, _handle)
+        _signal.signal(_signal.SIGTERM, _handle)
     except (ValueError, OSError) as exc:  # not the main interpreter, or no such signal
         return f"not installed: {exc}"
     return "installed"
@@ -56,9 +58,16 @@ def uninstall() -> None:
     _on_term = None
     if threading.current_thread() is not threading.main_thread():
         return  # the handler stays; without a callback it only re-raises
-    with contextlib.suppress(ValueError, OSError):
-        if signal.getsignal(signal.SIGTERM) is _handle:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        if _signal.getsignal(_signal.SIGTERM) is _handle:
+            _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
+def _is_default(handler: object) -> bool:
+    # `signal.SIG_DFL` is an IntEnum equal to 0; `_signal` says it as the int.
+    return isinstance(handler, int) and handler == _signal.SIG_DFL
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
@@ -68,5 +77,5 @@ def _handle(signum: int, frame: FrameType | None) -> None:
             callback("SIGTERM received")
     finally:
         # Die of SIGTERM, as the process would have without holmespy.
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
+        _signal.signal(signum, _signal.SIG_DFL)
+        _signal.raise_signal(signum)

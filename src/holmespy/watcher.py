@@ -10,10 +10,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from holmespy._log import DEBUG, INFO, log
 from holmespy.config import RULE_NAMES, Config
@@ -22,17 +18,19 @@ from holmespy.lazyimport import importing
 from holmespy.limits import Limits, detect_limits
 from holmespy.procstat import ProcStatReader
 from holmespy.registry import METRICS, RULES
-from holmespy.rules import Decision, Rule, RuleState, Verdict
+from holmespy.rules import FIRE, LIMITED, Decision, RuleState, Verdict
 from holmespy.sampling import Sample, Sampler
 from holmespy.stackwatch import StackWatch
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
     import logging
+    from contextlib import AbstractContextManager
+    from pathlib import Path
     from typing import Any
 
     from holmespy.capturer import Capturer
-    from holmespy.config import RuleName
+    from holmespy.statusview import Status
     from holmespy.storage.uploader import Uploader
     from holmespy.watchdog import Watchdog
 
@@ -46,41 +44,8 @@ SALVAGE_RETRY = 2.0
 """Seconds before a leftover whose py-spy is still writing is looked at again."""
 ERROR_LOG_EVERY = 60.0
 """Seconds between two log lines about the same recurring internal error."""
-
-
-@dataclass(frozen=True)
-class Status:
-    """A snapshot of what the watcher has done; every failure it absorbed is counted here."""
-
-    enabled: bool
-    running: bool
-    pid: int
-    ticks: int = 0
-    events: int = 0
-    last_event: str | None = None
-    dropped: int = 0
-    """Events dropped, or captured without their CPU/heap window, because a lane was full."""
-    partial: int = 0
-    """Events published with captures cut short or not taken (the process was going)."""
-    salvaged: int = 0
-    """Events published at start from temp folders that dead processes left in the dump folder."""
-    stale_removed: int = 0
-    """Temp folders of dead processes removed at start with nothing worth publishing."""
-    capture_failures: int = 0
-    errors: int = 0
-    """Internal errors absorbed on holmespy's threads (sampling, rules, captures)."""
-    last_error: str | None = None
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per rule, fires suppressed by cooldown, limit or the CPU-max guard."""
-    last_sample: dict[str, object] | None = None
-    limits: dict[str, object] = field(default_factory=dict)
-    task_stride: int = 1
-    """Task counting runs every `task_stride` ticks (more than 1 when counting is costly)."""
-    storage: dict[str, int | str | None] = field(default_factory=dict)
-    """The uploader's counters: uploaded, failed attempts, dropped by the spool cap, pending…"""
-    stacks: dict[str, object] = field(default_factory=dict)
-    """The flight recorder's ring (ticks, samples and stacks held, rate) and the loop watchdog
-    (loops watched, stalls seen), or "off"; the sampling thread's CPU share."""
+_ACTED_ON = frozenset({FIRE, LIMITED})
+"""Verdicts the watcher does something about (an event, a log line) besides a debug line."""
 
 
 class Watcher:
@@ -102,6 +67,8 @@ class Watcher:
             self.limits, stat=stat, gc_watch=self.gc_watch, loop_stall=self.stacks.loop_stall_ms
         )
         self.states: dict[str, RuleState] = {}
+        self._active: tuple[tuple[RuleState, str], ...] = ()  # (state, Sample field), by `_bind`
+        self._bound: Config | None = None
         self._capturer: Capturer | None = None
         self._uploader: Uploader | None = None  # ships to HOLMES_STORAGE, applies HOLMES_SPOOL_MAX
         self._uploader_config = config
@@ -132,7 +99,7 @@ class Watcher:
         self._thread.start()
         announce(
             f"holmespy watching pid {self.pid} as service {self.config.service!r} every"
-            f" {self.config.interval:g}s; dumps in {self.dump_path()}",
+            f" {self.config.interval:g}s; dumps in {self.config.dump_folder()}",
             self.config.log_level,
         )
         return self
@@ -241,6 +208,9 @@ class Watcher:
         return new
 
     def status(self) -> Status:
+        with importing:  # a dataclass, made while no thread of ours imports `typing`
+            from holmespy.statusview import Status
+
         skipped = {
             name: {verdict.value: count for verdict, count in state.skipped.items()}
             for name, state in self.states.items()
@@ -263,7 +233,7 @@ class Watcher:
             last_error=(capturer.last_error if capturer else None) or self.last_error,
             skipped=skipped,
             last_sample=self.last_sample.as_dict() if self.last_sample else None,
-            limits=self.limits.__dict__.copy(),
+            limits=self.limits.as_dict(),
             task_stride=self.sampler.task_stride,
             storage=self._storage_status(),
             stacks=self.stacks.status(),
@@ -328,28 +298,45 @@ class Watcher:
         self.last_sample = sample
         self.ticks += 1
         config = self.config
-        mono = time.monotonic()
+        if config is not self._bound:
+            self._bind(config)
+        mono, wall, cpu, cpu_max = time.monotonic(), sample.time, sample.cpu, config.cpu_max
         decisions: list[tuple[str, Decision]] = []
+        # What a tick costs is mostly this loop (benchmarks/tick_cost.py): a
+        # decision is acted on only when it fires, is limited, or debug logs it.
+        debug = log.isEnabledFor(DEBUG)
+        for state, field in self._active:
+            value = getattr(sample, field)
+            if value is None:  # tasks not counted this tick
+                continue
+            if field == "gcheap":  # one value per full GC since the previous tick
+                for each in value:
+                    decision = state.step(each, mono, wall, cpu, cpu_max)
+                    decisions.append((state.name, decision))
+                    if decision.verdict in _ACTED_ON or debug:
+                        self._act(state.name, state, decision, sample)
+                continue
+            decision = state.step(float(value), mono, wall, cpu, cpu_max)
+            decisions.append((state.name, decision))
+            if decision.verdict in _ACTED_ON or debug:
+                self._act(state.name, state, decision, sample)
+        return decisions
+
+    def _bind(self, config: Config) -> None:
+        """The enabled rules' states, in order, for `config` (done again when it changes)."""
+        active: list[tuple[RuleState, str]] = []
         for name in RULE_NAMES:
             rule = config.rule(name)
             if rule is None:
                 self.states.pop(name, None)
                 continue
-            state = self._state(name, rule)
-            for value in _values(name, sample):
-                decision = state.observe(
-                    value, now=mono, wall=sample.time, cpu=sample.cpu, cpu_max=config.cpu_max
-                )
-                decisions.append((name, decision))
-                self._act(name, state, decision, sample)
-        return decisions
-
-    def _state(self, name: str, rule: Rule) -> RuleState:
-        state = self.states.get(name)
-        if state is None:
-            state = self.states[name] = RuleState(name, rule)
-        state.rule = rule
-        return state
+            state = self.states.get(name)
+            if state is None:
+                state = self.states[name] = RuleState(name, rule)
+            state.rule = rule  # its ring and cooldowns carry over
+            active.append((state, RULES[name].sample_field))
+        self._active = tuple(active)
+        self._bound = config
 
     def _act(self, name: str, state: RuleState, decision: Decision, sample: Sample) -> None:
         if decision.verdict is Verdict.LIMITED and name not in self._limit_logged:
@@ -558,13 +545,6 @@ def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def _values(name: RuleName, sample: Sample) -> Iterable[float]:
-    value = getattr(sample, RULES[name].sample_field)
-    if isinstance(value, list | tuple):  # several values in one tick (one per full GC)
-        return value
-    return () if value is None else (float(value),)
-
-
 def _iso(epoch: float) -> str:
     with importing:
         import datetime as dt
@@ -574,3 +554,13 @@ def _iso(epoch: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
+
+
+def __getattr__(name: str) -> object:
+    # `holmespy.watcher.Status`, where it lived before it got its own module.
+    if name == "Status":
+        with importing:
+            from holmespy.statusview import Status
+
+        return Status
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
