@@ -12,7 +12,7 @@ import pytest
 
 from holmespy import Config, Rule
 from holmespy.profilers import CaptureContext, capture_recorder
-from holmespy.stackwatch import StackWatch
+from holmespy.stackwatch import FIRST_WAKE, StackWatch
 from holmespy.watcher import Watcher
 from tests.conftest import RunProgram
 from tests.loop_thread import needs_loop_discovery
@@ -183,9 +183,52 @@ class StuckBell:
     def ring(self) -> None:
         pass  # a plain sleep does not hear it
 
+    def wait(self, seconds: float) -> None:
+        pass  # the first wake-up, at once here
+
     def sleep(self, seconds: float) -> None:
         self.asleep.set()
         self.release.wait()
+
+
+class FirstWait:
+    """The sampling thread's first wait, held until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.waiting: list[float] = []
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def ring(self) -> None:
+        self.release.set()
+
+    def wait(self, seconds: float) -> None:
+        self.waiting.append(seconds)
+        self.asked.set()
+        self.release.wait()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, 0.01))
+
+
+def test_a_process_that_ends_before_the_first_wake_up_never_makes_the_recorder(
+    tmp_path: Path,
+) -> None:
+    # A script, or a helper process under `holmespy run`, is over in milliseconds: the
+    # sampling thread waits FIRST_WAKE before it imports and makes the recorder.
+    watcher = Watcher(config(tmp_path, interval=3600, cpu=None, mem=None, thread=None))
+    assert watcher.stacks._wake._lock.locked()  # not rung by the settings made before start
+    first = FirstWait()
+    watcher.stacks._wake = first  # type: ignore[assignment]
+    watcher.start()
+    try:
+        assert first.asked.wait(10)
+        assert first.waiting == [FIRST_WAKE]
+        assert watcher.stacks.recorder is None
+    finally:
+        first.release.set()
+    wait_for(lambda: watcher.stacks.recorder is not None and watcher.stacks.recorder.ticks >= 1)
+    watcher.stop(timeout=30)
 
 
 def test_an_exiting_host_is_not_held_back_by_the_sampling_threads_sleep(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import types
-from dataclasses import dataclass, field
 
 from holmespy.nativeid import native_id
 
@@ -105,7 +104,6 @@ def module_from_path(filename: str) -> str:
     return stem or filename
 
 
-@dataclass
 class ThreadTable:
     """Names of the process's threads, by ident and by native (kernel) id.
 
@@ -115,10 +113,13 @@ class ThreadTable:
     has them; `label_*` turns them into label values.
     """
 
-    by_ident: dict[int, str] = field(default_factory=dict)
-    by_native: dict[int, str] = field(default_factory=dict)
-    native_of: dict[int, int] = field(default_factory=dict)
-    """ident -> native id."""
+    __slots__ = ("by_ident", "by_native", "native_of")
+
+    def __init__(self) -> None:
+        self.by_ident: dict[int, str] = {}
+        self.by_native: dict[int, str] = {}
+        self.native_of: dict[int, int] = {}
+        """ident -> native id."""
 
     def update(self) -> None:
         for thread in threading.enumerate():

@@ -25,7 +25,6 @@ What keeps it cheap enough to leave on:
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -241,7 +240,7 @@ class Recorder:
             self.tick_cpu_ns = float(cost_ns)
         self.tick_cpu_ns += (cost_ns - self.tick_cpu_ns) / 5
         share = self.tick_cpu_ns * 1e-9 * self.rate
-        self.stride = max(1, min(MAX_STRIDE, math.ceil(share / BUDGET)))
+        self.stride = max(1, min(MAX_STRIDE, -int(-share // BUDGET)))  # ceil, without math
 
     def clear(self) -> None:
         """Drop everything held (on stop)."""
@@ -321,7 +320,7 @@ def recorder_profile(ticks: Sequence[Tick], trigger_wall: float, rate: float) ->
     )
     acc: dict[tuple[str, Stack, int], list[int]] = {}
     for tick in ticks:
-        second = math.floor(tick.wall - trigger_wall)
+        second = int((tick.wall - trigger_wall) // 1)  # floor, without math
         for label, stack, cpu in tick.samples:
             entry = acc.get((label, stack, second))
             if entry is None:

@@ -26,13 +26,9 @@ watchdog or not.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 from holmespy import loopstack  # noqa: F401  (its fork hook: see the docstring)
 from holmespy.config import Config
@@ -40,10 +36,14 @@ from holmespy.lazyimport import importing
 
 TYPE_CHECKING = False  # typing's, without importing typing at start()
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
     from typing import Any
 
     from holmespy.recorder import Recorder, Recording
     from holmespy.watchdog import Watchdog
+
+    ErrorSink = Callable[[str, BaseException], None]
 
 __all__ = ["THREAD_NAME", "StackWatch"]
 
@@ -58,8 +58,13 @@ DISCOVER_BUDGET = 0.001
 
 MAX_DISCOVER_STRIDE = 10
 
-ErrorSink = Callable[[str, BaseException], None]
 
+INF = float("inf")
+
+FIRST_WAKE = 0.1
+"""Seconds from start() to the sampling thread's first wake-up (sooner when rung: a loop
+found, a stop): a short process (a script, a helper under `holmespy run`) ends first and
+never pays for making the recorder (~1.5 ms of imports, benchmarks/startup.py)."""
 
 SHORT_SLEEP = 0.15
 """Sleeps up to this long are not cut short by a ring: a stop or a new setting waits that long."""
@@ -81,8 +86,14 @@ class _Bell:
         self._lock.acquire()
 
     def ring(self) -> None:
-        with contextlib.suppress(RuntimeError):  # already rung and not yet heard
+        try:  # noqa: SIM105  (contextlib is not loaded at start-up)
             self._lock.release()
+        except RuntimeError:  # already rung and not yet heard
+            pass
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, or until rung, however short."""
+        self._lock.acquire(timeout=seconds)
 
     def sleep(self, seconds: float) -> None:
         if seconds <= SHORT_SLEEP:
@@ -169,7 +180,9 @@ class StackWatch:
                     self.watchdog.threshold = self._loop_threshold
             if self._started and self.wanted and (self._retired or not self.running):
                 self._spawn()
-        self._wake.ring()
+            started = self._started
+        if started:  # (not from __init__: the first wake-up would come at once)
+            self._wake.ring()
 
     def prepare(self) -> None:
         """Make the parts that are wanted and can be made now (the sampling thread calls it
@@ -245,13 +258,14 @@ class StackWatch:
     # -- the sampling thread --
 
     def _run(self) -> None:
+        self._wake.wait(FIRST_WAKE)
         next_tick = self._clock()
         while not self._stopping:
             if not self.wanted and self._retire():
                 return
             self.prepare()
             now = self._clock()
-            due = math.inf
+            due = INF
             frames = None
             recorder = self.recorder
             if recorder is not None:
@@ -303,9 +317,7 @@ class StackWatch:
             except Exception as exc:
                 self._on_error("loop discovery", exc)
             spent = self._perf_counter() - started
-            self.discover_stride = min(
-                MAX_DISCOVER_STRIDE, max(1, math.ceil(spent / DISCOVER_BUDGET))
-            )
+            self.discover_stride = min(MAX_DISCOVER_STRIDE, max(1, -int(-spent // DISCOVER_BUDGET)))
             self._discover_skip = self.discover_stride - 1
         try:
             return watchdog.take()
@@ -320,7 +332,12 @@ class StackWatch:
     def excused(self) -> AbstractContextManager[None]:
         """Around a capture that pauses the whole process: its stalls are holmespy's own."""
         watchdog = self.watchdog
-        return watchdog.excused() if watchdog is not None else contextlib.nullcontext()
+        if watchdog is not None:
+            return watchdog.excused()
+        with importing:  # only around a heap capture, long after start-up
+            import contextlib
+
+        return contextlib.nullcontext()
 
     def status(self) -> dict[str, Any]:
         recorder, watchdog = self.recorder, self.watchdog
