@@ -505,11 +505,11 @@ def test_too_little_memory_headroom_means_no_walk() -> None:
     assert not plan.walk
     assert "not walked" in plan.why
 
-    text, facts, baseline = holders_file(None, 1000 << 20, rss=lambda: 900 << 20)
+    snapshot, facts, baseline = holders_file(None, 1000 << 20, rss=lambda: 900 << 20)
 
     assert baseline is None
     assert "not walked" in facts["error"]
-    assert "!! failed: not walked" in text
+    assert "!! failed: not walked" in render(snapshot)
     assert facts["memory"]["limit_bytes"] == 1000 << 20
 
 

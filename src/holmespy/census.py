@@ -208,7 +208,9 @@ class Census:
             counts=r.field(lambda: d.counts(data.get("counts"), "counts", MAX_ROWS), {}),
             growth=None
             if growth is None
-            else r.field(lambda: d.counts(growth, "growth", MAX_ROWS, signed=True), {}),
+            else r.field(
+                lambda: d.counts(growth, "growth", MAX_ROWS, signed=True), dict[str, int]()
+            ),
             gc_counts=r.field(lambda: d.ints(data.get("gc_counts", []), "gc_counts", 8), ()),
             gc_collections=r.field(
                 lambda: d.ints(data.get("gc_collections", []), "gc_collections", 8), ()
