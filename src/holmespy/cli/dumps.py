@@ -28,6 +28,7 @@ __all__ = [
     "TWINS",
     "Dump",
     "StackGroup",
+    "blocked_lines",
     "load_dump",
     "task_groups",
     "thread_groups",
@@ -122,12 +123,12 @@ def blocked_lines(dump: TaskDump) -> list[tuple[str, list[str]]]:
         if loop.blocked_since is not None:
             line = (
                 f'LOOP BLOCKED: loop {loop.number} in thread "{thread}" has not yet run a probe'
-                f" callback sent {loop.blocked_since:.1f} s ago"
+                f" callback sent {loop.blocked_since:.1f} s ago; its thread is executing:"
             )
         else:
             line = (
                 f'LOOP BLOCKED: loop {loop.number} in thread "{thread}" did not run a callback'
-                f" within {loop.blocked_after or 0:g} s"
+                f" within {loop.blocked_after or 0:g} s; its thread is executing:"
             )
         out.append((line, [f.label for f in loop.stack or ()]))
     return out
