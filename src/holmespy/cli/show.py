@@ -393,7 +393,9 @@ def threads_part(dump: ThreadDump, problems: list[str], top: int) -> list[str]:
 
 def tasks_part(dump: TaskDump, problems: list[str], top: int) -> list[str]:
     groups = task_groups(dump)
-    summary = f"{dump.total} tasks in {len(groups)} groups of identical await chains"
+    summary = (
+        f"{plural(dump.total, 'task')} in {plural(len(groups), 'group')} of identical await chains"
+    )
     out = [section("tasks.txt", summary), *_problems(problems)]
     if dump.error is not None:
         out.append(f"!! the task dump failed: {field(dump.error.strip().split(chr(10))[-1])}")
