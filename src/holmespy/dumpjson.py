@@ -174,9 +174,9 @@ class Reader:
         self.problems: list[str] = []
 
     def problem(self, message: str) -> None:
-        line = printable(message, 200)
+        line = f"{self.file}: {printable(message, 200)}"
         if self.strict:
-            raise BadDump(f"{self.file}: {line}")
+            raise BadDump(line)
         self.problems.append(line)
 
     def field(self, read: Callable[[], T], default: T) -> T:

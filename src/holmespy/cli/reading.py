@@ -93,14 +93,14 @@ def read_member(folder: Path, name: str, limit: int) -> bytes | None:
             fd_, st = safefs.open_file(fd, name, path)
             with safefs.owned(fd_):
                 if st.st_size > limit:
-                    raise TooLarge(_too_large(path, limit, ""))
+                    raise TooLarge(_too_large(Path(name), limit, ""))
                 return safefs.read_open(fd_, st, path, limit=limit)
     except FileNotFoundError:
         return None
-    except safefs.Refused as exc:
-        raise CLIError(str(exc)) from None
+    except safefs.Refused as exc:  # the folder is said elsewhere: the name is enough here
+        raise CLIError(f"{name}: refused: it {exc.problem}") from None
     except OSError as exc:
-        raise CLIError(f"{path}: {exc.strerror or exc}") from None
+        raise CLIError(f"{name}: {exc.strerror or exc}") from None
 
 
 def _too_large(path: Path, limit: int, flag: str) -> str:
