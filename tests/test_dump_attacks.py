@@ -355,3 +355,16 @@ def test_frames_of_a_blocked_loop_are_read_as_frames() -> None:
     data["loops"][0]["stack"] = [["spin", "/srv/a.py"]]
     with pytest.raises(BadDump, match=r"loops\[0\]\.stack\[0\]: a list"):
         TaskDump.from_json(data)
+
+
+def test_html_in_an_older_bundles_text_dump_is_escaped_by_serve(tmp_path: Path) -> None:
+    written = b'Thread "<img src=x onerror=alert(1)>" ident=1\n    park\x1b[2J (app.py:1)\n'
+    folder = write_bundle(tmp_path / "dumps", rule="thread", files={"threads.txt": written})
+
+    with serving(tmp_path / "dumps") as server:
+        html = page(server, f"/event/{folder.name}")
+
+    assert "threads.txt: as written (no threads.json)</h2>" in html
+    assert "<img" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "park\\x1b[2J (app.py:1)" in html

@@ -20,11 +20,14 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import holmespy
+from holmespy.config import Config
+from holmespy.profilers import CaptureContext, capture_type_census
 from holmespy.profilers.heap import (
     BLOB_MIN_BYTES,
     Census,
@@ -431,3 +434,19 @@ def test_census_failure_is_reported_in_the_text(monkeypatch: pytest.MonkeyPatch)
     assert result.counts == {}
     assert "!! census failed: RuntimeError: collector unavailable" in result.text()
     assert result.facts["error"] == "census failed: RuntimeError: collector unavailable"
+
+
+def test_the_census_capture_writes_the_text_and_its_json(tmp_path: Path) -> None:
+    memory: dict[str, Any] = {}  # what the process keeps between its events
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    capture_type_census(CaptureContext(first, "mem", Config(), memory=memory))
+
+    facts = capture_type_census(CaptureContext(second, "mem", Config(), memory=memory))
+
+    assert (facts["file"], facts["data"]) == ("heap-types.txt", "heap-types.json")
+    census_read, problems = Census.loads((second / "heap-types.json").read_bytes())
+    assert problems == []
+    assert census_read.growth is not None  # the second census of the process has growth
+    assert census_read.text() == (second / "heap-types.txt").read_text()
