@@ -313,6 +313,23 @@ def test_a_list_longer_than_any_writer_makes(
     assert "3 tasks in 10,000 groups" in out  # what was kept is shown, bounded
 
 
+def test_ten_thousand_wrong_entries_make_ten_lines_and_a_count(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tasks()
+    data["groups"] = [{"count": "many"}] * 10_000
+    folder = bundle_with(tmp_path / "dumps", KINDS["tasks"], json.dumps(data).encode())
+
+    out = show(capsys, folder)
+    with serving(tmp_path / "dumps") as server:
+        html = page(server, f"/event/{folder.name}")
+
+    assert out.count("!! tasks.json: groups[") == 10
+    assert "!! and 9,990 more values left out" in out
+    assert html.count("tasks.json: groups[") == 10
+    assert "and 9,990 more values left out" in html
+
+
 def test_a_valid_file_is_shown_whole(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     for name, kind in KINDS.items():
         out = show(capsys, bundle_with(tmp_path / name, kind, json.dumps(kind.make()).encode()))

@@ -113,12 +113,12 @@ def number(data: Mapping[str, Any], key: str, where: str = "", default: float = 
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise wrong(where + key, value, "a number")
     try:
-        number = float(value)
+        finite = float(value)
     except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
+        finite = math.inf
+    if not math.isfinite(finite):
         raise wrong(where + key, value, "a finite number")
-    return number
+    return finite
 
 
 def optional_number(data: Mapping[str, Any], key: str, where: str = "") -> float | None:

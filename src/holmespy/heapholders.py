@@ -25,6 +25,19 @@ from typing import Any
 from holmespy import dumpjson
 from holmespy.dumpjson import BadDump, Reader, Wrong
 
+__all__ = [
+    "FILE",
+    "TEXT_FILE",
+    "BadDump",
+    "Baseline",
+    "HeapHolders",
+    "Holder",
+    "Share",
+    "TypeTotal",
+    "render",
+    "size_text",
+]
+
 FILE = "heap-holders.json"
 TEXT_FILE = "heap-holders.txt"
 SCHEMA = 1

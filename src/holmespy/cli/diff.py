@@ -38,15 +38,10 @@ from typing import Any
 from holmespy import census as census_file
 from holmespy.census import Census
 from holmespy.cli.deadline import DEFAULT_TIMEOUT, add_timeout_arg
+from holmespy.cli.dumps import load_dump_at
 from holmespy.cli.errors import BadUsage, CLIError
 from holmespy.cli.fetch import open_bundle
-from holmespy.cli.holders import (
-    beside,
-    changes_json,
-    holders_between,
-    load_dump_at,
-    render_holder_changes,
-)
+from holmespy.cli.holders import beside, changes_json, holders_between, render_holder_changes
 from holmespy.cli.profiles import load
 from holmespy.cli.reading import add_max_size_arg
 from holmespy.cli.text import field, number, positive_int, quantity, signed, table, warn

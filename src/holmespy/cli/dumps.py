@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from holmespy import census, heapholders, stackdump, taskdump
 from holmespy.census import Census
 from holmespy.cli.errors import CLIError
+from holmespy.cli.reading import read_member
 from holmespy.dumpjson import BadDump
 from holmespy.heapholders import HeapHolders
 from holmespy.manifest import MAX_EVENT_JSON
@@ -30,6 +32,7 @@ __all__ = [
     "StackGroup",
     "blocked_lines",
     "load_dump",
+    "load_dump_at",
     "task_groups",
     "thread_groups",
 ]
@@ -82,6 +85,12 @@ def load_dump(name: str, read: Read, max_size: int) -> Dump:
         raise CLIError(f"{name}: not in the bundle")
     dump.text = raw.decode("utf-8", "replace")
     return dump
+
+
+def load_dump_at(path: Path, max_size: int) -> Dump:
+    """The dump whose text is `path`, read from the bundle folder it is in (never through
+    a link, never from a FIFO: `holmespy.cli.reading.read_member`)."""
+    return load_dump(path.name, lambda name, limit: read_member(path.parent, name, limit), max_size)
 
 
 @dataclass

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from holmespy.cli.dumps import Dump, load_dump
+from holmespy.cli.dumps import load_dump_at
 from holmespy.cli.errors import CLIError
-from holmespy.cli.reading import read_member
 from holmespy.cli.text import field as printable_field
 from holmespy.cli.text import number, signed, size, table
 from holmespy.heapholders import FILE as DATA_FILE
@@ -31,11 +30,6 @@ __all__ = [
     "load_holders",
     "render_holder_changes",
 ]
-
-
-def load_dump_at(path: Path, max_size: int) -> Dump:
-    """The dump whose text is `path`, read from the bundle folder it is in."""
-    return load_dump(path.name, lambda name, limit: read_member(path.parent, name, limit), max_size)
 
 
 def load_holders(path: Path, max_size: int) -> tuple[HeapHolders, list[str]]:

@@ -28,13 +28,14 @@ from holmespy.cli.dumps import (
     Dump,
     StackGroup,
     blocked_lines,
+    load_dump_at,
     task_groups,
     thread_groups,
 )
 from holmespy.cli.errors import BadUsage, CLIError, UnsafePath
 from holmespy.cli.events import Query, add_filter_args, parse_event
 from holmespy.cli.fetch import open_bundle
-from holmespy.cli.holders import holders_part, load_dump_at
+from holmespy.cli.holders import holders_part
 from holmespy.cli.profiles import hottest, load
 from holmespy.cli.reading import (
     DEFAULT_MAX_SIZE,
@@ -375,7 +376,7 @@ def as_written(dump: Dump) -> list[str]:
 def _problems(problems: list[str]) -> list[str]:
     shown = [f"!! {field(problem, 2 * WIDE)}" for problem in problems[:NAMES_SHOWN]]
     if len(problems) > NAMES_SHOWN:
-        shown.append(f"!! and {len(problems) - NAMES_SHOWN} more values left out")
+        shown.append(f"!! and {len(problems) - NAMES_SHOWN:,} more values left out")
     return shown
 
 

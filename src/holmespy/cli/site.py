@@ -42,6 +42,8 @@ from holmespy.taskdump import TaskDump
 
 PAGE_SIZE = 50
 """Events per page of the list."""
+NOTES = 10
+"""Problems of one part said before the rest are only counted."""
 PROFILES = ("cpu.pb.gz", "heap.pb.gz", "heap-2.pb.gz", "loop.pb.gz", "recorder.pb.gz")
 TEXTS = ("threads.txt", "tasks.txt", "heap-types.txt", "heap-holders.txt", "loop.txt")
 
@@ -202,7 +204,9 @@ class Site:
         except CLIError as exc:
             part.error = str(exc)
             return part
-        part.notes += dump.problems
+        part.notes += dump.problems[:NOTES]
+        if len(dump.problems) > NOTES:
+            part.notes.append(f"and {len(dump.problems) - NOTES:,} more values left out")
         data = dump.data
         if isinstance(data, ThreadDump):
             part.threads = thread_groups(data)
