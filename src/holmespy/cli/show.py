@@ -394,12 +394,12 @@ def threads_part(dump: ThreadDump, problems: list[str], top: int) -> list[str]:
 
 def tasks_part(dump: TaskDump, problems: list[str], top: int) -> list[str]:
     groups = task_groups(dump)
-    summary = (
-        f"{plural(dump.total, 'task')} in {plural(len(groups), 'group')} of identical await chains"
-    )
+    count = len(groups) + dump.rest_groups  # the writer lists the 500 largest
+    summary = f"{plural(dump.total, 'task')} in {plural(count, 'group')} of identical await chains"
     out = [section("tasks.txt", summary), *_problems(problems)]
     if dump.error is not None:
-        out.append(f"!! the task dump failed: {field(dump.error.strip().split(chr(10))[-1])}")
+        last = dump.error.strip().rsplit("\n", 1)[-1]  # a traceback's last line says what
+        out.append(f"!! the task dump failed: {field(last, 2 * WIDE)}")
     if dump.unsupported is not None:
         out.append(f"  task listing is not supported on Python {field(dump.unsupported)}")
     if dump.grouped is not None:
