@@ -229,8 +229,10 @@ class Census:
 
 def _blobs(value: object) -> dict[str, tuple[int, int]]:
     found = dumpjson.obj(value, "blobs")
+    if len(found) > 16:  # str, bytes and bytearray: three
+        raise dumpjson.Wrong(f"blobs: {len(found):,} entries, more than 16")
     out = {}
-    for name, pair in list(found.items())[:16]:
+    for name, pair in found.items():
         where = f"blobs.{name[:40]}"
         numbers = dumpjson.ints(pair, where, 2)
         if len(numbers) != 2:
