@@ -235,11 +235,6 @@ class Site:
         return first, second, extra
 
 
-def _set(part: Part, **values: object) -> None:
-    for key, value in values.items():
-        setattr(part, key, value)
-
-
 def _title(part: Part) -> str:
     if part.threads is not None:
         return plural(sum(g.count for g in part.threads), "thread")
