@@ -49,6 +49,7 @@ TWINS: dict[str, tuple[str, Callable[[bytes], tuple[Any, list[str]]]]] = {
     heapholders.TEXT_FILE: (heapholders.FILE, HeapHolders.loads),
 }
 """Text dump -> (its JSON twin, the lenient reader of the twin)."""
+JSON_TWINS = frozenset(twin for twin, _ in TWINS.values())
 
 Read = Callable[[str, int], bytes | None]
 """Reads a file of the bundle, at most `limit` bytes; None when the bundle has none.
@@ -90,7 +91,13 @@ def load_dump(name: str, read: Read, max_size: int) -> Dump:
 def load_dump_at(path: Path, max_size: int) -> Dump:
     """The dump whose text is `path`, read from the bundle folder it is in (never through
     a link, never from a FIFO: `holmespy.cli.reading.read_member`)."""
-    return load_dump(path.name, lambda name, limit: read_member(path.parent, name, limit), max_size)
+
+    def read(name: str, limit: int) -> bytes | None:
+        # --max-size raises the limit of a text dump; a JSON twin's is fixed, as event.json's.
+        flag = "" if name in JSON_TWINS else "--max-size"
+        return read_member(path.parent, name, limit, flag)
+
+    return load_dump(path.name, read, max_size)
 
 
 @dataclass

@@ -83,17 +83,18 @@ def read_text(path: Path, limit: int) -> str:
     return read_bytes(path, limit, "--max-size").decode("utf-8", "replace")
 
 
-def read_member(folder: Path, name: str, limit: int) -> bytes | None:
+def read_member(folder: Path, name: str, limit: int, flag: str = "") -> bytes | None:
     """The file `name` of the bundle folder `folder`, at most `limit` bytes; None when there
     is none. Only a regular file is read, never through a link (so a FIFO cannot block the
-    reader and a link cannot lead out of the bundle): anything else is a `CLIError`."""
+    reader and a link cannot lead out of the bundle): anything else is a `CLIError`;
+    `flag` is the option that raises `limit`, named when the file is larger."""
     path = folder / name
     try:
         with safefs.owned(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) as fd:
             fd_, st = safefs.open_file(fd, name, path)
             with safefs.owned(fd_):
                 if st.st_size > limit:
-                    raise TooLarge(_too_large(Path(name), limit, ""))
+                    raise TooLarge(_too_large(Path(name), limit, flag))
                 return safefs.read_open(fd_, st, path, limit=limit)
     except FileNotFoundError:
         return None
