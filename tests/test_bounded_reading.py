@@ -349,7 +349,7 @@ def test_files_listed_with_hostile_names_are_never_looked_up_outside_the_bundle(
     assert "nul\\x00byte" in line
 
 
-def test_a_count_of_five_thousand_digits_in_a_dump_is_skipped(
+def test_a_count_of_five_thousand_digits_in_an_old_text_dump_is_shown_cut(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     tasks = f"[1] {'9' * 5000} tasks on loop 1\n    wait (app.py:1)\n".encode()
@@ -358,7 +358,25 @@ def test_a_count_of_five_thousand_digits_in_a_dump_is_skipped(
     result = cli(capsys, "show", str(folder))
 
     assert result.code == 0, result.err
-    assert "0 tasks in 0 groups" in result.out
+    [line] = [line for line in result.out.splitlines() if line.startswith("  [1] 999")]
+    # Shown as written, cut to a bounded line; never read as a count.
+    assert len(line) < 1000
+    assert line.endswith("…")
+    assert "      wait (app.py:1)" in result.out
+
+
+def test_a_count_of_five_thousand_digits_in_tasks_json_is_left_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    group = '{"count": ' + "9" * 5000 + ', "chain": [], "loops": [[1, 1]], "tasks": []}'
+    raw = ('{"total": 1, "groups": [' + group + "]}").encode()
+    folder = write_bundle(tmp_path, rule="task", files={"tasks.txt": b"", "tasks.json": raw})
+
+    result = cli(capsys, "show", str(folder))
+
+    assert result.code == 0, result.err
+    assert "!! tasks.json: groups[0].count: null (None), not a non-negative integer" in result.out
+    assert "1 task in 0 groups" in result.out
 
 
 def test_a_profile_exactly_at_the_cap_is_read_and_one_byte_more_is_not(tmp_path: Path) -> None:

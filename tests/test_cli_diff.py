@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli_support import census_text, cli, cpu_profile, heap_profile, pprof, write_bundle
+from test_cli_support import census_files, cli, cpu_profile, heap_profile, pprof, write_bundle
 
 # The leak: sessions kept alive by remember() grow by 2 MiB between the profiles;
 # a log buffer shrinks; a new cache appears.
@@ -75,7 +75,7 @@ def test_json_and_another_sample_type(capsys, tmp_path):
 
 
 def test_the_gcheap_pair_of_one_event(capsys, tmp_path):
-    census = census_text({"app.Session": 9_000, "dict": 4_000}, growth={"app.Session": 3_000})
+    census = census_files({"app.Session": 9_000, "dict": 4_000}, growth={"app.Session": 3_000})
     folder = write_bundle(
         tmp_path,
         rule="gcheap",
@@ -84,7 +84,7 @@ def test_the_gcheap_pair_of_one_event(capsys, tmp_path):
         files={
             "heap.pb.gz": pprof(heap_profile(BEFORE)),
             "heap-2.pb.gz": pprof(heap_profile(AFTER)),
-            "heap-types.txt": census,
+            **census,
         },
     )
 
@@ -106,7 +106,7 @@ def test_two_events_compare_their_censuses_too(capsys, tmp_path):
         rule="mem",
         files={
             "heap.pb.gz": pprof(heap_profile(BEFORE)),
-            "heap-types.txt": census_text({"app.Session": 1_000, "dict": 4_000, "list": 3_000}),
+            **census_files({"app.Session": 1_000, "dict": 4_000, "list": 3_000}),
         },
     )
     b = write_bundle(
@@ -114,7 +114,7 @@ def test_two_events_compare_their_censuses_too(capsys, tmp_path):
         rule="mem",
         files={
             "heap.pb.gz": pprof(heap_profile(AFTER)),
-            "heap-types.txt": census_text({"app.Session": 5_000, "dict": 4_100, "app.Conn": 1_500}),
+            **census_files({"app.Session": 5_000, "dict": 4_100, "app.Conn": 1_500}),
         },
     )
 
@@ -201,7 +201,7 @@ def test_a_census_without_an_earlier_one_is_said(capsys, tmp_path):
         files={
             "heap.pb.gz": pprof(heap_profile(BEFORE)),
             "heap-2.pb.gz": pprof(heap_profile(AFTER)),
-            "heap-types.txt": census_text({"dict": 4_000}),
+            **census_files({"dict": 4_000}),
         },
     )
 

@@ -1,19 +1,20 @@
-"""`show` and `diff` read heap-holders.txt: the top holders, and what grew by holder.
+"""`show` and `diff` read heap-holders.json: the top holders, and what grew by holder.
 
-The files are written by the real writer (`holmespy.profilers.holders.render`)
-from snapshots with known figures, so each assertion follows from the setup.
+The files are written as the capture writes them (`render` and `to_json` of
+one `HeapHolders`) from snapshots with known figures, so each assertion
+follows from the setup.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_cli_support import census_text, cli, heap_profile, pprof, write_bundle
+from test_cli_support import as_json, census_files, cli, heap_profile, pprof, write_bundle
 
-from holmespy.cli.holders import read_holders
-from holmespy.profilers.holders import (
+from holmespy.heapholders import (
     MODULE_GLOBAL,
     NAMESPACES,
     THREAD_STACK,
@@ -21,9 +22,9 @@ from holmespy.profilers.holders import (
     HeapHolders,
     Holder,
     TypeTotal,
-    clean_name,
     render,
 )
+from holmespy.profilers.holders import clean_name
 
 SITES: dict[tuple[str, ...], int] = {("app.sessions.open",): 1_000}
 
@@ -39,7 +40,7 @@ def holder(label: str, kind: str, objects: int, size: int, held: str = "app.Sess
     )
 
 
-def holders_text(*holders: Holder, previous: Baseline | None = None) -> bytes:
+def snapshot_of(*holders: Holder, previous: Baseline | None = None) -> HeapHolders:
     snapshot = HeapHolders(
         pid=42,
         time=1_800_000_000.0,
@@ -50,9 +51,14 @@ def holders_text(*holders: Holder, previous: Baseline | None = None) -> bytes:
         types=(TypeTotal("app.Session", 1, 1),),
         holders=tuple(sorted(holders, key=lambda h: -h.bytes)),
         shares={},
-        previous=previous,
     )
-    return render(snapshot).encode()
+    return snapshot if previous is None else snapshot.compared(previous)
+
+
+def holders_files(*holders: Holder, previous: Baseline | None = None) -> dict[str, bytes]:
+    """heap-holders.txt and heap-holders.json of a snapshot, as the capture writes them."""
+    snapshot = snapshot_of(*holders, previous=previous)
+    return {"heap-holders.txt": render(snapshot).encode(), "heap-holders.json": as_json(snapshot)}
 
 
 REGISTRY_A = holder("app.sessions.REGISTRY", MODULE_GLOBAL, 10_001, 1_000_000)
@@ -61,15 +67,16 @@ BATCH = holder("thread \"worker\" app.jobs.run local 'batch'", THREAD_STACK, 2_0
 INTERPRETER = holder("(interpreter: module and class namespaces)", NAMESPACES, 900, 9_000_000)
 
 
-def test_the_writers_blocks_read_back_exactly() -> None:
-    found = read_holders(holders_text(REGISTRY_B, BATCH).decode(), "x")
-    rows = {h.label: h for h in found.holders}
-    registry = rows["app.sessions.REGISTRY"]
-    assert (registry.objects, registry.bytes) == (50_001, 5_000_000)
+def test_the_json_reads_back_the_snapshot_the_text_shows() -> None:
+    written = snapshot_of(REGISTRY_B, BATCH)
+
+    found = HeapHolders.from_json(json.loads(as_json(written)))
+
+    assert found == replace(written, type_count=len(written.types))  # the JSON says the count
+    assert render(found) == render(written)
+    registry = found.holders[0]
     assert registry.about == "dict, module global"
-    assert registry.types[0] == ("app.Session", 50_000, 4_999_000)
     assert registry.growth is None
-    assert rows[BATCH.label].types[0] == ("app.Session", 2_000, 299_000)
 
 
 def test_show_lists_the_top_holders_with_what_they_mostly_hold(
@@ -78,7 +85,7 @@ def test_show_lists_the_top_holders_with_what_they_mostly_hold(
     bundle = write_bundle(
         tmp_path,
         rule="mem",
-        files={"heap-holders.txt": holders_text(REGISTRY_B, BATCH, INTERPRETER)},
+        files=holders_files(REGISTRY_B, BATCH, INTERPRETER),
     )
 
     out = cli(capsys, "show", str(bundle)).out
@@ -100,14 +107,20 @@ def test_show_reports_a_damaged_holders_file_and_shows_the_rest(
     bundle = write_bundle(
         tmp_path,
         rule="mem",
-        files={"heap-holders.txt": b"garbage", "heap-types.txt": census_text({"dict": 5})},
+        files={
+            "heap-holders.txt": b"holmespy heap holders: what the text says\n",
+            "heap-holders.json": b"garbage",
+            **census_files({"dict": 5}),
+        },
     )
 
     out = cli(capsys, "show", str(bundle)).out
 
-    assert "heap-holders.txt: cannot be read" in out
-    assert "not a holmespy heap-holders file" in out
-    assert "heap-types.txt" in out
+    assert "── heap-holders.txt: as written ─" in out
+    assert "!! heap-holders.json: not JSON (" in out
+    assert "; heap-holders.txt is shown as written" in out
+    assert "  holmespy heap holders: what the text says" in out
+    assert "── heap-types.txt: 5 objects" in out
 
 
 def test_diff_of_two_events_shows_what_grew_by_holder(
@@ -118,7 +131,7 @@ def test_diff_of_two_events_shows_what_grew_by_holder(
         rule="mem",
         files={
             "heap.pb.gz": pprof(heap_profile(SITES)),
-            "heap-holders.txt": holders_text(REGISTRY_A),
+            **holders_files(REGISTRY_A),
         },
     )
     b = write_bundle(
@@ -126,7 +139,7 @@ def test_diff_of_two_events_shows_what_grew_by_holder(
         rule="mem",
         files={
             "heap.pb.gz": pprof(heap_profile(SITES)),
-            "heap-holders.txt": holders_text(REGISTRY_B, BATCH),
+            **holders_files(REGISTRY_B, BATCH),
         },
     )
 
@@ -161,7 +174,7 @@ def test_diff_of_one_gcheap_event_shows_the_growth_its_file_recorded(
         files={
             "heap.pb.gz": pprof(heap_profile(SITES)),
             "heap-2.pb.gz": pprof(heap_profile(SITES)),
-            "heap-holders.txt": holders_text(REGISTRY_B, previous=previous),
+            **holders_files(REGISTRY_B, previous=previous),
         },
     )
 
@@ -190,7 +203,7 @@ def test_a_holders_file_without_a_previous_snapshot_is_said(
         files={
             "heap.pb.gz": pprof(heap_profile(SITES)),
             "heap-2.pb.gz": pprof(heap_profile(SITES)),
-            "heap-holders.txt": holders_text(REGISTRY_B),
+            **holders_files(REGISTRY_B),
         },
     )
 
@@ -206,25 +219,29 @@ def test_a_holders_file_without_a_previous_snapshot_is_said(
     ["evil\n[1] forged.HOLDER", "tab\there", "\x1b]0;title\x07"],
 )
 def test_a_hostile_label_cannot_forge_a_holder(label: str) -> None:
-    text = holders_text(holder(clean_name(label), THREAD_STACK, 5, 100_000)).decode()
+    files = holders_files(holder(clean_name(label), THREAD_STACK, 5, 100_000))
 
-    labels = [h.label for h in read_holders(text, "x").holders]
+    labels = [
+        h.label for h in HeapHolders.from_json(json.loads(files["heap-holders.json"])).holders
+    ]
     assert labels == [clean_name(label)]
+    text = files["heap-holders.txt"].decode()
     assert "forged.HOLDER" not in {line[4:] for line in text.splitlines()}
 
 
 def test_show_escapes_a_hand_made_file_with_raw_control_characters(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    text = holders_text(holder("app.X", MODULE_GLOBAL, 5, 100_000)).decode()
-    text = text.replace("app.X", "app.\x1b]0;owned\x07X").replace(
-        "How to read it", "!! partial: \x1b[2J\nHow to read it"
-    )
-    bundle = write_bundle(tmp_path, rule="mem", files={"heap-holders.txt": text.encode()})
+    files = holders_files(holder("app.X", MODULE_GLOBAL, 5, 100_000))
+    data = json.loads(files["heap-holders.json"])
+    data["holders"][0]["label"] = "app.\x1b]0;owned\x07X"
+    data["partial"] = "\x1b[2J\nforged"
+    files["heap-holders.json"] = json.dumps(data).encode()
+    bundle = write_bundle(tmp_path, rule="mem", files=files)
 
     out = cli(capsys, "show", str(bundle)).out
 
     assert "\x1b" not in out
     assert "\x07" not in out
     assert "app.\\x1b]0;owned\\x07X" in out
-    assert "!! partial: \\x1b[2J" in out
+    assert "!! partial: \\x1b[2J\\nforged" in out

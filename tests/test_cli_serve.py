@@ -804,7 +804,7 @@ def test_a_gcheap_event_shows_what_grew_between_its_two_heap_profiles(dumps: Pat
     assert "2.0 MiB      6.0 MiB     +4.0 MiB  cache_put" in html
 
 
-def test_thread_groups_come_from_threads_json_and_a_damaged_one_is_said(dumps: Path) -> None:
+def test_thread_groups_come_from_threads_json_and_a_damaged_one_shows_the_text(dumps: Path) -> None:
     from holmespy.profilers.threads import dump_threads
 
     text, data = dump_threads()
@@ -825,5 +825,6 @@ def test_thread_groups_come_from_threads_json_and_a_damaged_one_is_said(dumps: P
     # threads.txt is empty in the first bundle: its groups can only have come from the data.
     assert f"threads.txt: {count} thread" in from_data
     assert "threads.json: not JSON" in from_text
-    assert "the groups are read from threads.txt" in from_text
-    assert f"threads.txt: {count} thread" in from_text
+    assert "threads.txt is shown as written" in from_text
+    assert "threads.txt: as written</h2>" in from_text
+    assert "<pre>holmespy thread dump: pid " in from_text

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 from test_cli_support import (
-    census_text,
+    census_files,
     cli,
     cpu_profile,
     heap_profile,
     pprof,
+    task_files,
+    thread_files,
     write_bundle,
 )
 
 from holmespy import loops
 from holmespy.cli.chart import bar_chart
-from holmespy.profilers.tasks import format_tasks
-from holmespy.profilers.threads import format_threads
 from tests.loop_thread import LoopThread
 
 PARKED = 3
@@ -38,8 +38,8 @@ def wait_for_reply(gate: threading.Event) -> None:
 
 
 @pytest.fixture
-def threads_txt() -> Iterator[bytes]:
-    """A thread dump with three threads parked in `wait_for_reply`."""
+def threads() -> Iterator[dict[str, bytes]]:
+    """A thread dump (text and JSON) with three threads parked in `wait_for_reply`."""
     gate = threading.Event()
     workers = [
         threading.Thread(target=wait_for_reply, args=(gate,), name=f"reply-{n}", daemon=True)
@@ -48,7 +48,7 @@ def threads_txt() -> Iterator[bytes]:
     for t in workers:
         t.start()
     try:
-        yield format_threads().encode()
+        yield thread_files()
     finally:
         gate.set()
         for t in workers:
@@ -64,14 +64,15 @@ async def handle_request() -> None:
 
 
 @pytest.fixture
-def tasks_txt() -> Iterator[bytes]:
-    """A task dump of a loop with 7 requests stuck on the same upstream call, and one other."""
+def tasks() -> Iterator[dict[str, bytes]]:
+    """A task dump (text and JSON) of a loop with 7 requests stuck on the same upstream call,
+    and one other."""
     with LoopThread("serving") as loop:
         for n in range(7):
             loop.spawn(handle_request(), name=f"request-{n}")
         loop.spawn(asyncio.sleep(3600), name="idle")
         loop.settle()
-        yield format_tasks().encode()
+        yield task_files()
 
 
 def test_the_header_says_why_it_fired(capsys, tmp_path):
@@ -133,10 +134,8 @@ def test_top_frames_of_each_profile(capsys, tmp_path):
     assert len([line for line in section if "handlers.py" in line]) == 3
 
 
-def test_thread_and_task_groups_biggest_first(capsys, tmp_path, threads_txt, tasks_txt):
-    folder = write_bundle(
-        tmp_path, rule="task", files={"threads.txt": threads_txt, "tasks.txt": tasks_txt}
-    )
+def test_thread_and_task_groups_biggest_first(capsys, tmp_path, threads, tasks):
+    folder = write_bundle(tmp_path, rule="task", files={**threads, **tasks})
 
     out = cli(capsys, "show", str(folder)).out
 
@@ -158,13 +157,13 @@ def test_thread_and_task_groups_biggest_first(capsys, tmp_path, threads_txt, tas
 def test_heap_profiles_types_and_what_grew_between_the_gcheap_pair(capsys, tmp_path):
     first = heap_profile({("main", "remember"): 1_000_000, ("main", "log"): 5_000})
     second = heap_profile({("main", "remember"): 3_000_000, ("main", "log"): 5_000})
-    census = census_text({"dict": 500, "app.Session": 40_000}, growth={"app.Session": 12_000})
+    census = census_files({"dict": 500, "app.Session": 40_000}, growth={"app.Session": 12_000})
     folder = write_bundle(
         tmp_path,
         rule="gcheap",
         baseline=10,
         value=14,
-        files={"heap.pb.gz": pprof(first), "heap-2.pb.gz": pprof(second), "heap-types.txt": census},
+        files={"heap.pb.gz": pprof(first), "heap-2.pb.gz": pprof(second), **census},
     )
 
     out = cli(capsys, "show", str(folder)).out
@@ -179,13 +178,13 @@ def test_heap_profiles_types_and_what_grew_between_the_gcheap_pair(capsys, tmp_p
     assert types[2].split() == ["+12,000", "40,000", "app.Session"]
 
 
-def test_a_corrupt_profile_is_reported_in_its_place(capsys, tmp_path, threads_txt):
+def test_a_corrupt_profile_is_reported_in_its_place(capsys, tmp_path, threads):
     folder = write_bundle(
         tmp_path,
         rule="cpu",
         baseline=20,
         value=30,
-        files={"cpu.pb.gz": b"\x1f\x8b\x08\x00garbage", "threads.txt": threads_txt},
+        files={"cpu.pb.gz": b"\x1f\x8b\x08\x00garbage", **threads},
     )
 
     result = cli(capsys, "show", str(folder))
@@ -196,12 +195,29 @@ def test_a_corrupt_profile_is_reported_in_its_place(capsys, tmp_path, threads_tx
     assert "Traceback" not in result.out + result.err
 
 
-def test_a_foreign_census_is_reported_as_such(capsys, tmp_path):
-    folder = write_bundle(tmp_path, rule="mem", files={"heap-types.txt": b"hello world\n"})
+def test_an_older_bundle_without_json_shows_its_text_as_written(capsys, tmp_path):
+    written = b"holmespy heap census: pid 7\n\x1b]0;owned\x07 1,234  app.Session\n"
+    folder = write_bundle(tmp_path, rule="mem", files={"heap-types.txt": written})
 
-    out = cli(capsys, "show", str(folder)).out
+    out = cli(capsys, "show", str(folder)).out.splitlines()
 
-    assert "not a holmespy heap census (heap-types.txt)" in out
+    title = "── heap-types.txt: as written (no heap-types.json: an older holmespy) ─"
+    at = next(n for n, line in enumerate(out) if line.startswith(title))
+    assert out[at + 1 : at + 3] == [
+        "  holmespy heap census: pid 7",
+        "  \\x1b]0;owned\\x07 1,234  app.Session",
+    ]
+
+
+def test_a_long_text_dump_is_shown_up_to_its_first_lines(capsys, tmp_path):
+    written = "".join(f"line {n}\n" for n in range(1000)).encode()
+    folder = write_bundle(tmp_path, rule="task", files={"tasks.txt": written})
+
+    out = cli(capsys, "show", str(folder)).out.splitlines()
+
+    assert "  line 39" in out
+    assert "  line 40" not in out
+    assert "  … 960 more lines in tasks.txt" in out
 
 
 def test_a_failed_capture_and_a_missing_file_are_said(capsys, tmp_path):
@@ -264,8 +280,8 @@ def test_show_without_an_event_is_bad_usage(capsys, tmp_path):
     assert result.code == 2
 
 
-def test_it_reads_a_fetched_copy_the_same_way(capsys, tmp_path, threads_txt):
-    folder = write_bundle(tmp_path / "dumps", rule="thread", files={"threads.txt": threads_txt})
+def test_it_reads_a_fetched_copy_the_same_way(capsys, tmp_path, threads):
+    folder = write_bundle(tmp_path / "dumps", rule="thread", files=threads)
     fetched = Path(
         cli(
             capsys,
@@ -314,10 +330,10 @@ def test_a_blocked_loop_is_shown_with_the_stack_that_blocks_it(capsys, tmp_path)
         loop.settle()
         try:
             loop.loop.call_soon_threadsafe(stall_the_loop, release)
-            dump = format_tasks(probe_timeout=0.2).encode()
+            dump = task_files(probe_timeout=0.2)
         finally:
             release.set()
-    folder = write_bundle(tmp_path, rule="task", files={"tasks.txt": dump})
+    folder = write_bundle(tmp_path, rule="task", files=dump)
 
     out = cli(capsys, "show", str(folder)).out.splitlines()
 

@@ -173,15 +173,36 @@ def pprof(profile: Profile) -> bytes:
     return encode(profile)
 
 
-def census_text(counts: Mapping[str, int], growth: Mapping[str, int] | None = None) -> bytes:
-    """A heap-types.txt as the census writer formats it."""
-    from holmespy.profilers.heap import Census
+def census_files(
+    counts: Mapping[str, int], growth: Mapping[str, int] | None = None
+) -> dict[str, bytes]:
+    """heap-types.txt and heap-types.json of a census, as the capture writes them."""
+    from holmespy.census import Census
 
-    return (
-        Census(pid=os.getpid(), time=0.0, counts=dict(counts), growth=growth, top=50)
-        .text()
-        .encode()
-    )
+    census = Census(pid=os.getpid(), time=0.0, counts=dict(counts), growth=growth, top=50)
+    return {"heap-types.txt": census.text().encode(), "heap-types.json": as_json(census)}
+
+
+def as_json(dump: Any) -> bytes:
+    """A dump's JSON twin, as the capture writes it."""
+    return json.dumps(dump.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def thread_files() -> dict[str, bytes]:
+    """threads.txt and threads.json of this process now, as the capture writes them."""
+    from holmespy.profilers.threads import dump_threads
+
+    text, dump = dump_threads()
+    assert dump is not None
+    return {"threads.txt": text.encode(), "threads.json": as_json(dump)}
+
+
+def task_files(probe_timeout: float = 0.5) -> dict[str, bytes]:
+    """tasks.txt and tasks.json of this process now, as the capture writes them."""
+    from holmespy.profilers.tasks import dump_tasks, render
+
+    dump = dump_tasks(probe_timeout=probe_timeout)
+    return {"tasks.txt": render(dump).encode(), "tasks.json": as_json(dump)}
 
 
 def read_json(text: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from holmespy.config import Config
+from holmespy.profilers import CaptureContext, capture_heap_holders
 from holmespy.profilers.holders import (
     CLASS_ATTRIBUTE,
     GC_ONLY,
@@ -411,6 +414,36 @@ def test_growth_against_the_previous_snapshot(make_module: MakeModule) -> None:
     assert second.shares[session][0].holder == "holmes_app.grow.REGISTRY"
 
 
+def test_the_json_of_a_snapshot_with_growth_renders_the_same_text(
+    make_module: MakeModule,
+) -> None:
+    registry: dict[int, Session] = {n: Session(n) for n in range(100)}
+    make_module("holmes_app.again", REGISTRY=registry)
+    baseline = snapshot().baseline()
+    registry.update({n: Session(n) for n in range(100, 2100)})
+    second = snapshot(previous=baseline)
+
+    read_back = HeapHolders.from_json(json.loads(json.dumps(second.to_json())))
+
+    # heap-holders.json keeps what heap-holders.txt shows, growth included: no baseline needed.
+    assert render(read_back) == render(second)
+    assert (
+        holder(read_back, "holmes_app.again.REGISTRY").growth
+        == holder(second, "holmes_app.again.REGISTRY").growth
+    )
+
+
+def test_the_capture_writes_the_text_and_its_json(tmp_path: Path) -> None:
+    ctx = CaptureContext(directory=tmp_path, rule="mem", config=Config(mem_limit=64 << 30))
+
+    facts = capture_heap_holders(ctx)
+
+    assert (facts["file"], facts["data"]) == ("heap-holders.txt", "heap-holders.json")
+    found = HeapHolders.from_json(json.loads((tmp_path / "heap-holders.json").read_bytes()))
+    assert render(found) == (tmp_path / "heap-holders.txt").read_text()
+    assert ctx.memory["holders"].time == found.time  # the baseline for the next event is kept
+
+
 def render_in_a_fresh_interpreter(program: str) -> str:
     """Run `program`, then print `render(holders_snapshot())`, in a new Python.
 
@@ -505,11 +538,11 @@ def test_too_little_memory_headroom_means_no_walk() -> None:
     assert not plan.walk
     assert "not walked" in plan.why
 
-    text, facts, baseline = holders_file(None, 1000 << 20, rss=lambda: 900 << 20)
+    snapshot, facts, baseline = holders_file(None, 1000 << 20, rss=lambda: 900 << 20)
 
     assert baseline is None
     assert "not walked" in facts["error"]
-    assert "!! failed: not walked" in text
+    assert "!! failed: not walked" in render(snapshot)
     assert facts["memory"]["limit_bytes"] == 1000 << 20
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import json
 import os
 import re
 import sys
@@ -19,12 +20,14 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import holmespy
-from holmespy.cli.dumps import read_census
+from holmespy.config import Config
+from holmespy.profilers import CaptureContext, capture_type_census
 from holmespy.profilers.heap import (
     BLOB_MIN_BYTES,
     Census,
@@ -391,9 +394,10 @@ def test_a_few_large_bytearrays_rank_at_the_top_by_shallow_bytes() -> None:
     section = text[text.index("top 10 types by shallow bytes") :].splitlines()
     assert any(row.endswith(f"  {blob}") for row in section[2:5]), section[:6]
     assert blob not in text[: text.index("top 10 types by shallow bytes")]
-    parsed = read_census(text, "heap-types.txt")
-    assert parsed.sizes[blob] >= 3 * (32 << 20)
-    assert parsed.counts.get(blob) is None  # the bytes table never feeds the counts
+    read_back = Census.from_json(json.loads(json.dumps(result.to_json())))
+    assert read_back.text() == text  # heap-types.json holds every row the text shows
+    assert dict(read_back.blobs) == dict(result.blobs)
+    assert read_back.counts.get(blob) is None  # the bytes table never feeds the counts
     assert holder
 
 
@@ -430,3 +434,19 @@ def test_census_failure_is_reported_in_the_text(monkeypatch: pytest.MonkeyPatch)
     assert result.counts == {}
     assert "!! census failed: RuntimeError: collector unavailable" in result.text()
     assert result.facts["error"] == "census failed: RuntimeError: collector unavailable"
+
+
+def test_the_census_capture_writes_the_text_and_its_json(tmp_path: Path) -> None:
+    memory: dict[str, Any] = {}  # what the process keeps between its events
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    capture_type_census(CaptureContext(first, "mem", Config(), memory=memory))
+
+    facts = capture_type_census(CaptureContext(second, "mem", Config(), memory=memory))
+
+    assert (facts["file"], facts["data"]) == ("heap-types.txt", "heap-types.json")
+    census_read, problems = Census.loads((second / "heap-types.json").read_bytes())
+    assert problems == []
+    assert census_read.growth is not None  # the second census of the process has growth
+    assert census_read.text() == (second / "heap-types.txt").read_text()

@@ -1,12 +1,13 @@
-"""Real leaking programs: the mem bundle's heap-holders.txt names what holds the leak."""
+"""Real leaking programs: the mem bundle's heap-holders.json (and .txt) name what holds the leak."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from holmespy.cli.holders import HolderRow, read_holders
+from holmespy.heapholders import HeapHolders, Holder
 from tests.conftest import EXAMPLES, Bundle, RunProgram
 
 pytestmark = pytest.mark.timeout(180)
@@ -61,17 +62,20 @@ def mem_bundle(run_program: RunProgram, program: str) -> Bundle:
     return bundles[0]
 
 
-def holder(bundle: Bundle, label: str) -> HolderRow:
-    found = read_holders(bundle.text("heap-holders.txt"), "heap-holders.txt")
-    rows = [h for h in found.holders if h.label == label]
+def snapshot(bundle: Bundle) -> HeapHolders:
+    return HeapHolders.from_json(json.loads(bundle.text("heap-holders.json")))
+
+
+def holder(bundle: Bundle, label: str) -> Holder:
+    rows = [h for h in snapshot(bundle).holders if h.label == label]
     assert rows, f"{label} not named:\n{bundle.text('heap-holders.txt')[:4000]}"
     return rows[0]
 
 
-def held(row: HolderRow, type_name: str) -> tuple[int, int]:
-    for name, objects, size in row.types:
-        if name == type_name:
-            return objects, size
+def held(row: Holder, type_name: str) -> tuple[int, int]:
+    for t in row.types:
+        if t.name == type_name:
+            return t.objects, t.bytes
     raise AssertionError(f"{row.label} holds no {type_name}: {row.types}")
 
 
@@ -160,8 +164,7 @@ for _ in range(12):
     objects, size = held(buffers, "bytearray")
     assert objects >= 3
     assert size >= objects * 10 * 1024 * 1024
-    found = read_holders(bundle.text("heap-holders.txt"), "heap-holders.txt")
-    assert found.holders[0].label == "__main__.BUFFERS"
+    assert snapshot(bundle).holders[0].label == "__main__.BUFFERS"
     # The census sizes untracked buffers through the objects holding them, but
     # only the holders file says who holds them.
     assert "bytearray (>= 512 B, held by tracked objects)" in bundle.text("heap-types.txt")
@@ -174,4 +177,5 @@ def test_the_mem_leak_example_names_its_cache(run_program: RunProgram) -> None:
     assert held(cache, "bytes")[1] > 10 * 1024 * 1024
     event = bundle.event
     assert event["captures"]["heap-holders"]["method"] == "in-process walk in short steps"
-    assert "heap-holders.txt" in {f["name"] for f in event["files"]}
+    assert {"heap-holders.txt", "heap-holders.json"} <= {f["name"] for f in event["files"]}
+    assert event["captures"]["heap-holders"]["data"] == "heap-holders.json"

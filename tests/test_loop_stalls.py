@@ -113,3 +113,17 @@ def test_show_survives_hostile_stall_facts(stacks, tmp_path: Path, facts: object
     path.write_text(format_stalls([stall(stacks)], threshold=0.5))
     out = loop_part(path, 5, DEFAULT_MAX_SIZE, facts)
     assert out[0].startswith("── loop.txt: ")
+
+
+def test_without_stall_facts_show_prints_loop_txt_as_written_not_parsed(
+    stacks, tmp_path: Path
+) -> None:
+    # An event.json with no stall facts (another writer, or a hand-made bundle): the
+    # text is shown as it is, escaped, never read back into numbers.
+    path = tmp_path / "loop.txt"
+    text = format_stalls([stall(stacks)], threshold=0.5) + "stall \x1b[31mforged\n"
+    path.write_text(text)
+    out = loop_part(path, 5, DEFAULT_MAX_SIZE, None)
+    assert out[0].startswith("── loop.txt: as written (event.json lists no stalls)")
+    assert out[1] == "  " + text.split("\n")[0]
+    assert not any("\x1b" in line for line in out)

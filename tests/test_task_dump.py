@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
+import json
 import os
 import re
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from holmespy import loops
-from holmespy.profilers.tasks import format_tasks
+from holmespy.config import Config
+from holmespy.profilers import CaptureContext, capture_tasks
+from holmespy.profilers.tasks import dump_tasks, format_tasks, render
+from holmespy.taskdump import TaskDump
 from tests import loop_thread
 from tests.loop_thread import (
     FakeTime,
@@ -358,3 +363,32 @@ def test_ten_thousand_tasks_at_one_await_are_dumped_as_one_group() -> None:
     # How fast: benchmarks/capture_pause.py (`format_tasks(), N tasks`), not a test.
     assert groups(dump)[0][0] == "[1] 10000 tasks on loop 1"
     assert groups(dump)[0][-1].endswith(", ... and 9990 more")
+
+
+def test_the_json_and_the_text_are_one_dump() -> None:
+    with LoopThread("loop-A") as a:
+        for i in range(20):
+            a.spawn(handler(), name=f"request-{i}")
+        a.spawn(park(), name="idle")
+        a.settle()
+        dump = dump_tasks()
+
+    read_back = TaskDump.from_json(json.loads(json.dumps(dump.to_json())))
+
+    assert read_back == dump
+    assert render(read_back) == render(dump)  # tasks.txt is a rendering of these objects
+    assert [g.count for g in dump.groups] == [20, 1]
+    assert [name for name, _ in dump.groups[0].tasks][:2] == ["request-0", "request-1"]
+
+
+def test_the_task_capture_writes_the_text_and_its_json(tmp_path: Path) -> None:
+    with LoopThread("loop-A") as a:
+        a.spawn(park(), name="idle")
+        a.settle()
+        facts = capture_tasks(CaptureContext(directory=tmp_path, rule="task", config=Config()))
+
+    assert facts == {"file": "tasks.txt", "data": "tasks.json"}
+    dump, problems = TaskDump.loads((tmp_path / "tasks.json").read_bytes())
+    assert problems == []
+    assert any(name == "idle" for g in dump.groups for name, _ in g.tasks)
+    assert "  tasks: idle (pending)" in (tmp_path / "tasks.txt").read_text()

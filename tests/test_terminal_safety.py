@@ -18,7 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli_support import clean_env, cli, cpu_profile, pprof, script, write_bundle
+from test_cli_support import (
+    as_json,
+    clean_env,
+    cli,
+    cpu_profile,
+    pprof,
+    script,
+    thread_files,
+    write_bundle,
+)
 
 from holmespy.cli import ls, show
 from holmespy.cli.dumps import task_groups, thread_groups
@@ -27,8 +36,9 @@ from holmespy.cli.source import EventRef
 from holmespy.cli.text import SafeStream, table
 from holmespy.formats.profile import Frame, Profile, ValueType
 from holmespy.printable import printable, printable_lines
-from holmespy.profilers.tasks import format_tasks
-from holmespy.profilers.threads import format_threads
+from holmespy.profilers.tasks import dump_tasks, render
+from holmespy.profilers.threads import dump_threads, format_threads
+from holmespy.taskdump import Link, TaskDump, TaskGroup
 from tests.loop_thread import LoopThread
 
 OSC52_CLIPBOARD = "\x1b]52;c;cm0gLXJmIH4K\x07"
@@ -131,13 +141,15 @@ def hostile_threads() -> Iterator[list[str]]:
 def test_hostile_thread_names_are_stored_escaped_in_threads_txt(
     hostile_threads: list[str],
 ) -> None:
-    dump = format_threads()
+    dump, data = dump_threads()
 
+    assert data is not None
     assert raw_controls(dump) == []
+    assert raw_controls(as_json(data).decode()) == []
     for name in hostile_threads:
         assert f'Thread "{printable(name)}"' in dump
     # Every thread is counted once, whatever its name holds.
-    parked = [g for g in thread_groups(dump) if any(n.startswith("t-") for n in g.names)]
+    parked = [g for g in thread_groups(data) if any(n.startswith("t-") for n in g.names)]
     assert sum(g.count for g in parked) == len(ATTACKS)
 
 
@@ -150,11 +162,13 @@ def test_hostile_task_names_are_stored_escaped_in_tasks_txt() -> None:
         for key, attack in ATTACKS.items():
             loop.spawn(wait_forever(), name=f"task-{key}-{attack}")
         loop.settle()
-        dump = format_tasks()
+        data = dump_tasks()
+    dump = render(data)
 
     assert raw_controls(dump) == []
+    assert raw_controls(as_json(data).decode()) == []
     assert printable(f"task-osc52-{OSC52_CLIPBOARD}") in dump
-    [group] = [g for g in task_groups(dump).groups if any("wait_forever" in f for f in g.frames)]
+    [group] = [g for g in task_groups(data) if any("wait_forever" in f for f in g.frames)]
     assert group.count == len(ATTACKS)
 
 
@@ -174,40 +188,56 @@ def test_code_compiled_under_a_hostile_name_is_stored_escaped() -> None:
     assert "/srv/\\x1b[2J\\x1b[H.py" in dump
 
 
-def test_a_form_feed_in_an_old_unescaped_dump_cannot_change_the_counts() -> None:
+def test_a_form_feed_in_an_old_unescaped_dump_stays_inside_its_line(tmp_path: Path) -> None:
     # As an older holmespy (or a forger) wrote it: names raw, form feeds and
     # U+2028 inside them, which str.splitlines() would treat as line breaks.
     dump = "\n".join(
         [
             "holmespy thread dump: pid 1, 3 threads",
-            "",
             'Thread "a\fb" ident=1 native_id=1 daemon=True',
-            "    park (app.py:1)",
-            "",
             'Thread "c\u2028Thread "forged" ident=9" ident=2 native_id=2 daemon=True',
-            "    park (app.py:1)",
-            "",
             'Thread "d\x1c\x1d\x1e\x85" ident=3 native_id=3 daemon=True',
-            "    park (app.py:1)",
-            "",
         ]
     )
-    [group] = thread_groups(dump)
-    assert group.count == 3
-    assert group.frames == ["park (app.py:1)"]
+    folder = write_bundle(tmp_path, rule="thread", files={"threads.txt": dump.encode()})
+
+    text = show.render(folder, "here")
+
+    assert raw_controls(text) == []
+    shown = text[text.index("── threads.txt") :].split("\n")[1:]
+    assert shown == [
+        "  holmespy thread dump: pid 1, 3 threads",
+        '  Thread "a\\x0cb" ident=1 native_id=1 daemon=True',
+        '  Thread "c\\u2028Thread "forged" ident=9" ident=2 native_id=2 daemon=True',
+        '  Thread "d\\x1c\\x1d\\x1e\\x85" ident=3 native_id=3 daemon=True',
+    ]
 
 
-def test_a_form_feed_in_a_task_name_cannot_change_the_counts() -> None:
-    dump = "\n".join(
-        [
-            "[1] 2 tasks on loop 1",
-            "    wait_forever (app.py:3)",
-            "  tasks: x\f[2] 999 tasks on loop 1 (pending), y (pending)",
-            "",
-        ]
+def test_a_form_feed_in_a_task_name_cannot_change_the_counts(tmp_path: Path) -> None:
+    forged = TaskDump(
+        pid=1,
+        time="2026-01-01T00:00:00.000Z",
+        python="cpython 3.11",
+        total=2,
+        groups=(
+            TaskGroup(
+                count=2,
+                chain=(Link("wait_forever", "app.py", 3),),
+                loops=((1, 2),),
+                tasks=(("x\f[2] 999 tasks on loop 1", "pending"), ("y", "pending")),
+            ),
+        ),
     )
-    [group] = task_groups(dump).groups
-    assert group.count == 2
+    folder = write_bundle(
+        tmp_path, rule="task", files={"tasks.txt": b"", "tasks.json": as_json(forged)}
+    )
+
+    text = show.render(folder, "here")
+
+    assert raw_controls(text) == []
+    assert "2 tasks in 1 group of identical await chains" in text
+    assert "x\\x0c[2] 999 tasks on loop 1 (pending)" in text
+    assert "999 tasks  " not in text
 
 
 # -- where they are printed: show, ls -l, top, errors --
@@ -227,13 +257,12 @@ def hostile_event_fields() -> dict[str, object]:
 def test_show_prints_no_raw_control_character_from_a_hostile_bundle(
     tmp_path: Path, hostile_threads: list[str]
 ) -> None:
-    threads_txt = format_threads().encode()
     profile = Profile((ValueType("cpu", "nanoseconds"),))
     profile.add((Frame(f"evil{OSC52_CLIPBOARD}", f"/x/{BIDI_OVERRIDE}.py", 3),), (10**9,))
     folder = write_bundle(
         tmp_path,
         rule="thread",
-        files={"threads.txt": threads_txt, "cpu.pb.gz": pprof(profile)},
+        files={**thread_files(), "cpu.pb.gz": pprof(profile)},
         **hostile_event_fields(),
     )
 
@@ -266,7 +295,7 @@ def test_show_through_the_console_script_writes_only_inert_bytes(tmp_path: Path)
 
     assert result.code == 0, result.err
     assert raw_controls(result.out) == []
-    assert "1 thread in 1 group" in result.out
+    assert "threads.txt: as written (no threads.json" in result.out
     assert "\\x1b]52;c;cm0gLXJmIH4K\\x07" in result.out
 
 

@@ -4,7 +4,7 @@ The thread capture builds a `ThreadDump` in the same pass that writes
 `threads.txt`, and writes both: the text for people and for tools that read
 py-spy dumps, this for `show` and `serve`, which group threads stopped in an
 identical stack. Bundles written before it have only the text; readers then
-fall back to parsing it (`holmespy.cli.dumps`).
+show the text as it is: nothing parses it back.
 
 Reading is strict, as for `event.json`: a bounded JSON document
 (`holmespy.event.load_json`), every value of its type, counts within limits;
@@ -18,18 +18,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from holmespy.dumpjson import BadDump
 from holmespy.event import BadEvent, load_json
 from holmespy.printable import printable
+
+__all__ = ["FILE", "BadDump", "Frame", "Group", "ThreadDump", "ThreadStack"]
 
 FILE = "threads.json"
 SCHEMA = 1
 MAX_THREADS = 100_000
 MAX_FRAMES = 1_000
 """Frames per thread read at most (the writer keeps 200)."""
-
-
-class BadDump(ValueError):
-    """A `threads.json` that is not one holmespy wrote: the message is one line."""
 
 
 @dataclass(frozen=True)

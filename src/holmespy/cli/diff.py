@@ -3,8 +3,8 @@
 A and B are `.pb.gz` files, bundle folders or event ids. With one event
 (or folder) that holds the `gcheap` rule's pair, `heap.pb.gz` is compared
 with `heap-2.pb.gz`, taken one window apart. With two events, the last heap
-profile of each is compared, their `heap-types.txt` censuses give the
-by-type view, and their `heap-holders.txt` the by-holder view: which roots
+profile of each is compared, their censuses (`heap-types.json`) give the
+by-type view, and their holders (`heap-holders.json`) the by-holder view: which roots
 (module globals, class attributes, thread stacks) reach more memory. For a
 gcheap pair, by type and by holder show the growth the bundle's own files
 recorded against the snapshot before them in the same process.
@@ -35,14 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from holmespy import census as census_file
+from holmespy.census import Census
 from holmespy.cli.deadline import DEFAULT_TIMEOUT, add_timeout_arg
-from holmespy.cli.dumps import Census, read_census
+from holmespy.cli.dumps import load_dump_at
 from holmespy.cli.errors import BadUsage, CLIError
 from holmespy.cli.fetch import open_bundle
 from holmespy.cli.holders import beside, changes_json, holders_between, render_holder_changes
 from holmespy.cli.profiles import load
-from holmespy.cli.reading import add_max_size_arg, read_text
-from holmespy.cli.text import number, positive_int, quantity, signed, table
+from holmespy.cli.reading import add_max_size_arg
+from holmespy.cli.text import field, number, positive_int, quantity, signed, table, warn
 from holmespy.formats.collapsed import frame_label
 from holmespy.formats.profile import Profile
 
@@ -108,19 +110,27 @@ def run(args: argparse.Namespace) -> int:
         sample_type = args.sample_type or _common_type(profile_a, profile_b)
         unit = _unit(profile_a, sample_type)
         by_site = site_changes(profile_a, profile_b, sample_type)
-        by_type = None
-        if a.census and b.census and a.census != b.census:
-            by_type = type_changes(
-                _census(a.census, args.max_size), _census(b.census, args.max_size)
+        by_type = type_problem = holder_problem = None
+        try:
+            if a.census and b.census and a.census != b.census:
+                by_type = type_changes(
+                    _census(a.census, args.max_size), _census(b.census, args.max_size)
+                )
+            elif a.census and a.census == b.census:
+                by_type = census_growth(_census(a.census, args.max_size))
+        except CLIError as exc:
+            type_problem = str(exc)
+        has_holders, by_holder = False, None
+        try:
+            has_holders, by_holder = holders_between(
+                beside(a.profile), beside(b.profile), args.max_size
             )
-        elif a.census and a.census == b.census:
-            by_type = census_growth(_census(a.census, args.max_size))
-        has_holders, by_holder = holders_between(
-            beside(a.profile), beside(b.profile), args.max_size
-        )
+        except CLIError as exc:
+            has_holders, holder_problem = True, str(exc)
         if args.json:
             data = as_json(a, b, sample_type, unit, by_site, by_type)
             data["by_holder"] = changes_json(by_holder)
+            data["problems"] = [p for p in (type_problem, holder_problem) if p]
             json.dump(data, sys.stdout, indent=2)
             sys.stdout.write("\n")
             return 0
@@ -128,10 +138,16 @@ def run(args: argparse.Namespace) -> int:
         print(render_sites(by_site, sample_type, unit, args.count))
         if a.census and b.census:
             print()
-            print(render_types(by_type, args.count))
+            if type_problem:
+                print(f"!! by type: {field(type_problem, 400)}")
+            else:
+                print(render_types(by_type, args.count))
         if has_holders:
             print()
-            print(render_holder_changes(by_holder, args.count))
+            if holder_problem:
+                print(f"!! by holder: {field(holder_problem, 400)}")
+            else:
+                print(render_holder_changes(by_holder, args.count))
     return 0
 
 
@@ -173,11 +189,18 @@ def _side(text: str, source: str | None, stack: contextlib.ExitStack, timeout: f
 
 def _census_path(folder: Path) -> Path | None:
     path = folder / TYPES_FILE
-    return path if path.is_file() else None
+    return path if path.is_file() or (folder / census_file.FILE).is_file() else None
 
 
 def _census(path: Path, max_size: int) -> Census:
-    return read_census(read_text(path, max_size), str(path))
+    """The census of the bundle `path` (its heap-types.txt) is in, from its JSON twin."""
+    dump = load_dump_at(path, max_size)
+    for problem in dump.problems:
+        warn(problem)
+    if not isinstance(dump.data, Census):
+        why = f"no {census_file.FILE} (written by an older holmespy)"
+        raise CLIError(f"{path}: cannot compare types: {why if not dump.problems else 'see above'}")
+    return dump.data
 
 
 def _common_type(a: Profile, b: Profile) -> str:
@@ -223,7 +246,7 @@ def site_changes(a: Profile, b: Profile, sample_type: str) -> list[Change]:
 
 
 def type_changes(a: Census, b: Census) -> list[Change]:
-    floor = min(a.counts.values())
+    floor = min(a.counts.values(), default=0)
     changes = [
         Change(name, a.counts[name], count)
         if name in a.counts
@@ -231,7 +254,7 @@ def type_changes(a: Census, b: Census) -> list[Change]:
         for name, count in b.counts.items()
     ]
     # A type that left B's list dropped to at most B's smallest listed count.
-    b_floor = min(b.counts.values())
+    b_floor = min(b.counts.values(), default=0)
     changes += [
         Change(name, count, b_floor, bound=True)
         for name, count in a.counts.items()

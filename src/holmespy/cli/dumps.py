@@ -1,38 +1,103 @@
-"""Reading back the text dumps of a bundle: thread stacks, task groups, the type census.
+"""The dumps of a bundle as `show`, `serve` and `diff` read them: from their JSON twins.
 
-The writers (`profilers/threads.py`, `tasks.py`, `heap.py`) define these
-formats; the readers here take only what `show` and `diff` summarise, and
-treat anything else in a file as text to skip, so a dump from a newer
-holmespy or a damaged one yields less, never an exception.
-
-Lines are split at line feeds only, as the writers write them: `splitlines`
-also splits at form feeds, vertical tabs, U+2028 and more, which an older dump
-could hold raw inside a thread name, and a name must never change a count.
+Each text dump (`threads.txt`, `tasks.txt`, `heap-types.txt`,
+`heap-holders.txt`) has its objects beside it as JSON (`threads.json`, ...),
+written in the same capture. Views read the JSON, leniently: a value of a
+wrong type is left out and said as a `!!` line, the rest is shown. Nothing
+parses the text back: a bundle written before the JSON existed, or whose
+JSON is refused (too large, not JSON, a link or a FIFO in its place), shows
+its text as written, escaped by whoever prints it.
 """
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from holmespy import census, heapholders, stackdump, taskdump
+from holmespy.census import Census
 from holmespy.cli.errors import CLIError
+from holmespy.cli.reading import read_member
+from holmespy.dumpjson import BadDump
+from holmespy.heapholders import HeapHolders
+from holmespy.manifest import MAX_EVENT_JSON
 from holmespy.stackdump import ThreadDump
+from holmespy.taskdump import TaskDump
 
-# Counts are ASCII digits of bounded length: int() of a 5,000-digit number raises.
-_N = "[0-9,]{1,30}"
-_THREAD = re.compile(r'Thread "(.*)" ident=')
-_FRAME = re.compile(r"    (\S.*)")
-_TASK_GROUP = re.compile(rf"\[([0-9]{{1,9}})\] ({_N}) tasks? (.*)")
-_COUNT_ROW = re.compile(rf"\s*({_N})(?:\s+([+-]{_N}|0))?\s{{2}}(\S.*)")
-_GROWER_ROW = re.compile(rf"\s*([+-]{_N})\s+({_N})\s{{2}}(\S.*)")
-_OBJECTS = re.compile(rf"objects: ({_N}) in ({_N}) types")
-_BYTES_ROW = re.compile(rf"\s*({_N}) B\s+({_N})\s{{2}}(\S.*)")
-CENSUS_HEADER = "holmespy heap census"
+__all__ = [
+    "TWINS",
+    "Dump",
+    "StackGroup",
+    "blocked_lines",
+    "load_dump",
+    "load_dump_at",
+    "task_groups",
+    "thread_groups",
+]
 
 
-def _lines(text: str) -> list[str]:
-    return text.split("\n")
+def _threads(raw: bytes) -> tuple[Any, list[str]]:
+    return ThreadDump.loads(raw), []
+
+
+TWINS: dict[str, tuple[str, Callable[[bytes], tuple[Any, list[str]]]]] = {
+    "threads.txt": (stackdump.FILE, _threads),
+    taskdump.TEXT_FILE: (taskdump.FILE, TaskDump.loads),
+    census.TEXT_FILE: (census.FILE, Census.loads),
+    heapholders.TEXT_FILE: (heapholders.FILE, HeapHolders.loads),
+}
+"""Text dump -> (its JSON twin, the lenient reader of the twin)."""
+JSON_TWINS = frozenset(twin for twin, _ in TWINS.values())
+
+Read = Callable[[str, int], bytes | None]
+"""Reads a file of the bundle, at most `limit` bytes; None when the bundle has none.
+Raises `CLIError` (one line) for a file it refuses: too large, a link, a FIFO."""
+
+
+@dataclass
+class Dump:
+    """One dump as a view gets it: its objects, or else its text as written."""
+
+    name: str
+    """The text dump's name (`tasks.txt`)."""
+    data: Any = None
+    """The objects of its JSON twin: a ThreadDump, TaskDump, Census or HeapHolders."""
+    text: str | None = None
+    """The text as written, when there are no objects to show."""
+    problems: list[str] = field(default_factory=list)
+    """One line each: what was left out of the JSON, or why it was not read."""
+
+
+def load_dump(name: str, read: Read, max_size: int) -> Dump:
+    """The dump `name` (a text dump of `TWINS`) from its JSON twin, else as text."""
+    twin, loader = TWINS[name]
+    dump = Dump(name)
+    try:
+        raw = read(twin, MAX_EVENT_JSON)
+        if raw is not None:
+            dump.data, dump.problems = loader(raw)
+            return dump
+    except (BadDump, CLIError) as exc:
+        dump.problems.append(f"{exc}; {name} is shown as written")
+    raw = read(name, max_size)
+    if raw is None:
+        raise CLIError(f"{name}: not in the bundle")
+    dump.text = raw.decode("utf-8", "replace")
+    return dump
+
+
+def load_dump_at(path: Path, max_size: int) -> Dump:
+    """The dump whose text is `path`, read from the bundle folder it is in (never through
+    a link, never from a FIFO: `holmespy.cli.reading.read_member`)."""
+
+    def read(name: str, limit: int) -> bytes | None:
+        # --max-size raises the limit of a text dump; a JSON twin's is fixed, as event.json's.
+        flag = "" if name in JSON_TWINS else "--max-size"
+        return read_member(path.parent, name, limit, flag)
+
+    return load_dump(path.name, read, max_size)
 
 
 @dataclass
@@ -46,116 +111,40 @@ class StackGroup:
     where: str = ""
 
 
-def groups_of(dump: ThreadDump) -> list[StackGroup]:
-    """The groups of a `threads.json` (no text to parse: bundles from this holmespy on)."""
+def thread_groups(dump: ThreadDump) -> list[StackGroup]:
+    """Threads grouped by identical stack, the biggest group first."""
     return [StackGroup(g.count, g.frames, g.names) for g in dump.groups()]
 
 
-def thread_groups(text: str) -> list[StackGroup]:
-    """The groups of a `threads.txt`, for bundles written before `threads.json` existed."""
-    stacks: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    name: str | None = None
-    frames: list[str] = []
-
-    def close() -> None:
-        if name is not None:
-            stacks[tuple(frames)].append(name)
-
-    for line in _lines(text):
-        header = _THREAD.match(line)
-        if header:
-            close()
-            name, frames = header.group(1), []
-        elif name is not None and (frame := _FRAME.fullmatch(line)):
-            frames.append(frame.group(1))
-        elif name is not None and not line.strip():
-            close()
-            name = None
-    close()
-    groups = [StackGroup(len(names), list(stack), names) for stack, names in stacks.items()]
+def task_groups(dump: TaskDump) -> list[StackGroup]:
+    """Tasks grouped by identical await chain, the biggest group first."""
+    groups = []
+    for group in dump.groups:
+        if len(group.loops) == 1:
+            where = f"on loop {group.loops[0][0]}"
+        else:
+            where = "on loops " + ", ".join(f"{n} ({c})" for n, c in group.loops)
+        names = [f"{name} ({state})" for name, state in group.tasks]
+        frames = [link.label for link in group.chain]
+        groups.append(StackGroup(group.count, frames, names, where))
     groups.sort(key=lambda g: -g.count)
     return groups
 
 
-@dataclass
-class TaskDump:
-    groups: list[StackGroup]
-    blocked: list[str]
-    """`LOOP BLOCKED` lines: a loop that did not run a callback in time."""
-    blocked_stacks: list[list[str]] = field(default_factory=list)
-    """For each `blocked` line, what its thread was executing, innermost call first."""
-
-
-def task_groups(text: str) -> TaskDump:
-    groups: list[StackGroup] = []
-    blocked: list[str] = []
-    stacks: list[list[str]] = []
-    stack: list[str] | None = None
-    for line in _lines(text):
-        if "LOOP BLOCKED" in line:
-            blocked.append(line.strip())
-            stack = []
-            stacks.append(stack)
-        elif stack is not None and (frame := _FRAME.fullmatch(line)):
-            stack.append(frame.group(1))
-        elif stack is not None and not line.startswith("        "):
-            stack = None  # the stack ends at the first line that is neither frame nor source
-    current: StackGroup | None = None
-    for line in _lines(text):
-        header = _TASK_GROUP.fullmatch(line)
-        if header:
-            current = StackGroup(int(header.group(2).replace(",", "")), [], where=header.group(3))
-            groups.append(current)
-        elif current is not None and (frame := _FRAME.fullmatch(line)):
-            current.frames.append(frame.group(1))
-        elif current is not None and line.startswith("  tasks: "):
-            current.names = [n.strip() for n in line[len("  tasks: ") :].split(", ")]
-        elif not line.strip():
-            current = None
-    groups.sort(key=lambda g: -g.count)
-    return TaskDump(groups, blocked, stacks)
-
-
-@dataclass
-class Census:
-    counts: dict[str, int]
-    """Type -> live objects, for the types the file lists (its top N, not every type)."""
-    growth: dict[str, int] | None
-    """Type -> growth since the census before it, when the file has one."""
-    objects: int | None
-    types: int | None
-    sizes: dict[str, int] = field(default_factory=dict)
-    """Type -> shallow bytes, for the types the file lists by bytes (newer censuses)."""
-
-
-def read_census(text: str, what: str) -> Census:
-    if not text.startswith(CENSUS_HEADER):
-        raise CLIError(f"{what}: not a holmespy heap census (heap-types.txt)")
-    counts: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    growth: dict[str, int] | None = None
-    section = ""
-    objects = types = None
-    for line in _lines(text):
-        if match := _OBJECTS.match(line):
-            objects, types = (int(g.replace(",", "")) for g in match.groups())
-        if line.startswith("top growers"):
-            section = "growers"
-        elif line.startswith("top ") and "types by shallow bytes" in line:
-            section = "bytes"
-        elif section == "bytes" and (row := _BYTES_ROW.fullmatch(line)):
-            sizes[row.group(3)] = int(row.group(1).replace(",", ""))
-        elif line.startswith("top ") and "types by count" in line:
-            section = "counts"
-            if "with growth" in line:
-                growth = {}
-        elif section == "counts" and (row := _COUNT_ROW.fullmatch(line)):
-            counts[row.group(3)] = int(row.group(1).replace(",", ""))
-            if growth is not None and row.group(2) and row.group(2) != "0":
-                growth[row.group(3)] = int(row.group(2).replace(",", ""))
-        elif section == "growers" and growth is not None and (row := _GROWER_ROW.fullmatch(line)):
-            growth[row.group(3)] = int(row.group(1).replace(",", ""))
-            counts.setdefault(row.group(3), int(row.group(2).replace(",", "")))
-    if not counts:
-        raise CLIError(f"{what}: a heap census without a table of types (damaged?)")
-    return Census(counts, growth, objects, types, sizes)
+def blocked_lines(dump: TaskDump) -> list[tuple[str, list[str]]]:
+    """For each BLOCKED loop: a line saying so, and its thread's stack, innermost first."""
+    out = []
+    for loop in dump.blocked:
+        thread = loop.thread or "<unknown>"
+        if loop.blocked_since is not None:
+            line = (
+                f'LOOP BLOCKED: loop {loop.number} in thread "{thread}" has not yet run a probe'
+                f" callback sent {loop.blocked_since:.1f} s ago; its thread is executing:"
+            )
+        else:
+            line = (
+                f'LOOP BLOCKED: loop {loop.number} in thread "{thread}" did not run a callback'
+                f" within {loop.blocked_after or 0:g} s; its thread is executing:"
+            )
+        out.append((line, [f.label for f in loop.stack or ()]))
+    return out

@@ -1,132 +1,69 @@
-"""Reading `heap-holders.txt` back: the top holders for `show`, what grew by holder for `diff`.
+"""Who holds the memory, for `show` and `diff`: the top holders, and what grew by holder.
 
-The writer is `holmespy.profilers.holders.render`. The reader takes the
-holder blocks (`[n] label`, a line about the root, a `holds ...` line with
-exact figures and growth, then the types it holds) and treats anything else
-as text to skip, so a newer or damaged file yields less, never an exception.
+Both read `heap-holders.json` (`holmespy.heapholders.HeapHolders`) through
+`holmespy.cli.dumps`; nothing parses `heap-holders.txt` back. `show` prints
+an older bundle's text as written; `diff` says it cannot compare it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from holmespy.cli.dumps import load_dump_at
 from holmespy.cli.errors import CLIError
-from holmespy.cli.reading import read_text
 from holmespy.cli.text import field as printable_field
 from holmespy.cli.text import number, signed, size, table
+from holmespy.heapholders import FILE as DATA_FILE
+from holmespy.heapholders import TEXT_FILE as FILE
+from holmespy.heapholders import HeapHolders
 
-FILE = "heap-holders.txt"
-HEADER = "holmespy heap holders"
-_BLOCK = re.compile(r"\[(\d+)\] (.+)")
-_HOLDS = re.compile(
-    r"    holds ([\d,]+) objects, ([\d,]+) bytes \([^)]*\)"
-    r"(?:; growth (>=)?([+-][\d,]+|0) objects, (?:>=)?([+-][\d,]+|0) bytes)?"
-)
-_ROW = re.compile(r"\s*([\d,]+)\s+([\d,]+)  (\S.*)")
-_REACHED = re.compile(r"reached: ([\d,]+) objects, ([\d,]+) bytes")
-_SECTION = "holders by bytes"
-_INTERPRETER = ("(interpreter", "(other ")
-
-
-def _int(text: str) -> int:
-    return int(text.replace(",", "").replace("+", ""))
-
-
-@dataclass
-class HolderRow:
-    label: str
-    about: str
-    objects: int
-    bytes: int
-    growth: tuple[int, int, bool] | None = None
-    """(objects, bytes, bound) since the previous snapshot, as the file says; None without one."""
-    types: list[tuple[str, int, int]] = field(default_factory=list)
-    """(type, objects, bytes), largest first."""
-
-    @property
-    def named(self) -> bool:
-        """A root a person can act on, not the interpreter's or a sum of small ones."""
-        return not self.label.startswith(_INTERPRETER)
+__all__ = [
+    "FILE",
+    "HolderChange",
+    "changes_json",
+    "holder_changes",
+    "holder_growth",
+    "holders_between",
+    "holders_part",
+    "load_holders",
+    "render_holder_changes",
+]
 
 
-@dataclass
-class HoldersFile:
-    holders: list[HolderRow]
-    objects: int | None
-    bytes: int | None
-    problems: list[str]
-    """`!! ...` lines: a partial walk, or why there was none."""
-
-
-def read_holders(text: str, what: str) -> HoldersFile:
-    if not text.startswith(HEADER):
-        raise CLIError(f"{what}: not a holmespy heap-holders file")
-    holders: list[HolderRow] = []
-    objects = total = None
-    in_section = False
-    current: HolderRow | None = None
-    pending: tuple[str, str] | None = None  # label, about: waiting for the holds line
-    problems = [line[3:] for line in text.split("\n") if line.startswith("!! ")]
-    for line in text.split("\n"):
-        if match := _REACHED.match(line):
-            objects, total = _int(match.group(1)), _int(match.group(2))
-        if line.startswith(_SECTION):
-            in_section = True
-            continue
-        if not in_section:
-            continue
-        if not line.strip():
-            break  # the section ends with a blank line
-        if block := _BLOCK.fullmatch(line):
-            current, pending = None, (block.group(2), "")
-        elif pending is not None and (holds := _HOLDS.fullmatch(line)):
-            growth = None
-            if holds.group(4) is not None:
-                growth = (_int(holds.group(4)), _int(holds.group(5)), holds.group(3) == ">=")
-            current = HolderRow(
-                pending[0], pending[1], _int(holds.group(1)), _int(holds.group(2)), growth
-            )
-            holders.append(current)
-            pending = None
-        elif pending is not None and line.startswith("    "):
-            pending = (pending[0], line.strip())
-        elif current is not None and (row := _ROW.fullmatch(line)):
-            current.types.append((row.group(3), _int(row.group(2)), _int(row.group(1))))
-    if not holders and not problems:
-        raise CLIError(f"{what}: a heap-holders file without holders (damaged?)")
-    return HoldersFile(holders, objects, total, problems)
-
-
-def load_holders(path: Path, max_size: int) -> HoldersFile:
-    return read_holders(read_text(path, max_size), str(path))
+def load_holders(path: Path, max_size: int) -> tuple[HeapHolders, list[str]]:
+    """The snapshot of the bundle `path` (its heap-holders.txt) is in; `CLIError` when it has
+    only the text (a bundle written before the JSON existed, or whose JSON is refused)."""
+    dump = load_dump_at(path, max_size)
+    if not isinstance(dump.data, HeapHolders):
+        why = "; ".join(dump.problems) or f"no {DATA_FILE} (written by an older holmespy)"
+        raise CLIError(f"{path}: cannot compare holders: {why}")
+    return dump.data, dump.problems
 
 
 # -- show -------------------------------------------------------------------------------------
 
 
 def holders_part(
-    path: Path, top: int, max_size: int, section: Callable[[str, str], str]
+    found: HeapHolders, problems: list[str], top: int, section: Callable[[str, str], str]
 ) -> list[str]:
     """The top holders of one bundle, one line each with what they mostly hold."""
-    found = load_holders(path, max_size)
-    reached = (
-        f"{found.objects:,} objects, {size(found.bytes)} reached"
-        if found.objects is not None and found.bytes is not None
-        else "objects reached"
-    )
+    reached = f"{found.objects:,} objects, {size(found.bytes)} reached"
     named = [h for h in found.holders if h.named]
     grown = any(h.growth is not None for h in named)
-    out = [section(path.name, f"{reached}; who holds them")]
-    out += [f"!! {printable_field(problem)}" for problem in found.problems]
+    out = [section(FILE, f"{reached}; who holds them")]
+    out += [f"!! {printable_field(problem, 200)}" for problem in problems]
+    if found.partial:
+        out.append(f"!! partial: {printable_field(found.partial, 200)}")
+    if found.error:
+        out.append(f"!! failed: {printable_field(found.error, 200)}")
     if not named:
         return [*out, "  no holders"]
     header = ["bytes", "objects", *(["growth"] if grown else []), "holder", "mostly"]
     rows = [header]
     for h in named[:top]:
-        mostly = ", ".join(f"{o:,} {n} {size(b)}" for n, o, b in h.types[:2])
+        mostly = ", ".join(f"{t.objects:,} {t.name} {size(t.bytes)}" for t in h.types[:2])
         cells = [size(h.bytes), f"{h.objects:,}"]
         if grown:
             cells.append(_growth(h.growth))
@@ -164,7 +101,7 @@ class HolderChange:
         return self.after_objects - self.before_objects
 
 
-def holder_changes(a: HoldersFile, b: HoldersFile) -> list[HolderChange]:
+def holder_changes(a: HeapHolders, b: HeapHolders) -> list[HolderChange]:
     """What each named holder gained from A to B; one missing from A's list had at most its
     smallest listed holder's figures."""
     before = {h.label: h for h in a.holders if h.named}
@@ -181,7 +118,7 @@ def holder_changes(a: HoldersFile, b: HoldersFile) -> list[HolderChange]:
     return _ranked(changes)
 
 
-def holder_growth(found: HoldersFile) -> list[HolderChange] | None:
+def holder_growth(found: HeapHolders) -> list[HolderChange] | None:
     """The growth one file recorded against the snapshot before it (a gcheap bundle's view)."""
     grown = [h for h in found.holders if h.named and h.growth is not None]
     if not grown:
@@ -251,7 +188,7 @@ def changes_json(changes: list[HolderChange] | None) -> list[dict[str, object]] 
 def beside(profile: Path) -> Path | None:
     """The holders file of the bundle a heap profile is in, when there is one."""
     path = profile.parent / FILE
-    return path if path.is_file() else None
+    return path if path.is_file() or (profile.parent / DATA_FILE).is_file() else None
 
 
 def holders_between(
@@ -262,5 +199,5 @@ def holders_between(
     if a is None or b is None:
         return False, None
     if a == b:
-        return True, holder_growth(load_holders(a, max_size))
-    return True, holder_changes(load_holders(a, max_size), load_holders(b, max_size))
+        return True, holder_growth(load_holders(a, max_size)[0])
+    return True, holder_changes(load_holders(a, max_size)[0], load_holders(b, max_size)[0])

@@ -19,18 +19,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from holmespy.cli.dumps import Census, StackGroup, TaskDump
+from holmespy.census import Census
+from holmespy.cli.dumps import StackGroup, blocked_lines, task_groups
 from holmespy.cli.events import event_time
 from holmespy.cli.flamegraph import Node
-from holmespy.cli.holders import HoldersFile
 from holmespy.cli.profiles import FunctionCost
 from holmespy.cli.site import EventRow, EventView, Part, ProfileView
 from holmespy.cli.svgchart import history_svg
 from holmespy.cli.text import age, number, plural, size
 from holmespy.event import Event, Thresholds
+from holmespy.heapholders import HeapHolders
 from holmespy.manifest import EVENT_FILE
 from holmespy.printable import printable, printable_lines
 from holmespy.registry import RULE_NAMES, RULES
+from holmespy.taskdump import TaskDump
 
 LONG = 400
 """Characters of one field from a bundle shown at most (a reason, a frame)."""
@@ -364,16 +366,24 @@ def _groups(groups: Sequence[StackGroup], noun: str, *, innermost_first: bool) -
 
 def _tasks(dump: TaskDump) -> str:
     out = []
-    for n, line in enumerate(dump.blocked[:10]):
-        stack = dump.blocked_stacks[n] if n < len(dump.blocked_stacks) else []
+    if dump.error is not None:
+        out.append(f'<p class="problem">the task dump failed</p><pre>{pre(dump.error)}</pre>')
+    if dump.unsupported is not None:
+        out.append(f"<p>task listing is not supported on Python {t(dump.unsupported)}</p>")
+    if dump.grouped is not None:
+        out.append(
+            f'<p class="problem">cut short: {dump.grouped:,} of {dump.total:,} tasks'
+            " were grouped</p>"
+        )
+    for line, stack in blocked_lines(dump)[:10]:
         frames = "\n".join(t(f) for f in stack[:FRAMES])
         out.append(f'<p class="problem">{t(line)}</p><pre>{frames}</pre>')
-    out.append(_groups(dump.groups, "task", innermost_first=False))
+    out.append(_groups(task_groups(dump), "task", innermost_first=False))
     return "\n".join(out)
 
 
 def _census(census: Census) -> str:
-    objects = f"{census.objects:,} objects" if census.objects is not None else "objects"
+    objects = f"{census.total:,} objects"
     if census.growth:
         ranked = sorted(census.growth.items(), key=lambda item: -item[1])[:ROWS]
         head = "<tr><th class=num>growth</th><th class=num>count</th><th>type</th></tr>"
@@ -391,8 +401,10 @@ def _census(census: Census) -> str:
     return f"<p>{title}</p><table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _holders(found: HoldersFile) -> str:
-    out = [f'<p class="problem">{t(p)}</p>' for p in found.problems[:5]]
+def _holders(found: HeapHolders) -> str:
+    problems = [f"partial: {found.partial}"] if found.partial else []
+    problems += [f"failed: {found.error}"] if found.error else []
+    out = [f'<p class="problem">{t(p)}</p>' for p in problems]
     out.append(
         "<table><thead><tr><th class=num>bytes</th><th class=num>objects</th>"
         "<th class=num>growth</th><th>held by</th><th>largest types</th></tr></thead><tbody>"
@@ -401,7 +413,7 @@ def _holders(found: HoldersFile) -> str:
         growth = ""
         if row.growth is not None:
             growth = f"{'≥' if row.growth[2] else ''}{row.growth[1]:+,} B"
-        types = ", ".join(f"{t(name, 60)} ({size(b)})" for name, _, b in row.types[:3])
+        types = ", ".join(f"{t(type_.name, 60)} ({size(type_.bytes)})" for type_ in row.types[:3])
         out.append(
             f"<tr><td class=num>{size(row.bytes)}</td><td class=num>{row.objects:,}</td>"
             f"<td class='num grow'>{growth}</td><td class=mono>{t(row.label)}"

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from holmespy import safefs
 from holmespy.cli.errors import CLIError
 from holmespy.config import parse_size
 from holmespy.errors import ConfigError
@@ -80,6 +81,27 @@ def read_head(path: Path, limit: int) -> bytes:
 def read_text(path: Path, limit: int) -> str:
     """A text dump, bounded; undecodable bytes replaced, line endings kept as written."""
     return read_bytes(path, limit, "--max-size").decode("utf-8", "replace")
+
+
+def read_member(folder: Path, name: str, limit: int, flag: str = "") -> bytes | None:
+    """The file `name` of the bundle folder `folder`, at most `limit` bytes; None when there
+    is none. Only a regular file is read, never through a link (so a FIFO cannot block the
+    reader and a link cannot lead out of the bundle): anything else is a `CLIError`;
+    `flag` is the option that raises `limit`, named when the file is larger."""
+    path = folder / name
+    try:
+        with safefs.owned(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) as fd:
+            fd_, st = safefs.open_file(fd, name, path)
+            with safefs.owned(fd_):
+                if st.st_size > limit:
+                    raise TooLarge(_too_large(Path(name), limit, flag))
+                return safefs.read_open(fd_, st, path, limit=limit)
+    except FileNotFoundError:
+        return None
+    except safefs.Refused as exc:  # the folder is said elsewhere: the name is enough here
+        raise CLIError(f"{name}: refused: it {exc.problem}") from None
+    except OSError as exc:
+        raise CLIError(f"{name}: {exc.strerror or exc}") from None
 
 
 def _too_large(path: Path, limit: int, flag: str) -> str:

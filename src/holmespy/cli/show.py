@@ -15,19 +15,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from holmespy.bundle import EVENT_FILE
+from holmespy.census import Census
 from holmespy.cli.chart import bar_chart
 from holmespy.cli.diff import DEFAULT_TYPE, site_changes
-from holmespy.cli.dumps import StackGroup, groups_of, read_census, task_groups, thread_groups
+from holmespy.cli.dumps import (
+    TWINS,
+    Dump,
+    StackGroup,
+    blocked_lines,
+    load_dump_at,
+    task_groups,
+    thread_groups,
+)
 from holmespy.cli.errors import BadUsage, CLIError, UnsafePath
 from holmespy.cli.events import Query, add_filter_args, parse_event
 from holmespy.cli.fetch import open_bundle
-from holmespy.cli.holders import FILE as HOLDERS_FILE
 from holmespy.cli.holders import holders_part
 from holmespy.cli.profiles import hottest, load
 from holmespy.cli.reading import (
@@ -35,7 +42,7 @@ from holmespy.cli.reading import (
     EVENT_JSON_MAX,
     add_max_size_arg,
     read_bytes,
-    read_text,
+    read_member,
 )
 from holmespy.cli.source import EventRef, member_path
 from holmespy.cli.text import (
@@ -52,9 +59,10 @@ from holmespy.cli.text import (
 )
 from holmespy.event import Event, Point, Thresholds
 from holmespy.formats.collapsed import sample_index
+from holmespy.heapholders import HeapHolders
 from holmespy.registry import RULES
-from holmespy.stackdump import FILE as THREADS_DATA
-from holmespy.stackdump import BadDump, ThreadDump
+from holmespy.stackdump import ThreadDump
+from holmespy.taskdump import TaskDump
 
 FRAMES_SHOWN = 6
 NAMES_SHOWN = 10
@@ -129,10 +137,7 @@ def render(folder: Path, where: str, top: int = 5, max_size: int = DEFAULT_MAX_S
         ("cpu.pb.gz", profile_part),
         ("heap.pb.gz", profile_part),
         ("heap-2.pb.gz", profile_part),
-        ("threads.txt", threads_part),
-        ("tasks.txt", tasks_part),
-        ("heap-types.txt", types_part),
-        (HOLDERS_FILE, lambda path, top, size: holders_part(path, top, size, section)),
+        *((name, dump_part) for name in TWINS),
         ("recorder.pb.gz", lambda path, n, size: recorder_part(path, n, size, recorder_facts)),
     ]
     for name, part in parts:
@@ -316,10 +321,10 @@ def profile_part(path: Path, top: int, max_size: int, index: int | None = None) 
 
 def loop_part(path: Path, top: int, max_size: int, stalls: object) -> list[str]:
     """The stalls from `event.json` (numbers and the most-seen stack of each), newest first."""
-    if not isinstance(stalls, list):  # a bundle from elsewhere: count what the text says
-        told = read_text(path, max_size).split("\n")
-        count = sum(1 for line in told if line.startswith("stall "))
-        return [section(path.name, f"{plural(count, 'stall')} (details in the file)")]
+    if not isinstance(stalls, list):  # event.json says nothing of them: the text, as written
+        why = "as written (event.json lists no stalls)"
+        raw = read_member(path.parent, path.name, max_size, "--max-size") or b""
+        return written(path.name, why, [], raw.decode("utf-8", "replace"))
     valid = [s for s in stalls if isinstance(s, dict)]
     seconds = [s["seconds"] for s in valid if isinstance(s.get("seconds"), int | float)]
     longest = f", longest {max(seconds):.2f} s" if seconds else ""
@@ -401,22 +406,54 @@ def grew_part(folder: Path, top: int, max_size: int) -> list[str]:
     return out + (_indent(table(rows, right=right)) if shown else ["  nothing held or grew"])
 
 
-def threads_part(path: Path, top: int, max_size: int) -> list[str]:
-    data = path.with_name(THREADS_DATA)
-    problem = None
-    groups = None
-    if data.is_file():
-        try:
-            groups = groups_of(ThreadDump.loads(read_bytes(data, max_size, "--max-size")))
-        except BadDump as exc:
-            problem = str(exc)
-    if groups is None:
-        groups = thread_groups(read_text(path, max_size))
+def dump_part(path: Path, top: int, max_size: int) -> list[str]:
+    """A text dump's part: its objects from its JSON twin, else its text as written."""
+    dump = load_dump_at(path, max_size)
+    if dump.data is None:
+        return as_written(dump)
+    parts: dict[type, Callable[[Any, list[str], int], list[str]]] = {
+        ThreadDump: threads_part,
+        TaskDump: tasks_part,
+        Census: types_part,
+        HeapHolders: lambda found, problems, top: holders_part(found, problems, top, section),
+    }
+    return parts[type(dump.data)](dump.data, dump.problems, top)
+
+
+TEXT_LINES = 40
+"""Lines of a text dump shown as written (an older bundle's) before the rest are counted."""
+
+
+def as_written(dump: Dump) -> list[str]:
+    """A dump without JSON to read: its first lines as written, escaped."""
+    twin = TWINS[dump.name][0]
+    why = "as written" if dump.problems else f"as written (no {twin}: an older holmespy)"
+    return written(dump.name, why, dump.problems, dump.text or "")
+
+
+def written(name: str, why: str, problems: list[str], text: str) -> list[str]:
+    """A file's first lines as written, escaped, under its heading: nothing parsed."""
+    out = [section(name, why)]
+    out += [f"!! {field(problem, 2 * WIDE)}" for problem in problems]
+    lines = text.rstrip("\n").split("\n")
+    out += ["  " + field(line, 4 * WIDE) for line in lines[:TEXT_LINES]]
+    if len(lines) > TEXT_LINES:
+        out.append(f"  … {len(lines) - TEXT_LINES:,} more lines in {name}")
+    return out
+
+
+def _problems(problems: list[str]) -> list[str]:
+    shown = [f"!! {field(problem, 2 * WIDE)}" for problem in problems[:NAMES_SHOWN]]
+    if len(problems) > NAMES_SHOWN:
+        shown.append(f"!! and {len(problems) - NAMES_SHOWN:,} more values left out")
+    return shown
+
+
+def threads_part(dump: ThreadDump, problems: list[str], top: int) -> list[str]:
+    groups = thread_groups(dump)
     total = sum(g.count for g in groups)
     summary = f"{plural(total, 'thread')} in {plural(len(groups), 'group')} of identical stacks"
-    out = [section(path.name, summary)]
-    if problem:
-        out.append(f"!! {field(problem, 2 * WIDE)}; the groups are read from {path.name}")
+    out = [section("threads.txt", summary), *_problems(problems)]
     if not groups:
         return [*out, "  no thread stacks"]
     for group in groups[:top]:
@@ -424,23 +461,29 @@ def threads_part(path: Path, top: int, max_size: int) -> list[str]:
     return out
 
 
-def tasks_part(path: Path, top: int, max_size: int) -> list[str]:
-    dump = task_groups(read_text(path, max_size))
-    total = sum(g.count for g in dump.groups)
-    out = [
-        section(path.name, f"{total} tasks in {len(dump.groups)} groups of identical await chains")
-    ]
-    for n, line in enumerate(dump.blocked[:NAMES_SHOWN]):
+def tasks_part(dump: TaskDump, problems: list[str], top: int) -> list[str]:
+    groups = task_groups(dump)
+    count = len(groups) + dump.rest_groups  # the writer lists the 500 largest
+    summary = f"{plural(dump.total, 'task')} in {plural(count, 'group')} of identical await chains"
+    out = [section("tasks.txt", summary), *_problems(problems)]
+    if dump.error is not None:
+        last = dump.error.strip().rsplit("\n", 1)[-1]  # a traceback's last line says what
+        out.append(f"!! the task dump failed: {field(last, 2 * WIDE)}")
+    if dump.unsupported is not None:
+        out.append(f"  task listing is not supported on Python {field(dump.unsupported)}")
+    if dump.grouped is not None:
+        out.append(f"!! cut short: {dump.grouped:,} of {dump.total:,} tasks were grouped")
+    blocked = blocked_lines(dump)
+    for line, stack in blocked[:NAMES_SHOWN]:
         out.append(f"!! {field(line, 2 * WIDE)}")
-        stack = dump.blocked_stacks[n] if n < len(dump.blocked_stacks) else []
         out += [f"{'':>14}{field(_short(f))}" for f in stack[:FRAMES_SHOWN]]
         if len(stack) > FRAMES_SHOWN:
             out.append(f"{'':>14}… {plural(len(stack) - FRAMES_SHOWN, 'outer frame')}")
         if not stack:
-            out.append(f"{'':>14}(no stack in tasks.txt; threads.txt has every thread's)")
-    if not dump.groups:
+            out.append(f"{'':>14}(no stack in tasks.json; threads.txt has every thread's)")
+    if not groups:
         return [*out, "  no tasks"]
-    for group in dump.groups[:top]:
+    for group in groups[:top]:
         out += _group(group, "task", innermost_first=False)
     return out
 
@@ -461,35 +504,38 @@ def _group(group: StackGroup, noun: str, *, innermost_first: bool) -> list[str]:
     return out
 
 
-def types_part(path: Path, top: int, max_size: int) -> list[str]:
-    census = read_census(read_text(path, max_size), str(path))
-    total = f"{census.objects:,} objects" if census.objects is not None else "objects"
+def types_part(census: Census, problems: list[str], top: int) -> list[str]:
+    total = f"{census.total:,} objects"
     if census.growth:
-        out = [section(path.name, f"{total}; fastest growing types")]
-        growers = sorted(census.growth.items(), key=lambda item: -item[1])[:top]
+        out = [section("heap-types.txt", f"{total}; fastest growing types")]
+        growers = sorted(census.growth.items(), key=lambda item: (-item[1], item[0]))[:top]
         rows = [["growth", "count", "type"]]
         rows += [[f"{g:+,}", f"{census.counts.get(n, 0):,}", n] for n, g in growers]
     else:
-        out = [section(path.name, f"{total}; most common types (no earlier census to compare)")]
-        common = sorted(census.counts.items(), key=lambda item: -item[1])[:top]
+        out = [section("heap-types.txt", f"{total}; most common types (no earlier census)")]
+        common = sorted(census.counts.items(), key=lambda item: (-item[1], item[0]))[:top]
         rows = [["count", "type"]] + [[f"{c:,}", n] for n, c in common]
+    out += _problems(problems)
+    if census.error:
+        out.append(f"!! census failed: {field(census.error, 2 * WIDE)}")
     out += _indent(table(rows, right={"growth", "count"}))
-    if census.sizes:
-        largest = sorted(census.sizes.items(), key=lambda item: -item[1])[:top]
+    largest = census.by_bytes()[:top]
+    if largest:
         out.append("  largest by shallow bytes:")
-        rows = [["bytes", "type"]] + [[size(b), n] for n, b in largest]
+        rows = [["bytes", "type"]] + [[size(b), n] for n, b, _ in largest]
         out += ["  " + line for line in _indent(table(rows, right={"bytes"}))]
     return out
-
-
-_FILE = re.compile(r"\((?:[^()]*/)?([^/()]+)\)$")
 
 
 def _short(text: str) -> str:
     """`f (/long/path/app.py:12)` -> `f (app.py:12)`: the name is module-qualified already."""
     if "/" in text and not text.endswith(")"):
         return text.rsplit("/", 1)[-1]
-    return _FILE.sub(r"(\1)", text)
+    head, paren, inner = text.rpartition("(")
+    if not paren or not inner.endswith(")") or ")" in inner[:-1]:
+        return text
+    name = inner[:-1].rsplit("/", 1)[-1]
+    return f"{head}({name})" if name else text
 
 
 def _indent(text: str) -> list[str]:

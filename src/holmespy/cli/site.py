@@ -11,19 +11,11 @@ the page; the rest of the event is still shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from holmespy.census import Census
 from holmespy.cli.diff import site_changes
-from holmespy.cli.dumps import (
-    Census,
-    StackGroup,
-    TaskDump,
-    groups_of,
-    read_census,
-    task_groups,
-    thread_groups,
-)
+from holmespy.cli.dumps import TWINS, StackGroup, load_dump, thread_groups
 from holmespy.cli.errors import CLIError, UnsafePath
 from holmespy.cli.events import (
     Query,
@@ -35,7 +27,6 @@ from holmespy.cli.events import (
     select,
 )
 from holmespy.cli.flamegraph import Node, tree_from_profile
-from holmespy.cli.holders import HoldersFile, read_holders
 from holmespy.cli.profiles import FunctionCost, collector_paused, hottest
 from holmespy.cli.reading import EVENT_JSON_MAX, mib
 from holmespy.cli.source import EventRef, Source
@@ -44,12 +35,15 @@ from holmespy.event import Event
 from holmespy.formats.collapsed import sample_index
 from holmespy.formats.pprof import ProfileFormatError, ProfileTooLarge, decode
 from holmespy.formats.profile import Profile
+from holmespy.heapholders import HeapHolders
 from holmespy.manifest import EVENT_FILE, FILE_NAME_RE
-from holmespy.stackdump import FILE as THREADS_DATA
-from holmespy.stackdump import BadDump, ThreadDump
+from holmespy.stackdump import ThreadDump
+from holmespy.taskdump import TaskDump
 
 PAGE_SIZE = 50
 """Events per page of the list."""
+NOTES = 10
+"""Problems of one part said before the rest are only counted."""
 PROFILES = ("cpu.pb.gz", "heap.pb.gz", "heap-2.pb.gz", "loop.pb.gz", "recorder.pb.gz")
 TEXTS = ("threads.txt", "tasks.txt", "heap-types.txt", "heap-holders.txt", "loop.txt")
 
@@ -83,11 +77,12 @@ class Part:
     threads: list[StackGroup] | None = None
     tasks: TaskDump | None = None
     census: Census | None = None
-    holders: HoldersFile | None = None
+    holders: HeapHolders | None = None
     text: str | None = None
-    """A file shown as it is (`loop.txt`, a site diff)."""
+    """A file shown as it is (`loop.txt`, a site diff, the text of a dump without JSON)."""
     notes: list[str] = field(default_factory=list)
-    """What went wrong without hiding the part (a damaged `threads.json` beside its text)."""
+    """What went wrong without hiding the part: values left out of a dump's JSON, or why
+    the JSON was not read (its text is shown instead)."""
 
 
 @dataclass
@@ -175,6 +170,8 @@ class Site:
 
     def _part(self, view: EventView, name: str) -> Part:
         part = Part(name)
+        if name in TWINS:
+            return self._dump(view, part)
         try:
             data = self._read(view.ref, name, self.max_size)
             if name.endswith(".pb.gz"):
@@ -185,29 +182,47 @@ class Site:
                     part.profile.amount(part.profile.total)
                 )
                 return part
-            text = data.decode("utf-8", "replace")
-            readers: dict[str, Callable[[], None]] = {
-                "threads.txt": lambda: _set(part, threads=self._threads(view, text, part)),
-                "tasks.txt": lambda: _set(part, tasks=task_groups(text)),
-                "heap-types.txt": lambda: _set(part, census=read_census(text, name)),
-                "heap-holders.txt": lambda: _set(part, holders=read_holders(text, name)),
-                "loop.txt": lambda: _set(part, text=text),
-            }
-            readers[name]()
-            part.title = _title(part)
+            part.text = data.decode("utf-8", "replace")
+            part.title = "as written"
         except (CLIError, OSError) as exc:
             part.error = str(exc) if isinstance(exc, CLIError) else f"cannot read {name}: {exc}"
         return part
 
-    def _threads(self, view: EventView, text: str, part: Part) -> list[StackGroup]:
-        """From `threads.json` when the event has it; else parsed from the text."""
-        if THREADS_DATA in view.downloadable:
+    def _dump(self, view: EventView, part: Part) -> Part:
+        """A text dump's part from its JSON twin; else its text, shown as written."""
+
+        def read(name: str, limit: int) -> bytes | None:
+            if name not in view.downloadable:
+                return None
             try:
-                data = self._read(view.ref, THREADS_DATA, self.max_size)
-                return groups_of(ThreadDump.loads(data))
-            except (BadDump, CLIError) as exc:  # the text says the same: show it
-                part.notes.append(f"{exc}; the groups are read from threads.txt")
-        return thread_groups(text)
+                return self._read(view.ref, name, limit)
+            except OSError as exc:
+                raise CLIError(f"cannot read {name}: {exc}") from None
+
+        try:
+            dump = load_dump(part.name, read, self.max_size)
+        except CLIError as exc:
+            part.error = str(exc)
+            return part
+        part.notes += dump.problems[:NOTES]
+        if len(dump.problems) > NOTES:
+            part.notes.append(f"and {len(dump.problems) - NOTES:,} more values left out")
+        data = dump.data
+        if isinstance(data, ThreadDump):
+            part.threads = thread_groups(data)
+        elif isinstance(data, TaskDump):
+            part.tasks = data
+        elif isinstance(data, Census):
+            part.census = data
+        elif isinstance(data, HeapHolders):
+            part.holders = data
+        else:
+            part.text = dump.text
+            twin = TWINS[part.name][0]
+            part.title = "as written" if dump.problems else f"as written (no {twin})"
+            return part
+        part.title = _title(part)
+        return part
 
     # -- two events --
 
@@ -220,16 +235,11 @@ class Site:
         return first, second, extra
 
 
-def _set(part: Part, **values: object) -> None:
-    for key, value in values.items():
-        setattr(part, key, value)
-
-
 def _title(part: Part) -> str:
     if part.threads is not None:
         return plural(sum(g.count for g in part.threads), "thread")
     if part.tasks is not None:
-        return plural(sum(g.count for g in part.tasks.groups), "task")
+        return plural(part.tasks.total, "task")
     if part.census is not None:
         return "the type census"
     if part.holders is not None:

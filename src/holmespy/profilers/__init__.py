@@ -52,29 +52,46 @@ class CaptureContext:
 Capture = Callable[[CaptureContext], dict[str, Any]]
 
 
-def capture_threads(ctx: CaptureContext) -> dict[str, Any]:
+def _write_twins(
+    ctx: CaptureContext, text_file: str, text: str, data_file: str, data: Any
+) -> dict[str, Any]:
+    """Write a dump's text and, beside it, the same objects as JSON; the facts naming both.
+
+    JSON beyond what readers take (`holmespy.dumpjson`, 4 MiB) is not written: readers
+    then show the text as it is, and `data_error` says why.
+    """
     with importing:
         import json
 
+        from holmespy.manifest import MAX_EVENT_JSON
+
+    write_private(ctx.directory / text_file, text.encode())
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(raw) > MAX_EVENT_JSON:
+        return {"file": text_file, "data_error": f"{data_file} not written: {len(raw):,} bytes"}
+    write_private(ctx.directory / data_file, raw)
+    return {"file": text_file, "data": data_file}
+
+
+def capture_threads(ctx: CaptureContext) -> dict[str, Any]:
+    with importing:
         from holmespy.profilers.threads import dump_threads
         from holmespy.stackdump import FILE
 
     text, dump = dump_threads(exclude=ctx.exclude_threads)
-    write_private(ctx.directory / "threads.txt", text.encode())
     if dump is None:
+        write_private(ctx.directory / "threads.txt", text.encode())
         return {"file": "threads.txt"}
-    data = json.dumps(dump.to_json(), separators=(",", ":"), ensure_ascii=False)
-    write_private(ctx.directory / FILE, data.encode())
-    return {"file": "threads.txt", "data": FILE}
+    return _write_twins(ctx, "threads.txt", text, FILE, dump.to_json())
 
 
 def capture_tasks(ctx: CaptureContext) -> dict[str, Any]:
     with importing:
-        from holmespy.profilers.tasks import format_tasks
+        from holmespy.profilers.tasks import dump_tasks, render
+        from holmespy.taskdump import FILE, TEXT_FILE
 
-    text = format_tasks(cancel=ctx.cut.event)
-    write_private(ctx.directory / "tasks.txt", text.encode())
-    return {"file": "tasks.txt"}
+    dump = dump_tasks(cancel=ctx.cut.event)
+    return _write_twins(ctx, TEXT_FILE, render(dump), FILE, dump.to_json())
 
 
 def capture_cpu_profile(ctx: CaptureContext) -> dict[str, Any]:
@@ -123,25 +140,25 @@ def capture_second_heap_profile(ctx: CaptureContext) -> dict[str, Any]:
 
 def capture_type_census(ctx: CaptureContext) -> dict[str, Any]:
     with importing:
+        from holmespy.census import FILE, TEXT_FILE
         from holmespy.profilers.heap import census
 
     result = census(ctx.memory.get("census"))
     ctx.memory["census"] = result.counts
-    write_private(ctx.directory / "heap-types.txt", result.text().encode())
-    return {"file": "heap-types.txt", **result.facts}
+    return {**result.facts, **_write_twins(ctx, TEXT_FILE, result.text(), FILE, result.to_json())}
 
 
 def capture_heap_holders(ctx: CaptureContext) -> dict[str, Any]:
     with importing:
+        from holmespy.heapholders import FILE, TEXT_FILE, render
         from holmespy.limits import detect_limits
         from holmespy.profilers.holders import holders_file
 
     limit = detect_limits(mem_limit=ctx.config.mem_limit).mem_bytes
-    text, facts, baseline = holders_file(ctx.memory.get("holders"), limit, ctx.exclude_threads)
+    found, facts, baseline = holders_file(ctx.memory.get("holders"), limit, ctx.exclude_threads)
     if baseline is not None:
         ctx.memory["holders"] = baseline
-    write_private(ctx.directory / "heap-holders.txt", text.encode())
-    return {"file": "heap-holders.txt", **facts}
+    return {**facts, **_write_twins(ctx, TEXT_FILE, render(found), FILE, found.to_json())}
 
 
 def capture_loop_stalls(ctx: CaptureContext) -> dict[str, Any]:

@@ -13,8 +13,6 @@ nothing about where the objects were made.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import functools
 import gc
 import math
@@ -33,8 +31,8 @@ from operator import itemgetter
 from types import CodeType, FunctionType, MethodType, ModuleType
 from typing import Any
 
+from holmespy.census import BLOB_MIN_BYTES, Census
 from holmespy.formats.profile import Frame, Profile, ValueType
-from holmespy.profilers.threads import header_time
 
 __all__ = ["BYTES_PER_BLOCK", "Census", "HeapCapture", "capture_heap", "census"]
 
@@ -56,9 +54,6 @@ _CHUNK = 8192
 
 _CENSUS_CHUNK = 8192
 """Objects typed, sized and counted per step (~3 ms), a cheaper step than sorting stacks."""
-
-BLOB_MIN_BYTES = 512
-"""Untracked str/bytes/bytearray this big or bigger are found through who holds them."""
 
 _BLOB_TYPES = (str, bytes, bytearray)
 
@@ -461,121 +456,6 @@ def _functions_in(namespace: dict[str, Any], module: str) -> list[CodeType]:
             if members.get("__module__") == module:
                 pending.extend(members.values())
     return codes
-
-
-@dataclass(frozen=True)
-class Census:
-    """Live gc-tracked objects by type, and their growth since the previous census."""
-
-    pid: int
-    time: float
-    """When the census started, Unix epoch seconds."""
-    counts: Mapping[str, int]
-    """Module-qualified type name -> live objects. Pass it as `previous` to the next census."""
-    growth: Mapping[str, int] | None
-    """Type name -> change since `previous` (non-zero only); None without a previous census."""
-    gc_counts: tuple[int, ...] = ()
-    """`gc.get_count()`: allocations/collections since each generation was last collected."""
-    gc_collections: tuple[int, ...] = ()
-    """Collections of each generation since the process started."""
-    frozen: int = 0
-    """Objects moved out of the collector's view by `gc.freeze()`: not counted."""
-    sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    """Type name -> shallow bytes of its live objects (`sys.getsizeof`, without what they hold)."""
-    blobs: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
-    """For str, bytes and bytearray (which the collector does not track): (objects, bytes) of
-    those of at least `BLOB_MIN_BYTES` that a tracked object holds directly."""
-    seconds: float = 0.0
-    list_seconds: float = 0.0
-    """The one uninterruptible step: `gc.get_objects()` holding the GIL."""
-    top: int = 50
-    error: str | None = None
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def facts(self) -> dict[str, Any]:
-        """A summary for `event.json`."""
-        facts: dict[str, Any] = {
-            "objects": self.total,
-            "types": len(self.counts),
-            "seconds": round(self.seconds, 4),
-            "max_gil_hold_seconds": round(self.list_seconds, 4),
-        }
-        if self.growth is not None:
-            facts["top_growers"] = {n: g for n, g in _top(self.growth, 5) if g > 0}
-        if self.error:
-            facts["error"] = f"census failed: {self.error}"
-        return facts
-
-    def text(self) -> str:
-        """`heap-types.txt`: header, the top types by count, then the top growers."""
-        out = [
-            f"holmespy heap census: pid {self.pid}, at {_iso(self.time)}, took {self.seconds:.3f} s"
-            f" (gc.get_objects() held the GIL {self.list_seconds * 1000:.0f} ms)",
-            f"objects: {self.total:,} in {len(self.counts):,} types; gc counts"
-            f" {_tuple(self.gc_counts)}, collections {_tuple(self.gc_collections)},"
-            f" frozen {self.frozen:,}",
-            "Counts only gc-tracked objects: class instances and containers; str, int, float,"
-            " bytes and dicts or tuples holding only those are not tracked.",
-        ]
-        if self.error:
-            out.append(f"!! census failed: {self.error}")
-        growth = self.growth
-        out.append("")
-        if growth is None:
-            out.append(f"top {self.top} types by count (no previous census to compare with):")
-            out.append(f"{'count':>12}  type")
-            for name, count in _top(self.counts, self.top):
-                out.append(f"{count:>12,}  {name}")
-            out.extend(self._bytes_section())
-            return "\n".join(out) + "\n"
-        out.append(f"top {self.top} types by count, with growth since the previous census:")
-        out.append(f"{'count':>12} {'growth':>12}  type")
-        for name, count in _top(self.counts, self.top):
-            out.append(f"{count:>12,} {_signed(growth.get(name, 0)):>12}  {name}")
-        growers = [(n, g) for n, g in _top(growth, self.top) if g > 0]
-        out.append("")
-        out.append(f"top growers since the previous census ({len(growers)} shown):")
-        out.append(f"{'growth':>12} {'count':>12}  type")
-        for name, change in growers:
-            out.append(f"{_signed(change):>12} {self.counts.get(name, 0):>12,}  {name}")
-        out.extend(self._bytes_section())
-        return "\n".join(out) + "\n"
-
-    def _bytes_section(self) -> list[str]:
-        """Types by shallow bytes: a few large objects (a leaked bytearray) rank high here."""
-        sizes = dict(self.sizes)
-        for name, (_, size) in self.blobs.items():
-            sizes[f"{name} (>= {BLOB_MIN_BYTES} B, held by tracked objects)"] = size
-        if not sizes:
-            return []
-        counts = {**self.counts}
-        for name, (count, _) in self.blobs.items():
-            counts[f"{name} (>= {BLOB_MIN_BYTES} B, held by tracked objects)"] = count
-        out = ["", f"top {self.top} types by shallow bytes (each object alone, not what it holds):"]
-        out.append(f"{'bytes':>16} {'count':>12}  type")
-        for name, size in _top(sizes, self.top):
-            out.append(f"{size:>14,} B {counts.get(name, 0):>12,}  {name}")
-        return out
-
-
-def _iso(epoch: float) -> str:
-    return header_time(dt.datetime.fromtimestamp(epoch, dt.UTC))
-
-
-def _signed(change: int) -> str:
-    return f"{change:+,}" if change else "0"
-
-
-def _tuple(values: tuple[int, ...]) -> str:
-    return "(" + ", ".join(f"{v:,}" for v in values) + ")"
-
-
-def _top(counts: Mapping[str, int], n: int) -> list[tuple[str, int]]:
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]
 
 
 def census(previous: Mapping[str, int] | None = None, *, top: int = 50) -> Census:

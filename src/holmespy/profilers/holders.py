@@ -41,20 +41,34 @@ untracked objects; one forward walk attributes every object at once.
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import FrameType, ModuleType
 from typing import Any
 
+from holmespy.heapholders import (
+    CLASS_ATTRIBUTE,
+    GC_ONLY,
+    METHOD,
+    MODULE_GLOBAL,
+    NAMESPACES,
+    OTHERS,
+    THREAD_STACK,
+    Baseline,
+    HeapHolders,
+    Holder,
+    Share,
+    TypeTotal,
+    render,
+)
+from holmespy.heapholders import size_text as _size
 from holmespy.printable import printable
-from holmespy.profilers.threads import header_time
 
 __all__ = [
     "METHOD",
@@ -70,20 +84,6 @@ __all__ = [
     "render",
 ]
 
-METHOD = "in-process walk in short steps"
-WHY = (
-    "the walk marks visited objects in a bitmap (about 1 % of RSS) and lets host threads"
-    " run between its steps; a forked child would instead copy every memory page whose"
-    " objects it visits (their reference counts change), about the whole Python heap,"
-    " at the moment a memory rule fires"
-)
-
-NAMESPACES = "interpreter"
-MODULE_GLOBAL = "module global"
-CLASS_ATTRIBUTE = "class attribute"
-THREAD_STACK = "thread stack"
-GC_ONLY = "gc only"
-OTHERS = "others"
 
 _CHUNK = 512
 """Objects expanded per `gc.get_referents()` call: a few thousand referents, microseconds."""
@@ -160,136 +160,6 @@ def plan_memory(rss: int, limit: int | None, roots: int = 0) -> MemoryPlan:
     if headroom < 2 * estimate:
         return MemoryPlan(False, rss, limit, estimate, f"not walked: {about}")
     return MemoryPlan(True, rss, limit, estimate, about)
-
-
-# -- the result -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TypeTotal:
-    name: str
-    objects: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class Share:
-    """What one holder holds of one type."""
-
-    holder: str
-    type: str
-    objects: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class Holder:
-    label: str
-    """`module.NAME`, `module.Class.attr`, `thread "name" module.function local 'x'`, ..."""
-    kind: str
-    """MODULE_GLOBAL, CLASS_ATTRIBUTE, THREAD_STACK, GC_ONLY, NAMESPACES or OTHERS."""
-    type: str
-    """Type of the root object itself ('dict'); '' for a line that sums several roots."""
-    objects: int
-    bytes: int
-    types: tuple[TypeTotal, ...]
-    """What it holds, by bytes, largest first (the top few)."""
-    aliases: tuple[str, ...] = ()
-    """Other roots that name the same object (`from app.sessions import REGISTRY`)."""
-    roots: int = 1
-    """Roots summed into this line (more than one for OTHERS and GC_ONLY lines)."""
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """What the next snapshot of this process compares itself with (kept between events)."""
-
-    time: float
-    types: Mapping[str, tuple[int, int]]
-    """Type -> (objects, bytes), every type."""
-    holders: Mapping[str, tuple[int, int]]
-    """Holder label -> (objects, bytes), the largest holders only."""
-    holder_floor: int
-    """Bytes of the smallest holder in `holders`: one not listed held at most this much."""
-
-
-@dataclass(frozen=True)
-class HeapHolders:
-    pid: int
-    time: float
-    """When the walk started, Unix epoch seconds."""
-    seconds: float
-    objects: int
-    bytes: int
-    roots: int
-    types: tuple[TypeTotal, ...]
-    """Every type reached, by bytes, largest first."""
-    holders: tuple[Holder, ...]
-    """Every holder of at least `SMALL_HOLDER` bytes, by bytes, then one OTHERS line per kind."""
-    shares: Mapping[str, tuple[Share, ...]]
-    """For the types that hold most bytes or grew most: their holders, by bytes."""
-    method: str = METHOD
-    why: str = WHY
-    longest_step_seconds: float = 0.0
-    """The longest single C call (listing the gc's objects, expanding the biggest container)."""
-    gc_only_candidates: int = 0
-    own_objects: int = 0
-    """Objects only holmespy's own threads and this walk hold: walked, not counted."""
-    partial: str | None = None
-    """Why the walk stopped before reaching everything, when it did."""
-    error: str | None = None
-    previous: Baseline | None = None
-
-    def baseline(self, keep: int = 500) -> Baseline:
-        named = [h for h in self.holders if h.kind != OTHERS]
-        kept = sorted(named, key=lambda h: -h.bytes)[:keep]
-        return Baseline(
-            time=self.time,
-            types={t.name: (t.objects, t.bytes) for t in self.types},
-            holders={h.label: (h.objects, h.bytes) for h in kept},
-            holder_floor=kept[-1].bytes if len(named) > keep else 0,
-        )
-
-    def type_growth(self, name: str) -> tuple[int, int] | None:
-        """(objects, bytes) gained since the previous snapshot; None without one."""
-        if self.previous is None:
-            return None
-        mine = next((t for t in self.types if t.name == name), None)
-        before = self.previous.types.get(name, (0, 0))
-        now = (mine.objects, mine.bytes) if mine else (0, 0)
-        return now[0] - before[0], now[1] - before[1]
-
-    def holder_growth(self, holder: Holder) -> tuple[int, int, bool] | None:
-        """(objects, bytes, bound) gained; `bound` when the previous figure is only a ceiling."""
-        previous = self.previous
-        if previous is None or holder.kind == OTHERS:
-            return None
-        before = previous.holders.get(holder.label)
-        if before is not None:
-            return holder.objects - before[0], holder.bytes - before[1], False
-        return holder.objects, holder.bytes - previous.holder_floor, previous.holder_floor > 0
-
-    @property
-    def facts(self) -> dict[str, Any]:
-        """A summary for `event.json`."""
-        facts: dict[str, Any] = {
-            "method": self.method,
-            "why": self.why,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "roots": self.roots,
-            "seconds": round(self.seconds, 4),
-            "longest_step_seconds": round(self.longest_step_seconds, 4),
-            "top_holders": [
-                {"holder": h.label, "objects": h.objects, "bytes": h.bytes}
-                for h in [h for h in self.holders if h.kind not in (OTHERS, NAMESPACES)][:5]
-            ],
-        }
-        if self.partial:
-            facts["partial"] = self.partial
-        if self.error:
-            facts["error"] = f"holder walk failed: {self.error}"
-        return facts
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -988,11 +858,11 @@ def _summarise(
         own_objects=own_objects,
         partial=partial,
         error=error,
-        previous=previous,
     )
     chosen = [t.name for t in types[:top_types]]
     if previous is not None:
-        grew = {t.name: t.bytes - previous.types.get(t.name, (0, 0))[1] for t in types}
+        snapshot = snapshot.compared(previous)
+        grew = {t.name: t.growth[1] for t in snapshot.types if t.growth is not None}
         growers = sorted(grew, key=lambda n: -grew[n])
         chosen += [n for n in growers[:top_types] if grew[n] > 0]
     shares: dict[str, tuple[Share, ...]] = {}
@@ -1037,171 +907,6 @@ def _plural_kind(kind: str) -> str:
     }.get(kind, kind)
 
 
-# -- heap-holders.txt -------------------------------------------------------------------------
-
-HEADER = "holmespy heap holders"
-TOP_TYPES_SHOWN = 30
-TOP_HOLDERS_SHOWN = 20
-TOP_GROWERS_SHOWN = 10
-IN_SHORT = 5
-
-
-def render(snapshot: HeapHolders) -> str:
-    """`heap-holders.txt`: a summary in sentences, then tables with exact figures.
-
-    `holmespy show` and `holmespy diff` read it back (`holmespy.cli.holders`):
-    the `[n] label` blocks with their `holds ...` line, and the type rows.
-    """
-    s = snapshot
-    out = _preamble(s)
-    out += ["", "in short:"]
-    named = [h for h in s.holders if h.kind not in (OTHERS, NAMESPACES)][:IN_SHORT]
-    out += ["  " + _sentence(s, h) for h in named] or ["  no holder"]
-    out += ["", *_types_table(s)]
-    listed = _listed_holders(s)
-    grown = s.previous is not None
-    out += [
-        "",
-        f"holders by bytes (the top {TOP_HOLDERS_SHOWN}"
-        + (f", then up to {TOP_GROWERS_SHOWN} more that grew most" if grown else "")
-        + ", then the small ones summed by kind):",
-    ]
-    for rank, holder in enumerate(listed, 1):
-        out += _holder_block(s, rank, holder)
-    if s.shares:
-        out += ["", "who holds the types with the most bytes" + (" or growth:" if grown else ":")]
-        for type_name, shares in s.shares.items():
-            out += _share_block(s, type_name, shares)
-    return "\n".join(out) + "\n"
-
-
-def _preamble(s: HeapHolders) -> list[str]:
-    out = [
-        f"{HEADER}: pid {s.pid}, at {_iso(s.time)}, took {s.seconds:.2f} s",
-        f"walk: {s.method}, longest uninterruptible step {s.longest_step_seconds * 1000:.0f} ms",
-        f"why: {s.why}",
-        f"reached: {s.objects:,} objects, {s.bytes:,} bytes ({_size(s.bytes)})"
-        f" from {s.roots:,} roots; {s.own_objects:,} objects only holmespy holds are not counted",
-    ]
-    if s.previous is not None:
-        earlier = s.time - s.previous.time
-        out.append(f"previous snapshot: {_iso(s.previous.time)}, {earlier:,.0f} s earlier")
-    else:
-        out.append("previous snapshot: none in this process, so no growth is shown")
-    out.append(
-        "How to read it: each object counts once, under the nearest root that reaches it"
-        " (breadth-first from every root at once; ties go to module globals, then class"
-        " attributes, then thread stacks). This approximates a dominator tree: a holder's"
-        " figures are what it reaches first, not exactly what would be freed without it."
-        " Sizes are sys.getsizeof(): each object's own bytes. Objects the collector does not"
-        " track (str, bytes, dicts of plain values...) are counted through their containers."
-    )
-    if s.partial:
-        out.append(f"!! partial: {s.partial}")
-    if s.error:
-        out.append(f"!! failed: {s.error}")
-    return out
-
-
-def _types_table(s: HeapHolders) -> list[str]:
-    grown = s.previous is not None
-    out = [f"types by bytes (top {TOP_TYPES_SHOWN} of {len(s.types):,}):"]
-    header = f"{'bytes':>16} {'objects':>12}"
-    header += f" {'growth bytes':>16} {'growth objects':>14}" if grown else ""
-    out.append(header + "  type")
-    for t in s.types[:TOP_TYPES_SHOWN]:
-        row = f"{t.bytes:>16,} {t.objects:>12,}"
-        change = s.type_growth(t.name)
-        if change is not None:
-            row += f" {_signed(change[1]):>16} {_signed(change[0]):>14}"
-        out.append(f"{row}  {t.name}")
-    return out
-
-
-def _listed_holders(s: HeapHolders) -> list[Holder]:
-    """The largest holders, those that grew most, then the summed small ones."""
-    named = [h for h in s.holders if h.kind != OTHERS]
-    listed = named[:TOP_HOLDERS_SHOWN]
-    if s.previous is not None:
-
-        def grew(holder: Holder) -> int:
-            change = s.holder_growth(holder)
-            return change[1] if change is not None else 0
-
-        rest = sorted(named[TOP_HOLDERS_SHOWN:], key=lambda h: -grew(h))
-        listed += [h for h in rest[:TOP_GROWERS_SHOWN] if grew(h) > 0]
-    return listed + [h for h in s.holders if h.kind == OTHERS]
-
-
-def _share_block(s: HeapHolders, type_name: str, shares: tuple[Share, ...]) -> list[str]:
-    total = next((t for t in s.types if t.name == type_name), TypeTotal(type_name, 0, 0))
-    line = (
-        f"type {type_name}: {total.objects:,} objects, {total.bytes:,} bytes ({_size(total.bytes)})"
-    )
-    change = s.type_growth(type_name)
-    if change is not None:
-        line += f"; growth {_signed(change[0])} objects, {_signed(change[1])} bytes"
-    out = [line, f"{'bytes':>16} {'objects':>12}  holder"]
-    return out + [f"{share.bytes:>16,} {share.objects:>12,}  {share.holder}" for share in shares]
-
-
-def _sentence(s: HeapHolders, holder: Holder) -> str:
-    text = (
-        f"{holder.label} ({_a(holder.type)}, {holder.kind}) holds"
-        f" {holder.objects:,} objects, {_size(holder.bytes)}"
-    )
-    if holder.types:
-        text += ": " + ", ".join(
-            f"{t.objects:,} {t.name} {_size(t.bytes)}" for t in holder.types[:3]
-        )
-    change = s.holder_growth(holder)
-    if change is not None and (change[0] or change[1]):
-        mark = ">=" if change[2] else ""
-        text += f"; grew {mark}{_signed(change[0])} objects, {mark}{_signed_size(change[1])}"
-    elif change is not None:
-        text += "; unchanged"
-    return text
-
-
-def _holder_block(s: HeapHolders, rank: int, holder: Holder) -> list[str]:
-    about = f"{holder.type}, {holder.kind}" if holder.type else holder.kind
-    if holder.roots != 1:
-        about += f", {holder.roots:,} roots"
-    if holder.aliases:
-        about += "; also " + ", ".join(holder.aliases)
-    holds = f"holds {holder.objects:,} objects, {holder.bytes:,} bytes ({_size(holder.bytes)})"
-    change = s.holder_growth(holder)
-    if change is not None:
-        mark = ">=" if change[2] else ""
-        holds += f"; growth {mark}{_signed(change[0])} objects, {mark}{_signed(change[1])} bytes"
-    lines = [f"[{rank}] {holder.label}", f"    {about}", f"    {holds}"]
-    lines += [f"{t.bytes:>16,} {t.objects:>12,}  {t.name}" for t in holder.types]
-    return lines
-
-
-def _a(type_name: str) -> str:
-    return f"a {type_name}" if type_name else "several"
-
-
-def _signed(value: int) -> str:
-    return f"{value:+,}" if value else "0"
-
-
-def _signed_size(value: int) -> str:
-    return ("+" if value > 0 else "-" if value < 0 else "") + _size(abs(value))
-
-
-def _size(value: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(value) >= scale:
-            return f"{value / scale:.1f} {unit}"
-    return f"{value:.0f} B"
-
-
-def _iso(epoch: float) -> str:
-    return header_time(dt.datetime.fromtimestamp(epoch, dt.UTC))
-
-
 # -- the capture ------------------------------------------------------------------------------
 
 
@@ -1229,8 +934,9 @@ def holders_file(
     exclude_threads: Iterable[int] = (),
     *,
     rss: Callable[[], int] = read_rss,
-) -> tuple[str, dict[str, Any], Baseline | None]:
-    """`heap-holders.txt`, its facts for `event.json`, and the baseline for the next one.
+) -> tuple[HeapHolders, dict[str, Any], Baseline | None]:
+    """The snapshot (`render` makes `heap-holders.txt` of it, `to_json` its JSON), its
+    facts for `event.json`, and the baseline for the next one.
 
     Checks the memory headroom first: with too little, the file says why no
     walk was made (and the previous baseline is kept).
@@ -1252,12 +958,12 @@ def holders_file(
             shares={},
             why=plan.why,
             error=plan.why,
-            previous=previous,
+            previous_time=None if previous is None else previous.time,
         )
-        return render(snapshot), {**snapshot.facts, "memory": memory}, None
+        return snapshot, {**snapshot.facts, "memory": memory}, None
     snapshot = holders_snapshot(previous, exclude_threads=exclude_threads)
     snapshot = replace(snapshot, why=f"{plan.why}")
     memory["rss_change_bytes"] = rss() - before  # the host's allocations meanwhile included
     facts = {**snapshot.facts, "memory": memory}
     keep = snapshot.baseline() if snapshot.error is None and snapshot.partial is None else None
-    return render(snapshot), facts, keep
+    return snapshot, facts, keep
