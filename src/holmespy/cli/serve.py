@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime as dt
 import ipaddress
 import socket
@@ -38,12 +37,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from holmespy.cli import pages
-from holmespy.cli.deadline import Deadline, TimedOut, add_timeout_arg
+from holmespy.cli.deadline import TimedOut, add_timeout_arg
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
 from holmespy.cli.events import Query
 from holmespy.cli.reading import add_max_size_arg
 from holmespy.cli.site import Site
-from holmespy.cli.source import S3Source, Source, check_event_id, resolve_source
+from holmespy.cli.source import Source, check_event_id, resolve_source
 from holmespy.cli.text import warn
 from holmespy.errors import HolmesError
 from holmespy.registry import RULE_NAMES
@@ -155,11 +154,7 @@ class Server(ThreadingHTTPServer):
 
     def site(self) -> Site:
         """A reader for one request: an S3 source gets a deadline of its own."""
-        source = self.source
-        if isinstance(source, S3Source):
-            source = copy.copy(source)
-            source.deadline = Deadline(self.timeout_seconds, source.store.endpoint)
-        return Site(source, self.max_size)
+        return Site(self.source.renewed(self.timeout_seconds), self.max_size)
 
     def allowed_hosts(self) -> frozenset[str] | None:
         """The Host headers answered; None (any) once it listens beyond loopback, where
