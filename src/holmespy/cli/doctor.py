@@ -222,7 +222,7 @@ def check_storage(config: Config | None) -> Finding:
         return Finding("storage", "ok", "local only (HOLMES_STORAGE is not set)")
     try:
         store = S3Store(S3Location.parse(url), max_attempts=2)
-        store.client  # noqa: B018 - made here: without boto3 this is the finding
+        store.client  # noqa: B018 - made here: without the S3 extra installed, that is the finding
         creds = credential_source()
     except StorageError as exc:
         return Finding("storage", "fail", str(exc), "set HOLMES_STORAGE=s3://bucket/prefix")
