@@ -17,6 +17,7 @@ import io
 import os
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,3 +381,18 @@ def test_reading_a_folder_never_imports_boto3(dumps: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_generous_limit_costs_nothing_for_a_small_file(place: Place) -> None:
+    # Readers pass their cap (256 MiB) plus one to learn whether a file is over it.
+    place.put("svc/d/e/event.json", b"{}" * 500)
+    place.store.get_bytes("svc/d/e/event.json")  # the S3 client is made outside the measure
+    tracemalloc.start()
+    try:
+        data = place.store.get_bytes("svc/d/e/event.json", limit=(256 << 20) + 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert len(data) == 1000
+    assert peak < 1 << 20, f"{peak:,} bytes traced to read 1,000"

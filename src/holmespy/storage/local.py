@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from holmespy import safefs
 from holmespy.bundle import TMP_PREFIX, _pid_alive
-from holmespy.storage.base import ObjectInfo, ObjectReader, UnsafeObject, check_key
+from holmespy.storage.base import CHUNK, ObjectInfo, ObjectReader, UnsafeObject, check_key
 from holmespy.storage.s3client import ObjectNotFound, StorageError
 
 
@@ -113,7 +113,14 @@ class LocalStore:
 
     def get_bytes(self, key: str, *, limit: int | None = None) -> bytes:
         with self._open_file(key)[0] as f:
-            return f.read() if limit is None else f.read(limit)
+            if limit is None:
+                return f.read()
+            # Not f.read(limit): it allocates `limit` bytes up front, and callers pass
+            # their cap (256 MiB) plus one to learn whether a file is over it.
+            data = bytearray()
+            while len(data) < limit and (block := f.read(min(CHUNK, limit - len(data)))):
+                data += block
+            return bytes(data)
 
     def open(self, key: str) -> ObjectReader:
         f, st = self._open_file(key)
