@@ -1,13 +1,15 @@
 """Where events are read from: `--from SRC`, else HOLMES_STORAGE, else HOLMES_DUMP_PATH.
 
-Both kinds of source hold the same layout, `<service>/<YYYY-MM-DD>/<event-id>/<file>`,
-under a folder or under an `s3://bucket/prefix`, and answer the same four
-questions: which services, which days of a service, which events of a day,
-which files of an event. Listing stops at the event level on purpose: an
-event id carries its time and rule, so `ls` can sort and filter from names
-alone, and on S3 a delimited listing returns 1,000 events per request where
-a listing of their files returns 1,000 files (benchmarks/cli_ls.py, 10,000
-events in SeaweedFS: 1.0 s for the delimited listings, 12 s for every key).
+A source is a store (`holmespy.storage`: a folder or an `s3://bucket/prefix`,
+read by the same classes the uploader writes with) seen as events. Both kinds
+hold the same layout, `<service>/<YYYY-MM-DD>/<event-id>/<file>`, and answer
+the same four questions: which services, which days of a service, which
+events of a day, which files of an event. Listing stops at the event level
+on purpose: an event id carries its time and rule, so `ls` can sort and
+filter from names alone, and on S3 a delimited listing returns 1,000 events
+per request where a listing of their files returns 1,000 files
+(benchmarks/cli_ls.py, 10,000 events in SeaweedFS: 1.0 s for the delimited
+listings, 12 s for every key).
 
 Names found in a source are data from elsewhere: a service, day or event id
 that does not have the expected form is skipped, and a file name that would
