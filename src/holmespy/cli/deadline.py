@@ -1,6 +1,6 @@
 """How long the CLI waits for a store, and what it says while it waits.
 
-botocore retries a request that times out, and waits a minute for each
+The S3 client retries a request that times out, and waits a minute for each
 answer: against a store that accepts connections and never answers, `ls`
 was silent for six minutes. Here every request to a store runs on a daemon
 thread that the command waits for until one deadline for the whole command

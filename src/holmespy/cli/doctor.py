@@ -33,7 +33,7 @@ from holmespy.cli.text import size
 from holmespy.config import Config, default_dump_path
 from holmespy.errors import ConfigError
 from holmespy.storage.s3 import S3Store
-from holmespy.storage.s3client import S3Location, StorageError
+from holmespy.storage.s3client import S3Location, StorageError, credential_source
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -222,41 +222,23 @@ def check_storage(config: Config | None) -> Finding:
         return Finding("storage", "ok", "local only (HOLMES_STORAGE is not set)")
     try:
         store = S3Store(S3Location.parse(url), max_attempts=2)
-        client = store.client
+        store.client  # noqa: B018 - made here: without the S3 extra installed, that is the finding
+        creds = credential_source()
     except StorageError as exc:
         return Finding("storage", "fail", str(exc), "set HOLMES_STORAGE=s3://bucket/prefix")
-    creds = _credential_source()
     location = store.location
     deadline = Deadline(DEFAULT_TIMEOUT, store.endpoint)
     try:
-        # A listing under the prefix, not HeadBucket: it is what `ls` needs, and its
-        # errors name the problem (HeadBucket answers a bare 404 or 403).
-        deadline.run(
-            f"a listing of {location.url()}",
-            lambda: client.list_objects_v2(
-                Bucket=location.bucket, Prefix=location.key(), MaxKeys=1
-            ),
-        )
+        deadline.run(f"a listing of {location.url()}", store.check)
     except TimedOut as exc:
         return Finding(
             "storage", "fail", str(exc), "check that the store is up, and AWS_ENDPOINT_URL_S3"
         )
-    except Exception as exc:
-        error = store.error(exc)
-        todo = _storage_todo(error)
-        return Finding("storage", "fail", f"{error} (credentials: {creds})", todo)
+    except StorageError as exc:
+        return Finding("storage", "fail", f"{exc} (credentials: {creds})", _storage_todo(exc))
     return Finding(
         "storage", "ok", f"{location.url()} answers at {store.endpoint} (credentials: {creds})"
     )
-
-
-def _credential_source() -> str:
-    """Where botocore found credentials ("env", "shared-credentials-file", "iam-role"...)."""
-    import boto3  # present: make_client succeeded
-
-    credentials = boto3.session.Session().get_credentials()
-    method = getattr(credentials, "method", None) if credentials is not None else None
-    return str(method) if method else "none found"
 
 
 def _storage_todo(error: StorageError) -> str:

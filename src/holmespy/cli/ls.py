@@ -2,8 +2,8 @@
 
 The default table has only what event ids and folder names say (time, age,
 service, rule, id), so it costs one listing request per 1,000 events and
-nothing per event: reading each `event.json` from S3 costs ~2 ms of botocore
-CPU per event, 20 s for 10,000. `-l` adds host, pid, value and files from
+nothing per event: reading each `event.json` from S3 costs ~2 ms of the S3
+client's CPU per event, 20 s for 10,000. `-l` adds host, pid, value and files from
 `event.json`, and `--json` prints the `event.json` objects themselves; both
 read them concurrently, so combine them with filters or `-n` on big buckets.
 """

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime as dt
 import ipaddress
 import socket
@@ -38,15 +37,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from holmespy.cli import pages
-from holmespy.cli.deadline import Deadline, TimedOut, add_timeout_arg
+from holmespy.cli.deadline import TimedOut, add_timeout_arg
 from holmespy.cli.errors import BadUsage, CLIError, NotFound, UnsafePath
 from holmespy.cli.events import Query
 from holmespy.cli.reading import add_max_size_arg
 from holmespy.cli.site import Site
-from holmespy.cli.source import S3Source, Source, check_event_id, resolve_source
+from holmespy.cli.source import Source, check_event_id, resolve_source
 from holmespy.cli.text import warn
 from holmespy.errors import HolmesError
 from holmespy.registry import RULE_NAMES
+from holmespy.storage.base import CHUNK, ObjectReader
 
 DEFAULT_PORT = 8642
 ASSETS = {
@@ -155,11 +155,7 @@ class Server(ThreadingHTTPServer):
 
     def site(self) -> Site:
         """A reader for one request: an S3 source gets a deadline of its own."""
-        source = self.source
-        if isinstance(source, S3Source):
-            source = copy.copy(source)
-            source.deadline = Deadline(self.timeout_seconds, source.store.endpoint)
-        return Site(source, self.max_size)
+        return Site(self.source.renewed(self.timeout_seconds), self.max_size)
 
     def allowed_hosts(self) -> frozenset[str] | None:
         """The Host headers answered; None (any) once it listens beyond loopback, where
@@ -204,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, send_body: bool) -> None:
         status: int
-        body: str | bytes | pages.ErrorBody
+        body: str | bytes | ObjectReader | pages.ErrorBody
         try:
             status, body, headers = self._route()
         except CLIError as exc:
@@ -228,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
             body = pages.error_page(status, body.message, self.server.source.url)
         self._send(status, body, send_body, headers)
 
-    def _route(self) -> tuple[int, str | bytes, dict[str, str]]:
+    def _route(self) -> tuple[int, str | bytes | ObjectReader, dict[str, str]]:
         host = self.headers.get("Host", "")
         allowed = self.server.allowed_hosts()
         if allowed is not None and host not in allowed:
@@ -253,9 +249,9 @@ class Handler(BaseHTTPRequestHandler):
                     view = self.server.site().event(check_event_id(event_id))
                     return 200, pages.event_page(view, source), {}
             case ["event", event_id, "file", name]:
-                with self.server.readers:
-                    _, data = self.server.site().file(check_event_id(event_id), name)
-                return 200, data, _download_headers(name)
+                with self.server.readers:  # not while it is sent: that holds one block
+                    _, reader = self.server.site().file(check_event_id(event_id), name)
+                return 200, reader, _download_headers(name)
             case ["compare"]:
                 a, b = params.get("a"), params.get("b")
                 if not a or not b:
@@ -303,13 +299,43 @@ class Handler(BaseHTTPRequestHandler):
     def _send(
         self,
         status: int,
-        body: str | bytes | pages.ErrorBody,
+        body: str | bytes | ObjectReader | pages.ErrorBody,
         send_body: bool,
         headers: dict[str, str] | None = None,
     ) -> None:
+        if isinstance(body, ObjectReader):
+            with body:
+                self._send_head(status, body.size, headers)
+                if send_body:
+                    self._stream(body)
+            return
         if isinstance(body, pages.ErrorBody):
             body = pages.error_page(status, body.message, self.server.source.url)
         data = body.encode() if isinstance(body, str) else body
+        self._send_head(status, len(data), headers)
+        if send_body:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data)
+
+    def _stream(self, reader: ObjectReader) -> None:
+        """The file's `size` bytes, a block at a time. Past the headers an error can no longer
+        be a page: it is said on stderr and the connection is closed short of the length
+        announced, so the browser reports a failed download instead of keeping a cut file."""
+        left = reader.size
+        try:
+            while left > 0:
+                block = reader.read(min(CHUNK, left))
+                if not block:
+                    raise CLIError(f"the file ended {left:,} bytes short of its announced size")
+                self.wfile.write(block)
+                left -= len(block)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the browser gave up: nothing to say
+        except Exception as exc:  # a store that stopped answering, a disk error, a bug of ours
+            self.close_connection = True
+            warn(f"{self.command} {self.path[:200]}: {_one_line(exc)}")
+
+    def _send_head(self, status: int, length: int, headers: dict[str, str] | None) -> None:
         # http.server answers HTTP/0.9 (and a request line it cannot read) without a
         # header: no Content-Type, no CSP. Every reply here has its headers.
         if self.request_version == "HTTP/0.9":
@@ -317,7 +343,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         head = {
             "Content-Type": "text/html; charset=utf-8",
-            "Content-Length": str(len(data)),
+            "Content-Length": str(length),
             "Content-Security-Policy": CSP,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
@@ -331,9 +357,6 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in head.items():
             self.send_header(key, value)
         self.end_headers()
-        if send_body:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(data)
 
     def _has_body(self) -> bool:
         if getattr(self, "headers", None) is None:  # the request line itself was refused
@@ -377,6 +400,16 @@ def _status_of(exc: CLIError) -> int:
     if isinstance(exc, BadUsage):
         return HTTPStatus.BAD_REQUEST
     return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def _one_line(exc: Exception) -> str:
+    """`exc` as `_answer` says it on a page."""
+    if isinstance(exc, CLIError | HolmesError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def _error(message: str) -> pages.ErrorBody:

@@ -38,6 +38,7 @@ from holmespy.formats.profile import Profile
 from holmespy.heapholders import HeapHolders
 from holmespy.manifest import EVENT_FILE, FILE_NAME_RE
 from holmespy.stackdump import ThreadDump
+from holmespy.storage.base import ObjectReader
 from holmespy.taskdump import TaskDump
 
 PAGE_SIZE = 50
@@ -155,17 +156,22 @@ class Site:
                 view.parts.append(_site_diff(first, second, "heap.pb.gz → heap-2.pb.gz"))
         return view
 
-    def file(self, event_id: str, name: str) -> tuple[EventRef, bytes]:
-        """A listed file's bytes, for download; `UnsafePath` for a name it does not list."""
+    def file(self, event_id: str, name: str) -> tuple[EventRef, ObjectReader]:
+        """A listed file, for download a block at a time (its memory is one block, whatever
+        its size); `UnsafePath` for a name `event.json` does not list."""
         view = self.event(event_id, parts=False)
         if name not in view.downloadable:
             raise UnsafePath(f"refused {name!r}: {event_id}'s {EVENT_FILE} does not list it")
-        return view.ref, self._read(view.ref, name, self.max_size)
+        reader = self.source.open(view.ref, name)
+        if reader.size > self.max_size:
+            reader.close()
+            raise CLIError(_too_large(view.ref, name, self.max_size))
+        return view.ref, reader
 
     def _read(self, ref: EventRef, name: str, limit: int) -> bytes:
         data = self.source.read(ref, name, limit=limit + 1)
         if len(data) > limit:
-            raise CLIError(f"{ref.id}/{name}: larger than {mib(limit)}, the most holmespy reads")
+            raise CLIError(_too_large(ref, name, limit))
         return data
 
     def _part(self, view: EventView, name: str) -> Part:
@@ -233,6 +239,10 @@ class Site:
         if heap_a is not None and heap_b is not None:
             extra.append(_site_diff(heap_a, heap_b, "heap.pb.gz a → b"))
         return first, second, extra
+
+
+def _too_large(ref: EventRef, name: str, limit: int) -> str:
+    return f"{ref.id}/{name}: larger than {mib(limit)}, the most holmespy reads"
 
 
 def _title(part: Part) -> str:

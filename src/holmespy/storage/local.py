@@ -2,24 +2,30 @@
 
 Writes are atomic like bundles are (a `.tmp-<pid>-` sibling renamed into
 place) and private (0700 folders, 0600 files), made by descriptor: the temp
-file is created exclusively and never through a link, and a read takes a
-regular file only. Object metadata has no place
-on disk; a local event carries the same facts in its `event.json`.
+file is created exclusively and never through a link. Reads open the root
+as named and everything below it by descriptor without following a link,
+and take a regular file only: a dump folder can be shared, and anyone who
+can write in it can plant a link to a secret or a pipe that never answers.
+Object metadata has no place on disk; a local event carries the same facts
+in its `event.json`.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
+import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from holmespy import safefs
 from holmespy.bundle import TMP_PREFIX, _pid_alive
-from holmespy.storage.base import ObjectInfo, check_key
+from holmespy.storage.base import CHUNK, ObjectInfo, ObjectReader, UnsafeObject, check_key
 from holmespy.storage.s3client import ObjectNotFound, StorageError
 
 
@@ -29,6 +35,10 @@ class LocalStore:
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.root)
 
     def put_file(
         self,
@@ -76,17 +86,48 @@ class LocalStore:
                     with contextlib.suppress(FileNotFoundError):  # removed while listing
                         yield self._info(key, path)
 
-    def get_bytes(self, key: str) -> bytes:
-        path = self._path(key)
+    def folders(
+        self, prefix: str = "", *, start: str = "", start_after: str = ""
+    ) -> builtins.list[str]:
         try:
-            with safefs.owned(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)) as folder:
-                fd, _ = safefs.open_file(folder, path.name, path)
-            with open(fd, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ObjectNotFound(f"no {key} in {self.root}") from None
+            with safefs.owned(self._open_folder(_parts(prefix))) as folder:
+                names = safefs.subfolders(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
         except OSError as exc:
-            raise StorageError(f"cannot read {key} in {self.root}: {exc}") from exc
+            if exc.errno == errno.ELOOP:  # a link where a folder should be: nothing to list
+                return []
+            raise
+        return [n for n in names if n.startswith(start) and n > start_after]
+
+    def files(self, prefix: str) -> builtins.list[ObjectInfo]:
+        try:
+            folder = self._open_folder(_parts(prefix))
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"no {prefix} in {self.root}") from None
+        with safefs.owned(folder), os.scandir(folder) as entries:
+            found = [
+                _entry_info(_join(prefix, e.name), e.stat(follow_symlinks=False)) for e in entries
+            ]
+        return sorted(found, key=lambda info: info.key)
+
+    def get_bytes(self, key: str, *, limit: int | None = None) -> bytes:
+        with self._open_file(key)[0] as f:
+            if limit is None:
+                return f.read()
+            # Not f.read(limit): it allocates `limit` bytes up front, and callers pass
+            # their cap (256 MiB) plus one to learn whether a file is over it.
+            data = bytearray()
+            while len(data) < limit and (block := f.read(min(CHUNK, limit - len(data)))):
+                data += block
+            return bytes(data)
+
+    def open(self, key: str) -> ObjectReader:
+        f, st = self._open_file(key)
+        return ObjectReader(st.st_size, f.read, f.close)
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key) if key else self.root
 
     def get_file(self, key: str, dest: Path) -> None:
         src = self._path(key)
@@ -121,10 +162,39 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).split("/"))
 
+    def _open_folder(self, parts: Sequence[str]) -> int:
+        """The folder `parts` below the root: the root as named, each part below it
+        without following a link (ELOOP for one)."""
+        with safefs.owned(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)) as root:
+            return safefs.descend(root, parts)
+
+    def _open_file(self, key: str) -> tuple[BinaryIO, os.stat_result]:
+        """A regular file, read by descriptor: `UnsafeObject` for any other kind of entry."""
+        parts = check_key(key).split("/")
+        try:
+            with safefs.owned(self._open_folder(parts[:-1])) as folder:
+                fd, st = safefs.open_file(folder, parts[-1], self._path(key))
+        except safefs.Refused as exc:
+            raise UnsafeObject(key, exc.problem) from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"no {key} in {self.root}") from None
+        return open(fd, "rb"), st
+
     def _info(self, key: str, path: Path) -> ObjectInfo:
-        st = path.stat()
-        modified = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
-        return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=None)
+        return _entry_info(key, path.stat())
+
+
+def _parts(key: str) -> builtins.list[str]:
+    return check_key(key).split("/") if key else []
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _entry_info(key: str, st: os.stat_result) -> ObjectInfo:
+    modified = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
+    return ObjectInfo(key=key, size=st.st_size, last_modified=modified, etag=None)
 
 
 def _in(folder: int, flags: int) -> Callable[[str, int], int]:

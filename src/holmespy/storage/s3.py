@@ -15,6 +15,7 @@ a few milliseconds.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import functools
 import hashlib
@@ -30,7 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from holmespy.bundle import TMP_PREFIX
 from holmespy.redact import address, public_url
-from holmespy.storage.base import ObjectInfo, check_key, content_type
+from holmespy.storage.base import ObjectInfo, ObjectReader, check_key, content_type
 from holmespy.storage.s3client import (
     Encryption,
     ObjectNotFound,
@@ -259,17 +260,79 @@ class S3Store:
         except Exception as exc:
             raise self.error(exc, prefix) from None
 
+    def folders(
+        self, prefix: str = "", *, start: str = "", start_after: str = ""
+    ) -> builtins.list[str]:
+        """The common prefixes one level below `prefix`: a delimited listing, `page_size`
+        names a request, following continuation tokens; `start` narrows the listing itself
+        and `start_after` is where the store begins it (event ids sort by time)."""
+        full = self._full(prefix) if prefix else self.location.prefix
+        full = full + "/" if full else ""  # the bucket's root when there is no prefix
+        options: dict[str, Any] = {
+            "Bucket": self.location.bucket,
+            "Prefix": full + start,
+            "Delimiter": "/",
+            "MaxKeys": self.page_size,
+        }
+        if start_after:
+            options["StartAfter"] = full + start_after
+        names: list[str] = []
+        try:
+            while True:
+                page = self.client.list_objects_v2(**options)
+                names += [
+                    p["Prefix"][len(full) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+                ]
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    # Keys order `x-y/` before `x/`; names are compared without the `/`.
+                    return sorted(names)
+                options["ContinuationToken"] = token
+        except Exception as exc:
+            raise self.error(exc, prefix) from None
+
+    def files(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """Every object below the folder `prefix`; a folder exists only through its keys."""
+        found = sorted(self.list(f"{check_key(prefix)}/"), key=lambda info: info.key)
+        if not found:
+            raise ObjectNotFound(f"no {prefix} in {self.location.url()}")
+        return found
+
     def get_bytes(self, key: str, *, limit: int | None = None) -> bytes:
         """The object's bytes; only its first `limit` bytes when given (the rest is not read)."""
+        with self.open(key) as reader:
+            if limit is not None:
+                return reader.read(limit)
+            return reader.read(-1)
+
+    def open(self, key: str) -> ObjectReader:
+        """The object's body as it arrives; its Content-Length is the reader's size."""
         try:
             reply = self.client.get_object(Bucket=self.location.bucket, Key=self._full(key))
-            body = reply["Body"]
-            try:
-                return bytes(body.read() if limit is None else body.read(limit))
-            finally:
-                body.close()
         except Exception as exc:
             raise self.error(exc, key) from None
+        body = reply["Body"]
+
+        def read(size: int) -> bytes:
+            try:
+                return bytes(body.read(None if size < 0 else size))
+            except Exception as exc:  # the connection dropped or stalled mid-body
+                raise self.error(exc, key) from None
+
+        return ObjectReader(int(reply["ContentLength"]), read, body.close)
+
+    def local_path(self, key: str) -> None:
+        return None
+
+    def check(self) -> None:
+        """One listing request for at most one key under the prefix: the first thing a
+        reader needs, and its errors name the problem (HeadBucket answers a bare 404 or 403)."""
+        try:
+            self.client.list_objects_v2(
+                Bucket=self.location.bucket, Prefix=self.location.key(), MaxKeys=1
+            )
+        except Exception as exc:
+            raise self.error(exc) from None
 
     def get_file(self, key: str, dest: Path) -> None:
         """Download to a temp sibling of `dest`, renamed into place only when complete."""

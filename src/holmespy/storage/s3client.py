@@ -26,6 +26,7 @@ __all__ = [
     "ObjectNotFound",
     "S3Location",
     "StorageError",
+    "credential_source",
     "endpoint_url",
     "make_client",
     "public_endpoint",
@@ -122,6 +123,19 @@ def make_client(
         # Python imports on first use (on an upload thread): import it here.
         codecs.lookup("idna")
     return client
+
+
+def credential_source() -> str:
+    """Where the AWS SDK finds credentials here ("env", "shared-credentials-file",
+    "iam-role"...), or "none found": their origin, never their value."""
+    try:
+        with importing:
+            import boto3
+    except ImportError:
+        raise StorageError("S3 storage needs boto3: pip install 'holmespy[s3]'") from None
+    credentials = boto3.session.Session().get_credentials()
+    method = getattr(credentials, "method", None) if credentials is not None else None
+    return str(method) if method else "none found"
 
 
 @dataclass(frozen=True)
