@@ -9,6 +9,7 @@ function. The last tests use a real asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import sys
 import threading
 import time
@@ -91,9 +92,12 @@ class Rig:
             is_idle=lambda frame: self.idle and frame is not None,
             loop_on_stack=lambda frame: self.loop if frame is not None else None,
             cpu_wait=self.cpu_wait,
+            own_cpu_wait=lambda: self.watchdog_waited_for_cpu,
         )
         self.waited_for_cpu = 0.0
         """What the kernel says the loop's thread has waited for a CPU so far (moved by tests)."""
+        self.watchdog_waited_for_cpu = 0.0
+        """The same for the watchdog's own (sampling) thread."""
 
     def cpu_wait(self, ident: int) -> float | None:
         return self.waited_for_cpu if ident == self.parked.ident else None
@@ -282,9 +286,25 @@ def test_a_look_that_comes_late_does_not_blame_the_loop_for_the_gap(rig: Rig) ->
     rig.clock.now += 0.001
     rig.loop.run_ready()
     rig.clock.now += 0.6
+    rig.watchdog_waited_for_cpu += 0.6
     rig.check()
     assert rig.dog.stalls_seen == 0
     assert rig.dog.take() == 0.0
+
+
+def test_a_look_kept_late_by_a_call_holding_the_gil_blames_the_loop(rig: Rig) -> None:
+    # The loop answered, then a handler's C call held the GIL for 2 s: the watchdog's
+    # thread did not wait for a CPU (it slept on the GIL), so the gap is the loop's.
+    rig.idle = False
+    rig.check()
+    rig.clock.now += 0.001
+    rig.loop.run_ready()
+    rig.clock.now += 2.0
+    rig.check()  # still busy when the watchdog gets the GIL back
+    assert rig.dog.stalls_seen == 1
+    rig.clock.now += CHECK_EVERY
+    rig.check()
+    assert rig.dog.take() == pytest.approx(2000.0 + CHECK_EVERY * 1000)
 
 
 def test_a_blocking_call_on_an_overloaded_machine_counts_all_but_its_wait_for_a_cpu(
@@ -511,6 +531,42 @@ def test_on_a_real_loop_a_blocking_call_is_caught_in_the_act() -> None:
     assert names(top.frames)[:1] == ["blocking_handler"]
     assert view.thread == "real-loop"
     assert view.seconds >= 1.0  # counted from the last look before the call: never short
+
+
+def blocking_call_holding_the_gil(seconds: float) -> None:
+    """A C call that blocks without releasing the GIL (PyDLL keeps it), then a little
+    Python, as a driver that parses what it read."""
+    ctypes.PyDLL(None).usleep(int(seconds * 1e6))
+    end = time.monotonic() + 0.2
+    while time.monotonic() < end:
+        pass
+
+
+@needs_loop_discovery
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="usleep from libc")
+def test_on_a_real_loop_a_blocking_call_holding_the_gil_is_a_stall() -> None:
+    dog = Watchdog(0.5)
+    stop = threading.Event()
+
+    def sampling_thread() -> None:
+        while not stop.is_set():
+            due = min(dog.check(time.monotonic()), time.monotonic() + CHECK_EVERY)
+            stop.wait(max(0.0, due - time.monotonic()))
+
+    with LoopThread("real-loop") as lt:
+        lt.spawn(asyncio.sleep(3600))
+        dog.discover()
+        sampler = threading.Thread(target=sampling_thread, daemon=True)
+        sampler.start()
+        try:
+            lt.call(lambda: blocking_call_holding_the_gil(1.0))
+            wait_for(lambda: dog.wait_until_calm(0) and dog.stalls_seen >= 1)
+        finally:
+            stop.set()
+            sampler.join(5)
+    assert dog.take() is not None
+    (view,) = dog.stalls()
+    assert view.seconds >= 1.0
 
 
 def wait_on_a_selector(release: threading.Event) -> None:

@@ -15,7 +15,13 @@ import threading
 
 from holmespy.nativeid import native_id
 
-__all__ = ["waited"]
+__all__ = ["own_wait", "waited"]
+
+
+def own_wait() -> float | None:
+    """Seconds the calling thread has spent waiting for a CPU so far; None when the kernel
+    does not say."""
+    return _read("/proc/thread-self/schedstat")
 
 
 def waited(ident: int) -> float | None:
@@ -27,8 +33,12 @@ def waited(ident: int) -> float | None:
     tid = native_id(thread)
     if tid is None:
         return None
+    return _read(f"/proc/self/task/{tid}/schedstat")
+
+
+def _read(path: str) -> float | None:
     try:
-        with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+        with open(path, "rb") as f:
             fields = f.read(128).split()
         return int(fields[1]) / 1e9
     except (OSError, ValueError, IndexError):

@@ -108,6 +108,7 @@ FrameSource = Callable[[], dict[int, types.FrameType]]
 IdleTest = Callable[[types.FrameType | None], bool]
 LoopOnStack = Callable[[types.FrameType | None], Any]
 CpuWait = Callable[[int], float | None]
+OwnCpuWait = Callable[[], float | None]
 
 
 class Heartbeat:
@@ -258,6 +259,7 @@ class Watchdog:
         is_idle: IdleTest = loops.waiting_for_events,
         loop_on_stack: LoopOnStack = loopstack.loop_on_stack,
         cpu_wait: CpuWait = runqueue.waited,
+        own_cpu_wait: OwnCpuWait = runqueue.own_wait,
         check_every: float = CHECK_EVERY,
     ) -> None:
         self.threshold = threshold
@@ -271,6 +273,9 @@ class Watchdog:
         self._is_idle = is_idle
         self._loop_on_stack = loop_on_stack
         self._cpu_wait = cpu_wait
+        self._own_cpu_wait = own_cpu_wait
+        self._own_waited: float | None = None
+        """The sampling thread's own CPU wait at its previous look."""
         self._lock = threading.Lock()
         self._calm = threading.Condition(self._lock)
         """Notified whenever a stall ends."""
@@ -363,9 +368,10 @@ class Watchdog:
             if frames is None:
                 frames = self._current_frames()
             due = now + self.check_every
+            kept_off = self._kept_off_cpu()
             stalled: list[_Watched] = []
             for key, watched in list(self._watched.items()):
-                deadline = self._look(key, watched, now, frames)
+                deadline = self._look(key, watched, now, frames, kept_off)
                 if deadline is None:
                     stalled.append(watched)
                 else:
@@ -374,8 +380,24 @@ class Watchdog:
                 due = min(due, self._sample(stalled, now, frames))
         return due
 
+    def _kept_off_cpu(self) -> float:
+        """Seconds this (the sampling) thread waited for a CPU since its previous look."""
+        try:
+            waited = self._own_cpu_wait()
+        except Exception:  # a reading is a bonus: without it a late look blames the loop
+            waited = None
+        before, self._own_waited = self._own_waited, waited
+        if waited is None or before is None:
+            return 0.0
+        return max(0.0, waited - before)
+
     def _look(
-        self, key: int, watched: _Watched, now: float, frames: dict[int, types.FrameType]
+        self,
+        key: int,
+        watched: _Watched,
+        now: float,
+        frames: dict[int, types.FrameType],
+        kept_off: float = 0.0,
     ) -> float | None:
         """One loop: its deadline (when its silence would reach min), or None when stalled."""
         loop = watched.loop()
@@ -414,10 +436,13 @@ class Watchdog:
                 self._forget(key, watched, now)
                 return math.inf
             self.heartbeats += 1
-            # A look that came late (this thread was itself kept from running, on an
-            # overloaded machine) knows nothing of the loop since the last one: at most
-            # one look's worth of that gap may be silence, the rest is not the loop's.
-            watched.alive = max(watched.alive, now - self.check_every)
+            # A look that came late because this thread waited for a CPU (an overloaded
+            # machine) knows nothing of the loop meanwhile: that wait is not the loop's,
+            # though at least one look of the gap may be silence. A look kept late by the
+            # GIL (a C call that blocks holding it) is the loop's doing and counts whole.
+            watched.alive = max(
+                watched.alive, min(now - self.check_every, watched.alive + kept_off)
+            )
             watched.alive_at_post = watched.alive
             if now < watched.overloaded_until:
                 self._note_cpu_wait(watched, now)
