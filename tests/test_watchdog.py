@@ -349,6 +349,16 @@ def test_the_cpu_wait_of_a_real_thread_is_read_from_the_kernel() -> None:
     assert runqueue.waited(-1) is None  # no such thread
 
 
+def test_the_own_cpu_wait_is_the_calling_threads() -> None:
+    mine = runqueue.own_wait()
+    if mine is None:
+        pytest.skip("this kernel keeps no schedstat")
+    # Read again through this thread's id: the same counter, which only grows.
+    again = runqueue.waited(threading.get_ident())
+    assert again is not None
+    assert mine <= again
+
+
 def test_a_stall_during_holmespys_own_heap_capture_is_kept_but_not_counted(rig: Rig) -> None:
     with rig.dog.excused():
         rig.stall(1.5)
