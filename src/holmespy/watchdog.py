@@ -97,11 +97,11 @@ CALM_POLL = 0.1
 """How often a capture waiting for a stall to end asks whether it should stop waiting."""
 
 KEPT_PAUSES = 8
+"""holmespy's own process-pausing captures remembered, to excuse the stalls they cause."""
 
 WATCH_CPU_WAIT_FOR = 10.0
 """Seconds after a late heartbeat during which each heartbeat notes the loop thread's CPU
 wait when it is asked for, not one look later (a machine that was overloaded still is)."""
-"""holmespy's own process-pausing captures remembered, to excuse the stalls they cause."""
 
 LoopLister = Callable[[], list[loops.LoopInfo]]
 FrameSource = Callable[[], dict[int, types.FrameType]]
