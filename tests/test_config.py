@@ -107,9 +107,11 @@ BAD: list[tuple[str, str, str]] = [
     ("HOLMES_LOOP", "min=100", "min= at least 200 (ms"),
     ("HOLMES_LOOP", "max=5000", "unknown key 'max'"),
     ("HOLMES_RECORDER", "500ms", "from 1s to 10m"),
+    ("HOLMES_RECORDER", "999ms", "from 1s to 10m"),  # just short of the bound it names
     ("HOLMES_RECORDER", "1h", "from 1s to 10m"),
     ("HOLMES_RECORDER", "30", "a duration such as 500ms"),
     ("HOLMES_RECORDER_HZ", "1000", "from 0.5 to 100"),
+    ("HOLMES_RECORDER_HZ", "0.4995", "from 0.5 to 100"),
     ("HOLMES_RECORDER_HZ", "10hz", "from 0.5 to 100"),
     ("HOLMES_CPU_MAX", "120", "a percentage from 0 to 100"),
     ("HOLMES_CPU_MAX", "nan", "a percentage from 0 to 100"),
@@ -219,6 +221,11 @@ def test_programmatic_config_gets_the_same_checks() -> None:
     for rate in (0, 2000, 49.5, True, "50"):
         with pytest.raises(ConfigError, match="HOLMES_CPU_PROFILE_RATE"):
             Config(cpu_profile_rate=rate)  # type: ignore[arg-type]
+    # Just short of the bounds the messages name: what the variables refuse, so do Configs.
+    with pytest.raises(ConfigError, match=r"HOLMES_RECORDER=0\.9995"):
+        Config(recorder=0.9995)
+    with pytest.raises(ConfigError, match=r"HOLMES_RECORDER_HZ=0\.4995"):
+        Config(recorder_hz=0.4995)
 
 
 def test_every_default_passes_the_check_a_given_value_gets() -> None:

@@ -906,7 +906,7 @@ OPTIONS: tuple[Option, ...] = (
         " event (recorder.pb.gz), e.g. 30s; off",
         show=lambda value: "off" if value is None else _show_seconds(value),
         validate=_check_number(
-            "a duration from 1s to 10m, or None (off)", low=0.999, high=600.0, optional=True
+            "a duration from 1s to 10m, or None (off)", low=1.0, high=600.0, optional=True
         ),
     ),
     Option(
@@ -917,9 +917,7 @@ OPTIONS: tuple[Option, ...] = (
         ),
         "the flight recorder's samples per second",
         show=lambda value: f"{value:g}",
-        validate=_check_number(
-            "a rate in samples per second from 0.5 to 100", low=0.499, high=100.0
-        ),
+        validate=_check_number("a rate in samples per second from 0.5 to 100", low=0.5, high=100.0),
     ),
     Option(
         "HOLMES_CPU_MAX",
