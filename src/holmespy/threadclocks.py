@@ -36,17 +36,26 @@ def thread_cpu_ns(exclude: Collection[int] = ()) -> dict[int, int]:
 
     {} where /proc is not readable. A thread that ends while it is read is left out.
     """
+    return cpu_ns_of(task_ids(exclude))
+
+
+def task_ids(exclude: Collection[int] = ()) -> list[int]:
+    """The tids of this process's threads but `exclude`; [] where /proc is not readable.
+
+    Listing /proc lets other threads take the GIL: a caller that must read the
+    clocks right after something else lists first (`cpu_ns_of` only reads clocks).
+    """
     try:
         names = os.listdir(_TASKS)
     except OSError:
-        return {}
+        return []
+    return [int(name) for name in names if name.isdigit() and int(name) not in exclude]
+
+
+def cpu_ns_of(tids: Collection[int]) -> dict[int, int]:
+    """tid -> CPU nanoseconds used so far, for each of `tids` still alive."""
     out: dict[int, int] = {}
-    for name in names:
-        if not name.isdigit():
-            continue
-        tid = int(name)
-        if tid in exclude:
-            continue
+    for tid in tids:
         try:
             out[tid] = time.clock_gettime_ns(clock_from_native_id(tid))
         except OSError:

@@ -27,7 +27,13 @@ from holmespy.formats.profile import Frame, Profile
 from holmespy.naming import ModuleNames, ThreadTable
 from holmespy.profilers.cpu._common import EngineFailed, Stacks, add_stacks, sampling_profile
 from holmespy.teardown import Cut
-from holmespy.threadclocks import ThreadClocks, thread_cpu_ns, used_between
+from holmespy.threadclocks import (
+    ThreadClocks,
+    cpu_ns_of,
+    task_ids,
+    thread_cpu_ns,
+    used_between,
+)
 
 MAX_DEPTH = 256
 """Frames kept per stack, innermost first; deeper stacks end in a `<truncated>` frame."""
@@ -71,15 +77,16 @@ class _Sampler:
             # (0.2 s of a 2 s window with four CPU-bound threads on a loaded machine).
             skip = frozenset(self.threads.natives(self.exclude)) | {threading.get_native_id()}
             before = thread_cpu_ns(skip)
-            self._loop(threading.get_ident())
-            self.measured_ns = sum(used_between(before, thread_cpu_ns(skip)).values())
+            after = self._loop(threading.get_ident(), skip)
+            self.measured_ns = sum(used_between(before, after).values())
         except Exception as exc:  # reported in the facts; the host must not see it
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.finished = time.monotonic()
             self.own_cpu_ns = time.thread_time_ns()
 
-    def _loop(self, me: int) -> None:
+    def _loop(self, me: int, skip_tids: frozenset[int]) -> dict[int, int]:
+        """Tick until the end; returns the threads' CPU clocks read right after the last tick."""
         skip = self.exclude | {me}
         interval = 1.0 / self.rate
         next_tick = time.monotonic()
@@ -97,10 +104,15 @@ class _Sampler:
             wait = min(next_tick, self.end) - now
             if wait > 0:
                 self.stop.wait(wait)
+        # Listing the threads lets the others run (it waits for the GIL again, 0.2 s with
+        # four CPU-bound threads on a loaded machine): done before the last tick, so the
+        # clocks that close the window are read right after the tick's own.
+        tids = task_ids(skip_tids)
         if self.ticks:
             # The CPU used since the last tick, up to the end (or the cut), counts too.
             self._tick(skip)
             self.ticks += 1
+        return cpu_ns_of(tids)
 
     def _tick(self, skip: frozenset[int] | set[int]) -> None:
         frames = sys._current_frames()
