@@ -33,7 +33,6 @@ import json
 import math
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,20 +104,9 @@ def start_host(
         HOLMES_DUMP_PATH=str(workdir / "dumps-host"),
         HOLMES_SERVICE="host",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.host_loop", f"--tasks={tasks}", f"--report={every}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=rig.ROOT,
-        env=env,
+    return rig.start_reporting(
+        ["benchmarks.host_loop", f"--tasks={tasks}", f"--report={every}"], env
     )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line:
-        proc.kill()
-        raise rig.RigError("benchmarks.host_loop did not start")
-    return proc, json.loads(line)
 
 
 def next_sample(proc: subprocess.Popen[str]) -> dict[str, Any]:

@@ -91,6 +91,27 @@ def spawn(name: str, script: str, args: list[str], env: dict[str, str], logdir: 
     raise RigError(f"{name} did not start:\n{log.read_text(errors='replace')}")
 
 
+def start_reporting(
+    module_args: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[str], Any]:
+    """Start `python -m <module_args>`, a host that prints one JSON line when ready and
+    then one per report; returns the process and that first line, parsed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *module_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    first = proc.stdout.readline() if proc.stdout else ""
+    if not first:
+        proc.kill()
+        raise RigError(f"{module_args[0]} did not start")
+    return proc, json.loads(first)
+
+
 def start_upstream(logdir: Path) -> Server:
     return spawn("upstream", "upstream.py", [], clean_env(), logdir)
 

@@ -32,7 +32,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -133,20 +132,9 @@ def start(kind: str, workdir: Path, name: str, every: float = 5.0, **holmes: str
         HOLMES_SERVICE=name,
         **holmes,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.recorder_cost", "--host", kind, f"--every={every}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=rig.ROOT,
-        env=env,
+    return rig.start_reporting(
+        ["benchmarks.recorder_cost", "--host", kind, f"--every={every}"], env
     )
-    first = proc.stdout.readline() if proc.stdout else ""
-    if not first:
-        proc.kill()
-        raise rig.RigError(f"the {kind} host {name} did not start")
-    return proc, json.loads(first)
 
 
 def line(proc: subprocess.Popen[str]) -> dict[str, Any]:

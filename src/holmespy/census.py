@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from holmespy import dumpjson
-from holmespy.dumpjson import BadDump, Reader
+from holmespy.dumpjson import BadDump, Reader, Twin
 
 __all__ = ["BLOB_MIN_BYTES", "FILE", "TEXT_FILE", "BadDump", "Census"]
 
@@ -31,8 +31,10 @@ MAX_ROWS = 10_000
 
 
 @dataclass(frozen=True)
-class Census:
+class Census(Twin):
     """Live gc-tracked objects by type, and their growth since the previous census."""
+
+    FILE = FILE
 
     pid: int
     time: float
@@ -178,22 +180,6 @@ class Census:
             "sizes": sizes,
             "blobs": {n: list(pair) for n, pair in self.blobs.items()},
         }
-
-    @classmethod
-    def from_json(cls, data: object) -> Census:
-        """The census `data` (parsed JSON) holds, or `BadDump` at the first wrong value."""
-        return cls._read(data, Reader(FILE, strict=True))
-
-    @classmethod
-    def read(cls, data: object) -> tuple[Census, list[str]]:
-        """The census as far as `data` makes sense, and one line per value left out."""
-        reader = Reader(FILE, strict=False)
-        return cls._read(data, reader), reader.problems
-
-    @classmethod
-    def loads(cls, raw: bytes) -> tuple[Census, list[str]]:
-        """A `heap-types.json` file's bytes read leniently; `BadDump` when it is no JSON object."""
-        return cls.read(dumpjson.load(raw, FILE))
 
     @classmethod
     def _read(cls, data: object, r: Reader) -> Census:

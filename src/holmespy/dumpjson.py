@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
-from holmespy.event import BadEvent, load_json
+from holmespy.event import BadEvent, kind_of, load_json
 from holmespy.printable import printable
 
 T = TypeVar("T")
@@ -46,29 +46,13 @@ def load(raw: bytes, file: str) -> dict[str, Any]:
     except BadEvent as exc:
         raise BadDump(f"{file}: {exc}") from None
     if not isinstance(data, dict):
-        raise BadDump(f"{file}: {_kind(data)}, not a JSON object")
+        raise BadDump(f"{file}: {kind_of(data)}, not a JSON object")
     return data
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def wrong(where: str, value: object, wanted: str) -> Wrong:
     shown = printable(repr(value), 40)
-    return Wrong(f"{where}: {_kind(value)} ({shown}), not {wanted}")
+    return Wrong(f"{where}: {kind_of(value)} ({shown}), not {wanted}")
 
 
 # -- one value --------------------------------------------------------------------------------
@@ -212,3 +196,32 @@ class Reader:
     def schema(self, data: Mapping[str, Any], known: int) -> int:
         """The layout number (1 when absent); a newer one is read as far as its fields are known."""
         return self.field(lambda: max(1, integer(data, "schema", default=1)), known)
+
+
+class Twin:
+    """A text dump's objects, read from its JSON twin: strictly, leniently, or from bytes.
+
+    A subclass names its file (`FILE`) and reads one parsed object in `_read`.
+    """
+
+    FILE: ClassVar[str]
+
+    @classmethod
+    def from_json(cls, data: object) -> Self:
+        """The objects `data` (parsed JSON) holds, or `BadDump` at the first wrong value."""
+        return cls._read(data, Reader(cls.FILE, strict=True))
+
+    @classmethod
+    def read(cls, data: object) -> tuple[Self, list[str]]:
+        """The objects as far as `data` makes sense, and one line per value left out."""
+        reader = Reader(cls.FILE, strict=False)
+        return cls._read(data, reader), reader.problems
+
+    @classmethod
+    def loads(cls, raw: bytes) -> tuple[Self, list[str]]:
+        """The file's bytes read leniently; `BadDump` when they hold no JSON object."""
+        return cls.read(load(raw, cls.FILE))
+
+    @classmethod
+    def _read(cls, data: object, r: Reader) -> Self:
+        raise NotImplementedError

@@ -100,7 +100,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
+    """What a JSON value is, in words (for one-line errors)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -130,7 +131,7 @@ class _Reader:
         self.problems.append(text)
 
     def wrong(self, where: str, value: object, wanted: str) -> None:
-        self.problem(where, f"{_kind(value)} ({_short.repr(value)}), not {wanted}")
+        self.problem(where, f"{kind_of(value)} ({_short.repr(value)}), not {wanted}")
 
     def text(self, data: Mapping[str, Any], key: str, where: str = "") -> str | None:
         value = data.get(key)
@@ -468,7 +469,7 @@ class Event:
     @classmethod
     def _parse(cls, data: object, *, strict: bool) -> tuple[Event, list[str]]:
         if not isinstance(data, dict):
-            raise BadEvent(f"{EVENT_FILE}: {_kind(data)}, not a JSON object")
+            raise BadEvent(f"{EVENT_FILE}: {kind_of(data)}, not a JSON object")
         r = _Reader(strict)
         schema = data.get("schema", 1)
         if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:

@@ -16,14 +16,13 @@ them, escaped by `holmespy.printable`.
 
 from __future__ import annotations
 
-import builtins
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from holmespy import dumpjson
-from holmespy.dumpjson import BadDump, Reader, Wrong
+from holmespy.dumpjson import BadDump, Reader, Twin, Wrong
 
 __all__ = [
     "FILE",
@@ -138,10 +137,12 @@ class Baseline:
 
 
 @dataclass(frozen=True)
-class HeapHolders:
+class HeapHolders(Twin):
     pid: int
     time: float
     """When the walk started, Unix epoch seconds."""
+
+    FILE = FILE
     seconds: float
     objects: int
     bytes: int
@@ -246,22 +247,6 @@ class HeapHolders:
                 for name, shares in self.shares.items()
             ],
         }
-
-    @classmethod
-    def from_json(cls, data: object) -> HeapHolders:
-        """The snapshot `data` (parsed JSON) holds, or `BadDump` at the first wrong value."""
-        return cls._read(data, Reader(FILE, strict=True))
-
-    @classmethod
-    def read(cls, data: object) -> tuple[HeapHolders, list[str]]:
-        """The snapshot as far as `data` makes sense, and one line per value left out."""
-        reader = Reader(FILE, strict=False)
-        return cls._read(data, reader), reader.problems
-
-    @classmethod
-    def loads(cls, raw: builtins.bytes) -> tuple[HeapHolders, list[str]]:
-        """A `heap-holders.json` file's bytes read leniently; `BadDump` when it is no object."""
-        return cls.read(dumpjson.load(raw, FILE))
 
     @classmethod
     def _read(cls, data: object, r: Reader) -> HeapHolders:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from holmespy import dumpjson
-from holmespy.dumpjson import BadDump, Reader, Wrong
+from holmespy.dumpjson import BadDump, Reader, Twin, Wrong
 from holmespy.stackdump import Frame
 
 __all__ = ["FILE", "TEXT_FILE", "BadDump", "Link", "LoopState", "TaskDump", "TaskGroup"]
@@ -97,10 +97,12 @@ class LoopState:
 
 
 @dataclass(frozen=True)
-class TaskDump:
+class TaskDump(Twin):
     pid: int
     time: str
     """ISO 8601 UTC, milliseconds."""
+
+    FILE = FILE
     python: str
     total: int = 0
     """Tasks in the process."""
@@ -141,22 +143,6 @@ class TaskDump:
             "unsupported": self.unsupported,
             "error": self.error,
         }
-
-    @classmethod
-    def from_json(cls, data: object) -> TaskDump:
-        """The dump `data` (parsed JSON) holds, or `BadDump` at the first wrong value."""
-        return cls._read(data, Reader(FILE, strict=True))
-
-    @classmethod
-    def read(cls, data: object) -> tuple[TaskDump, list[str]]:
-        """The dump as far as `data` makes sense, and one line per value left out."""
-        reader = Reader(FILE, strict=False)
-        return cls._read(data, reader), reader.problems
-
-    @classmethod
-    def loads(cls, raw: bytes) -> tuple[TaskDump, list[str]]:
-        """A `tasks.json` file's bytes read leniently; `BadDump` when it is no JSON object."""
-        return cls.read(dumpjson.load(raw, FILE))
 
     @classmethod
     def _read(cls, data: object, r: Reader) -> TaskDump:
