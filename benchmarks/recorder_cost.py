@@ -50,7 +50,8 @@ Row = tuple[str, str, str, str, bool | None]
 # -- the hosts (run as their own processes) --------------------------------------------
 
 
-async def _busy_task(stop: asyncio.Event) -> None:
+async def busy_task(stop: asyncio.Event) -> None:
+    """One of the busy host's tasks: short CPU-bound steps, yielding between them."""
     while not stop.is_set():
         total = 0
         for i in range(500):
@@ -81,7 +82,7 @@ async def _busy_main(tasks: int, every: float) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     clocks = _own_threads()
     print(json.dumps({"pid": os.getpid(), "threads": sorted(clocks)}), flush=True)
-    workers = [asyncio.create_task(_busy_task(stop)) for _ in range(tasks)]
+    workers = [asyncio.create_task(busy_task(stop)) for _ in range(tasks)]
     loop_max = 0.0
     while not stop.is_set():
         loop_max = max([loop_max, *_loop_values()])

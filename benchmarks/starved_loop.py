@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Any
 
+from benchmarks.recorder_cost import busy_task
+
 HOG = "while True: pass"
 
 
@@ -34,17 +36,9 @@ def _schedstat(tid: int) -> tuple[float, float]:
     return int(fields[0]) / 1e9, int(fields[1]) / 1e9
 
 
-async def _busy(stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        total = 0
-        for i in range(500):
-            total += i * i
-        await asyncio.sleep(0)
-
-
 async def _run(seconds: float) -> None:
     stop = asyncio.Event()
-    workers = [asyncio.create_task(_busy(stop)) for _ in range(100)]
+    workers = [asyncio.create_task(busy_task(stop)) for _ in range(100)]
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.gather(*workers)

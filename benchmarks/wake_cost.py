@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from benchmarks.recorder_cost import busy_task
 from holmespy.recorder import Recorder
 from holmespy.watchdog import Watchdog
 
@@ -67,17 +68,9 @@ def _measure(wakes: int, period: float, ready: threading.Event, out: dict[str, A
     )
 
 
-async def _busy(stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        total = 0
-        for i in range(500):
-            total += i * i
-        await asyncio.sleep(0)
-
-
 async def _host(wakes: int, period: float) -> dict[str, Any]:
     stop = asyncio.Event()
-    workers = [asyncio.create_task(_busy(stop)) for _ in range(100)]
+    workers = [asyncio.create_task(busy_task(stop)) for _ in range(100)]
     ready, out = threading.Event(), {}  # type: ignore[var-annotated]
     thread = threading.Thread(target=_measure, args=(wakes, period, ready, out), name="measure")
     thread.start()
